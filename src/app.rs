@@ -1,0 +1,154 @@
+//! Wires the stages together: listeners, proxy, sample queue, analysis,
+//! readiness probe, admin server; and takes them down in order on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::readiness::{self, Readiness};
+use crate::admin::{self, AdminState};
+use crate::analysis::{self, Analyzer, HttpAnalyzer};
+use crate::config::Config;
+use crate::proxy::{self, Proxy};
+use crate::sample;
+use crate::telemetry::Telemetry;
+
+/// A running modelwatch: its bound addresses and the handle to stop it.
+pub struct App {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl App {
+    /// Binds both listeners (so a bad address fails here, before any traffic),
+    /// then starts every stage.
+    pub async fn start(config: Config, telemetry: Arc<Telemetry>) -> anyhow::Result<App> {
+        let proxy_listener = TcpListener::bind(config.proxy_listen())
+            .await
+            .with_context(|| format!("cannot listen on proxy.listen = {}", config.proxy.listen))?;
+        let admin_listener = TcpListener::bind(config.admin_listen())
+            .await
+            .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
+        let proxy_addr = proxy_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let shutdown = CancellationToken::new();
+        let (sender, queue) = sample::queue(
+            config.sampling.queue_capacity,
+            telemetry.instruments.clone(),
+            telemetry.gauges.clone(),
+        );
+        let proxy = Arc::new(Proxy::new(
+            &config,
+            sender,
+            telemetry.instruments.clone(),
+            telemetry.tracer.clone(),
+        ));
+        let analyzers: Vec<Box<dyn Analyzer>> =
+            vec![Box::new(HttpAnalyzer::new(telemetry.instruments.clone()))];
+        let analysis = tokio::spawn(analysis::run(
+            queue,
+            analyzers,
+            telemetry.instruments.clone(),
+            telemetry.gauges.clone(),
+        ));
+
+        let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
+        let side = CancellationToken::new();
+        let probe = tokio::spawn(readiness::run(
+            readiness.clone(),
+            config.clone(),
+            side.clone(),
+        ));
+        let admin_state = Arc::new(AdminState {
+            config: config.clone(),
+            telemetry: telemetry.clone(),
+            readiness,
+            counters: proxy.counters.clone(),
+            started: Instant::now(),
+            proxy_addr,
+        });
+        let admin = tokio::spawn(admin::serve(admin_listener, admin_state, side.clone()));
+
+        let grace = config.proxy.shutdown_grace_period;
+        let stop = shutdown.clone();
+        let done = tokio::spawn(async move {
+            proxy::serve(proxy_listener, proxy, stop, grace).await;
+            // The proxy (and with it every sample sender) is gone: analysis
+            // drains what is queued, then ends.
+            if let Err(e) = analysis.await {
+                tracing::warn!(error = %e, "analysis task failed");
+            }
+            side.cancel();
+            let _ = probe.await;
+            let _ = admin.await;
+        });
+        tracing::info!(%proxy_addr, %admin_addr, upstream = %config.proxy.upstream, "modelwatch started");
+        Ok(App {
+            proxy_addr,
+            admin_addr,
+            shutdown,
+            done,
+        })
+    }
+
+    /// A token that stops the app when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the app has stopped (after its token was cancelled).
+    pub async fn wait(self) {
+        if let Err(e) = self.done.await {
+            tracing::warn!(error = %e, "shutdown task failed");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Runs the whole program: build telemetry, start, wait for a signal, drain,
+/// flush telemetry. Blocking; creates its own runtime.
+pub fn run_blocking(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("modelwatch")
+        .build()?;
+    let telemetry = Arc::new(Telemetry::new(&config, runtime.handle())?);
+    let result = runtime.block_on(async {
+        let app = App::start(config, telemetry.clone()).await?;
+        let token = app.shutdown_token();
+        shutdown_signal().await;
+        token.cancel();
+        app.wait().await;
+        anyhow::Ok(())
+    });
+    telemetry.shutdown();
+    drop(runtime);
+    tracing::info!("modelwatch stopped");
+    result
+}

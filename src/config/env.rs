@@ -1,0 +1,213 @@
+//! The one place where environment variables are read: `MODELWATCH_*`, the
+//! standard `OTEL_*` variables, `RUST_LOG`, and the Kubernetes downward-API
+//! variables that name the pod. Each overrides the matching config key.
+
+use std::time::Duration;
+
+use super::{invalid, Config, ConfigError, LogFormat, OtlpProtocol};
+
+/// Every variable this module reads, for the docs and `--help`.
+pub const VARIABLES: &[(&str, &str)] = &[
+    ("MODELWATCH_CONFIG", "config file path (same as --config)"),
+    ("MODELWATCH_LISTEN", "proxy.listen"),
+    ("MODELWATCH_UPSTREAM", "proxy.upstream"),
+    ("MODELWATCH_ADMIN_LISTEN", "admin.listen"),
+    ("MODELWATCH_SAMPLE_RATE", "sampling.rate"),
+    ("MODELWATCH_LOG_FORMAT", "log.format"),
+    ("RUST_LOG", "log.level"),
+    ("OTEL_SERVICE_NAME", "telemetry.service_name"),
+    (
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "added to telemetry.resource_attributes",
+    ),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp.endpoint"),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "telemetry.otlp.metrics_endpoint",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "telemetry.otlp.traces_endpoint",
+    ),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "telemetry.otlp.protocol"),
+    (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "added to telemetry.otlp.headers",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "telemetry.otlp.timeout (milliseconds)",
+    ),
+    (
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "telemetry.otlp.metrics_interval (milliseconds)",
+    ),
+    (
+        "OTEL_TRACES_EXPORTER",
+        "`none` turns telemetry.otlp.traces off",
+    ),
+    (
+        "K8S_POD_NAME or POD_NAME",
+        "resource attribute k8s.pod.name",
+    ),
+    (
+        "K8S_NAMESPACE_NAME or POD_NAMESPACE",
+        "resource attribute k8s.namespace.name",
+    ),
+    (
+        "K8S_NODE_NAME or NODE_NAME",
+        "resource attribute k8s.node.name",
+    ),
+];
+
+/// The path of the config file named by the environment, if any.
+pub fn config_path() -> Option<String> {
+    std::env::var("MODELWATCH_CONFIG")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Applies the process environment to `config`.
+pub fn apply_process_env(config: &mut Config) -> Result<(), ConfigError> {
+    apply(config, |name| std::env::var(name).ok())
+}
+
+/// Applies variables looked up through `var` (a map in tests) to `config`.
+pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+
+    if let Some(v) = get("MODELWATCH_LISTEN") {
+        config.proxy.listen = v;
+    }
+    if let Some(v) = get("MODELWATCH_UPSTREAM") {
+        config.proxy.upstream = v;
+    }
+    if let Some(v) = get("MODELWATCH_ADMIN_LISTEN") {
+        config.admin.listen = v;
+    }
+    if let Some(v) = get("MODELWATCH_SAMPLE_RATE") {
+        config.sampling.rate = v
+            .trim()
+            .parse()
+            .map_err(|_| invalid("MODELWATCH_SAMPLE_RATE", &v, "a number from 0 to 1"))?;
+    }
+    if let Some(v) = get("MODELWATCH_LOG_FORMAT") {
+        config.log.format = match v.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(invalid("MODELWATCH_LOG_FORMAT", &v, "text or json")),
+        };
+    }
+    if let Some(v) = get("RUST_LOG") {
+        config.log.level = v;
+    }
+
+    if let Some(v) = get("OTEL_SERVICE_NAME") {
+        config.telemetry.service_name = v;
+    }
+    if let Some(v) = get("OTEL_RESOURCE_ATTRIBUTES") {
+        for (k, val) in parse_pairs("OTEL_RESOURCE_ATTRIBUTES", &v)? {
+            config.telemetry.resource_attributes.insert(k, val);
+        }
+    }
+    let otlp = &mut config.telemetry.otlp;
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        otlp.endpoint = v;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+        otlp.metrics_endpoint = v;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        otlp.traces_endpoint = v;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_PROTOCOL") {
+        otlp.protocol = match v.trim() {
+            "grpc" => OtlpProtocol::Grpc,
+            "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            _ => {
+                return Err(invalid(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    &v,
+                    "grpc or http/protobuf",
+                ))
+            }
+        };
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
+        for (k, val) in parse_pairs("OTEL_EXPORTER_OTLP_HEADERS", &v)? {
+            otlp.headers.insert(k, val);
+        }
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
+        otlp.timeout = millis("OTEL_EXPORTER_OTLP_TIMEOUT", &v)?;
+    }
+    if let Some(v) = get("OTEL_METRIC_EXPORT_INTERVAL") {
+        otlp.metrics_interval = millis("OTEL_METRIC_EXPORT_INTERVAL", &v)?;
+    }
+    if let Some(v) = get("OTEL_TRACES_EXPORTER") {
+        if v.trim() == "none" {
+            otlp.traces = false;
+        }
+    }
+
+    let attrs = &mut config.telemetry.resource_attributes;
+    for (attribute, names) in [
+        ("k8s.pod.name", ["K8S_POD_NAME", "POD_NAME"]),
+        (
+            "k8s.namespace.name",
+            ["K8S_NAMESPACE_NAME", "POD_NAMESPACE"],
+        ),
+        ("k8s.node.name", ["K8S_NODE_NAME", "NODE_NAME"]),
+    ] {
+        if attrs.contains_key(attribute) {
+            continue;
+        }
+        if let Some(v) = names.iter().find_map(|n| get(n)) {
+            attrs.insert(attribute.to_string(), v);
+        }
+    }
+    Ok(())
+}
+
+/// `key1=value1,key2=value2` with percent-encoded values, as the OTel spec writes them.
+fn parse_pairs(name: &str, text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| invalid(name, text, "comma-separated key=value pairs"))?;
+        out.push((k.trim().to_string(), percent_decode(v.trim())));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn millis(name: &str, v: &str) -> Result<Duration, ConfigError> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| invalid(name, v, "a whole number of milliseconds above zero"))
+}

@@ -1,0 +1,487 @@
+//! The one config file: its structs, defaults, validation, and the overlays
+//! (environment variables, then flags) applied on top of it.
+//!
+//! Precedence, highest first: command-line flags, `MODELWATCH_*` and `OTEL_*`
+//! environment variables, the YAML file, the defaults written here. Every key
+//! is listed with its default in docs/configuration.md; a test keeps the two equal.
+
+pub mod env;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A user's mistake in the configuration: which key, which value, what is accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value for `{key}`: {value:?} (accepted: {accepted})")]
+    Invalid {
+        key: String,
+        value: String,
+        accepted: String,
+    },
+    #[error("in {file}: at `{key}`: {message}")]
+    Parse {
+        file: String,
+        key: String,
+        message: String,
+    },
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: &str, value: impl ToString, accepted: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        accepted: accepted.to_string(),
+    }
+}
+
+/// The whole configuration of one modelwatch process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The data path: where model traffic arrives and where it goes.
+    pub proxy: ProxyConfig,
+    /// The admin server: metrics, health, status. Never shares a listener with model traffic.
+    pub admin: AdminConfig,
+    /// Which requests are copied for analysis, and how much of each.
+    pub sampling: SamplingConfig,
+    /// OpenTelemetry export and resource identity.
+    pub telemetry: TelemetryConfig,
+    /// modelwatch's own logs.
+    pub log: LogConfig,
+}
+
+/// The data path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address the proxy listens on for model traffic (HTTP/1.1 and h2c).
+    pub listen: String,
+    /// The model server: an `http://host:port` URL (same pod, so cleartext).
+    pub upstream: String,
+    /// How long to wait for a TCP connection to the model server.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for the model server's response headers (the body may stream longer).
+    #[serde(with = "humantime_serde")]
+    pub response_header_timeout: Duration,
+    /// Header carrying the request id; taken from the client when present, else generated.
+    pub request_id_header: String,
+    /// Idle keep-alive connections to the model server are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// At most this many idle keep-alive connections to the model server are kept.
+    pub pool_max_idle: usize,
+    /// HTTP version towards the model server: `auto` uses the client's version
+    /// (so gRPC over h2c stays HTTP/2), `http1` or `http2` force one.
+    pub upstream_http_version: UpstreamHttpVersion,
+    /// On SIGTERM/SIGINT, in-flight requests and streams get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace_period: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: "0.0.0.0:8080".into(),
+            upstream: "http://127.0.0.1:8000".into(),
+            connect_timeout: Duration::from_secs(2),
+            response_header_timeout: Duration::from_secs(300),
+            request_id_header: "x-request-id".into(),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle: 256,
+            upstream_http_version: UpstreamHttpVersion::Auto,
+            shutdown_grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+/// HTTP version used towards the model server.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamHttpVersion {
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// The admin server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin server (`/metrics`, `/healthz`, `/readyz`, `/v1/status`).
+    pub listen: String,
+    /// How `/readyz` decides that the model server is reachable.
+    pub readiness: ReadinessConfig,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "0.0.0.0:9464".into(),
+            readiness: ReadinessConfig::default(),
+        }
+    }
+}
+
+/// Upstream readiness probing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessConfig {
+    /// Empty: a TCP connect to the upstream. A path such as `/health`: an HTTP GET
+    /// that must answer 2xx.
+    pub http_path: String,
+    /// Time between probes.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A probe that takes longer than this fails.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        ReadinessConfig {
+            http_path: String::new(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Sampling of requests for analysis.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Fraction of requests (0 to 1) whose bodies are copied for analysis and traced.
+    pub rate: f64,
+    /// At most this many bytes of each request body and each response body are copied.
+    pub max_body_bytes: usize,
+    /// Samples waiting for analysis; when full, new samples are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            rate: 1.0,
+            max_body_bytes: 64 * 1024,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// OpenTelemetry export.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `service.name` of the exported resource (`OTEL_SERVICE_NAME` overrides).
+    pub service_name: String,
+    /// Extra resource attributes (`OTEL_RESOURCE_ATTRIBUTES` adds to these).
+    pub resource_attributes: BTreeMap<String, String>,
+    /// OTLP push. Off while no endpoint is set.
+    pub otlp: OtlpConfig,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            service_name: "modelwatch".into(),
+            resource_attributes: BTreeMap::new(),
+            otlp: OtlpConfig::default(),
+        }
+    }
+}
+
+/// OTLP exporter settings, named after the standard `OTEL_EXPORTER_OTLP_*` variables.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Base URL of the OTLP receiver, e.g. `http://otel-collector:4318` (HTTP) or
+    /// `http://otel-collector:4317` (gRPC). Empty: no OTLP export.
+    pub endpoint: String,
+    /// Full URL for metrics only; overrides `endpoint` for metrics.
+    pub metrics_endpoint: String,
+    /// Full URL for traces only; overrides `endpoint` for traces.
+    pub traces_endpoint: String,
+    /// `http/protobuf` or `grpc`.
+    pub protocol: OtlpProtocol,
+    /// Headers sent with every export (e.g. an authorization token).
+    pub headers: BTreeMap<String, String>,
+    /// One export attempt is abandoned after this long.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Metrics are pushed this often.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Duration,
+    /// After failed exports, attempts are skipped (and counted) for up to this long,
+    /// doubling from one export interval.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Export one span per sampled request.
+    pub traces: bool,
+    /// Finished spans waiting for export; when full, spans are dropped.
+    pub span_queue_capacity: usize,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: String::new(),
+            metrics_endpoint: String::new(),
+            traces_endpoint: String::new(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+            metrics_interval: Duration::from_secs(15),
+            max_backoff: Duration::from_secs(300),
+            traces: true,
+            span_queue_capacity: 2048,
+        }
+    }
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+/// modelwatch's own logs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+const ADDR_ACCEPTED: &str = "an IP address and port, e.g. 0.0.0.0:8080 or [::1]:8080";
+const UPSTREAM_ACCEPTED: &str = "an http:// URL with a host and a port, e.g. http://127.0.0.1:8000";
+const OTLP_ACCEPTED: &str =
+    "empty (off) or an http:// or https:// URL, e.g. http://otel-collector:4318";
+
+impl Config {
+    /// Reads and parses a YAML file. Unknown keys are refused with their path.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses YAML text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse {
+                file: origin.to_string(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message: e.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Checks every value that the types alone do not; the first problem is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_addr("proxy.listen", &self.proxy.listen)?;
+        parse_addr("admin.listen", &self.admin.listen)?;
+        if self.proxy.listen == self.admin.listen {
+            return Err(invalid(
+                "admin.listen",
+                &self.admin.listen,
+                "an address different from proxy.listen: the admin server never shares a listener with model traffic",
+            ));
+        }
+        self.upstream()?;
+        if self.proxy.request_id_header.is_empty()
+            || http::HeaderName::from_bytes(self.proxy.request_id_header.as_bytes()).is_err()
+        {
+            return Err(invalid(
+                "proxy.request_id_header",
+                &self.proxy.request_id_header,
+                "a valid HTTP header name, e.g. x-request-id",
+            ));
+        }
+        positive("proxy.connect_timeout", self.proxy.connect_timeout)?;
+        positive(
+            "proxy.response_header_timeout",
+            self.proxy.response_header_timeout,
+        )?;
+        positive("admin.readiness.interval", self.admin.readiness.interval)?;
+        positive("admin.readiness.timeout", self.admin.readiness.timeout)?;
+        let path = &self.admin.readiness.http_path;
+        if !path.is_empty()
+            && (!path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err())
+        {
+            return Err(invalid(
+                "admin.readiness.http_path",
+                path,
+                "empty (TCP connect) or a path starting with /, e.g. /health",
+            ));
+        }
+        let rate = self.sampling.rate;
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(invalid("sampling.rate", rate, "a number from 0 to 1"));
+        }
+        if self.sampling.queue_capacity == 0 {
+            return Err(invalid(
+                "sampling.queue_capacity",
+                0,
+                "an integer of at least 1",
+            ));
+        }
+        let otlp = &self.telemetry.otlp;
+        for (key, value) in [
+            ("telemetry.otlp.endpoint", &otlp.endpoint),
+            ("telemetry.otlp.metrics_endpoint", &otlp.metrics_endpoint),
+            ("telemetry.otlp.traces_endpoint", &otlp.traces_endpoint),
+        ] {
+            if !value.is_empty() {
+                let ok = value.parse::<http::Uri>().ok().filter(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                });
+                if ok.is_none() {
+                    return Err(invalid(key, value, OTLP_ACCEPTED));
+                }
+            }
+        }
+        positive("telemetry.otlp.timeout", otlp.timeout)?;
+        positive("telemetry.otlp.metrics_interval", otlp.metrics_interval)?;
+        if otlp.span_queue_capacity == 0 {
+            return Err(invalid(
+                "telemetry.otlp.span_queue_capacity",
+                0,
+                "an integer of at least 1",
+            ));
+        }
+        for name in otlp.headers.keys() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid(
+                    "telemetry.otlp.headers",
+                    name,
+                    "valid HTTP header names",
+                ));
+            }
+        }
+        if self.telemetry.service_name.is_empty() {
+            return Err(invalid("telemetry.service_name", "", "a non-empty name"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                "a RUST_LOG-style filter, e.g. info or modelwatch=debug,info",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn proxy_listen(&self) -> SocketAddr {
+        self.proxy.listen.parse().expect("validated")
+    }
+
+    pub fn admin_listen(&self) -> SocketAddr {
+        self.admin.listen.parse().expect("validated")
+    }
+
+    /// The upstream as scheme + authority.
+    pub fn upstream(&self) -> Result<Upstream, ConfigError> {
+        let value = &self.proxy.upstream;
+        let uri: http::Uri = value
+            .parse()
+            .map_err(|_| invalid("proxy.upstream", value, UPSTREAM_ACCEPTED))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(invalid("proxy.upstream", value, UPSTREAM_ACCEPTED));
+        }
+        let authority = uri
+            .authority()
+            .filter(|a| a.port_u16().is_some() && !a.host().is_empty())
+            .ok_or_else(|| invalid("proxy.upstream", value, UPSTREAM_ACCEPTED))?
+            .clone();
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(invalid(
+                "proxy.upstream",
+                value,
+                "a URL without a path: requests keep their own path, e.g. http://127.0.0.1:8000",
+            ));
+        }
+        Ok(Upstream { authority })
+    }
+
+    /// The effective configuration as YAML, as `check-config` prints it.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("config serializes")
+    }
+}
+
+/// Where model traffic goes.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub authority: http::uri::Authority,
+}
+
+impl Upstream {
+    pub fn host_port(&self) -> String {
+        self.authority.as_str().to_string()
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, value, ADDR_ACCEPTED))
+}
+
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(invalid(
+            key,
+            "0s",
+            "a duration above zero, e.g. 500ms, 2s, 1m",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

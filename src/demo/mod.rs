@@ -1,0 +1,92 @@
+//! `modelwatch demo`: a demo, not a product feature. It starts a built-in
+//! example model server on loopback (an OpenAI-style chat endpoint that
+//! streams, and an Open Inference Protocol classifier), modelwatch in front of
+//! it, and a traffic generator, then prints where to look.
+
+mod model_server;
+mod traffic;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::app::{self, App};
+use crate::config::Config;
+use crate::telemetry::Telemetry;
+
+/// Flags of `modelwatch demo`.
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Where the demo's modelwatch proxy listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the demo's modelwatch admin server listens.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub admin_listen: String,
+    /// Requests per second sent by the traffic generator (0: none).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Stop after this long (e.g. 30s); default: run until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// Runs the demo until Ctrl-C or `--duration`.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let mut config = Config::default();
+    config.proxy.listen = args.listen.clone();
+    config.admin.listen = args.admin_listen.clone();
+    config.log.level = "warn,modelwatch=info".into();
+    crate::config::env::apply_process_env(&mut config)?;
+    crate::cli::init_logging(&config);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let model = runtime.block_on(model_server::start())?;
+    config.proxy.upstream = format!("http://{model}");
+    config.admin.readiness.http_path = "/health".into();
+    config.validate()?;
+    let telemetry = Arc::new(Telemetry::new(&config, runtime.handle())?);
+
+    let result = runtime.block_on(async {
+        let app = App::start(config, telemetry.clone()).await?;
+        let proxy = app.proxy_addr;
+        let admin = app.admin_addr;
+        println!("modelwatch demo (a built-in example model server; not a real model)");
+        println!("  example model server   http://{model}");
+        println!("  modelwatch proxy       http://{proxy}");
+        println!("  metrics (Prometheus)   http://{admin}/metrics");
+        println!("  status (JSON)          http://{admin}/v1/status");
+        println!("  readiness              http://{admin}/readyz");
+        println!("try:");
+        println!(
+            "  curl -s http://{proxy}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo-llm\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+        );
+        println!(
+            "  curl -s http://{proxy}/v2/models/demo-classifier/infer -H 'content-type: application/json' \\\n    -d '{{\"inputs\":[{{\"name\":\"features\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[5.1,3.5,1.4,0.2]}}]}}'"
+        );
+        println!("  curl -s http://{admin}/metrics | grep http_server_request_duration_seconds_count");
+        let stop = app.shutdown_token();
+        let generator = tokio::spawn(traffic::run(proxy, args.rate, stop.clone()));
+        let reporter = tokio::spawn(traffic::report(admin, stop.clone()));
+        match args.duration {
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {},
+                    _ = app::shutdown_signal() => {},
+                }
+            }
+            None => app::shutdown_signal().await,
+        }
+        stop.cancel();
+        let sent = generator.await.unwrap_or_default();
+        let _ = reporter.await;
+        app.wait().await;
+        println!("demo finished: {} requests sent through modelwatch", sent);
+        anyhow::Ok(())
+    });
+    telemetry.shutdown();
+    result
+}

@@ -1,0 +1,15 @@
+//! modelwatch: a sidecar that watches AI models in production.
+//!
+//! See ARCHITECTURE.md for the bird's-eye view and the code map.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod analysis;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod sample;
+pub mod telemetry;

@@ -1,0 +1,344 @@
+//! Body wrappers that watch frames as they pass. They never hold a frame back:
+//! each frame is returned from `poll_frame` in the same call that received it,
+//! after a bounded copy when the request is sampled.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use opentelemetry::trace::Span as _;
+use opentelemetry::KeyValue;
+
+use super::ProxyCounters;
+use crate::sample::{Capture, Outcome, Sample, SampleSender, Timings};
+use crate::telemetry::names::attr;
+use crate::telemetry::Instruments;
+
+/// The request body as forwarded to the model server.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    capture: Arc<Capture>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, capture: Arc<Capture>) -> RequestBody {
+        RequestBody { inner, capture }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.capture.push(data);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// One request in flight. Created when the request arrives; when dropped it
+/// takes the request out of the active counts, and if the exchange never
+/// finished (the client left while the model server was still thinking) it
+/// records the request's duration as aborted.
+pub struct InFlight {
+    pub started: Instant,
+    pub started_at: SystemTime,
+    counters: Arc<ProxyCounters>,
+    instruments: Instruments,
+    /// method, route, protocol version, scheme.
+    attributes: [KeyValue; 4],
+    finished: bool,
+}
+
+impl InFlight {
+    pub fn start(
+        counters: Arc<ProxyCounters>,
+        instruments: Instruments,
+        attributes: [KeyValue; 4],
+    ) -> InFlight {
+        counters.requests_total.fetch_add(1, Ordering::Relaxed);
+        counters.requests_active.fetch_add(1, Ordering::Relaxed);
+        instruments
+            .active_requests
+            .add(1, &Self::active(&attributes));
+        InFlight {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            counters,
+            instruments,
+            attributes,
+            finished: false,
+        }
+    }
+
+    /// The active-requests attributes: method and scheme, as the convention says.
+    fn active(attributes: &[KeyValue; 4]) -> [KeyValue; 2] {
+        [attributes[0].clone(), attributes[3].clone()]
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counters
+            .requests_active
+            .fetch_sub(1, Ordering::Relaxed);
+        self.instruments
+            .active_requests
+            .add(-1, &Self::active(&self.attributes));
+        if !self.finished {
+            let mut attrs = self.attributes.to_vec();
+            attrs.push(KeyValue::new(attr::ERROR_TYPE, "aborted"));
+            self.instruments
+                .request_duration
+                .record(self.started.elapsed().as_secs_f64(), &attrs);
+        }
+    }
+}
+
+/// What a finished exchange needs to record its figures and hand over its sample.
+pub struct Exchange {
+    pub in_flight: InFlight,
+    pub response_headers_after: Option<Duration>,
+    pub request: Arc<Capture>,
+    pub span: Option<opentelemetry_sdk::trace::Span>,
+    pub sample: Option<PendingSample>,
+    /// The status sent to the client (0 until known).
+    pub status: u16,
+}
+
+/// The parts of a sample known before the response body has passed.
+pub struct PendingSample {
+    pub sender: SampleSender,
+    pub request_id: String,
+    pub method: http::Method,
+    pub path: String,
+    pub route: &'static str,
+    pub request_headers: http::HeaderMap,
+    pub response_headers: http::HeaderMap,
+}
+
+impl Exchange {
+    /// Records duration, sizes and active requests; ends the span; offers the sample.
+    pub fn finish(
+        mut self,
+        outcome: Outcome,
+        first_byte: Option<Duration>,
+        response: Option<&Capture>,
+    ) {
+        self.in_flight.finished = true;
+        let total = self.in_flight.started.elapsed();
+        let error_type = match outcome {
+            Outcome::Complete if self.status >= 500 => Some(status_error(self.status)),
+            Outcome::Complete => None,
+            Outcome::Aborted => Some("aborted"),
+            Outcome::UpstreamError(kind) => Some(kind),
+        };
+        let mut attributes = Vec::with_capacity(6);
+        attributes.extend_from_slice(&self.in_flight.attributes);
+        attributes.push(KeyValue::new(
+            attr::HTTP_RESPONSE_STATUS_CODE,
+            self.status as i64,
+        ));
+        if let Some(e) = error_type {
+            attributes.push(KeyValue::new(attr::ERROR_TYPE, e));
+        }
+        let i = &self.in_flight.instruments;
+        i.request_duration.record(total.as_secs_f64(), &attributes);
+        i.request_body_size.record(self.request.size(), &attributes);
+        let response_size = response.map(|r| r.size()).unwrap_or(0);
+        i.response_body_size.record(response_size, &attributes);
+
+        let trace_id = self
+            .span
+            .as_ref()
+            .map(|s| s.span_context().trace_id().to_string());
+        if let Some(mut span) = self.span.take() {
+            span.set_attribute(KeyValue::new(
+                attr::HTTP_RESPONSE_STATUS_CODE,
+                self.status as i64,
+            ));
+            if let Some(e) = error_type {
+                span.set_attribute(KeyValue::new(attr::ERROR_TYPE, e));
+                span.set_status(opentelemetry::trace::Status::error(e));
+            }
+            span.end();
+        }
+        if let Some(p) = self.sample.take() {
+            let sample = Sample {
+                request_id: p.request_id,
+                trace_id,
+                method: p.method,
+                path: p.path,
+                route: p.route,
+                request_headers: p.request_headers,
+                response_headers: p.response_headers,
+                status: self.status,
+                request_body: self.request.finish(),
+                response_body: response.map(|r| r.finish()).unwrap_or_default(),
+                timings: Timings {
+                    start: self.in_flight.started_at,
+                    response_headers: self.response_headers_after,
+                    first_byte,
+                    total,
+                },
+                outcome,
+            };
+            p.sender.offer(sample);
+        }
+    }
+}
+
+fn status_error(status: u16) -> &'static str {
+    match status {
+        500 => "500",
+        501 => "501",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "5xx",
+    }
+}
+
+/// The response body as forwarded to the client. When it ends, or is dropped
+/// because the client went away, the exchange is finished exactly once.
+pub struct ResponseBody {
+    kind: Kind,
+}
+
+// The streamed variant is large, but a body is built once per request and
+// boxing it would add an allocation on every request.
+#[allow(clippy::large_enum_variant)]
+enum Kind {
+    Streamed {
+        inner: Incoming,
+        capture: Capture,
+        exchange: Option<Exchange>,
+        first_byte: Option<Duration>,
+    },
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn streamed(inner: Incoming, capture: Capture, exchange: Exchange) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Streamed {
+                inner,
+                capture,
+                exchange: Some(exchange),
+                first_byte: None,
+            },
+        }
+    }
+
+    /// A body modelwatch wrote itself (an error answer, an upgrade).
+    pub fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Streamed {
+                inner,
+                capture,
+                exchange,
+                first_byte,
+            } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            if first_byte.is_none() && !data.is_empty() {
+                                if let Some(x) = exchange.as_ref() {
+                                    *first_byte = Some(x.in_flight.started.elapsed());
+                                }
+                            }
+                            capture.push(data);
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(x) = exchange.take() {
+                            x.finish(Outcome::Complete, *first_byte, Some(capture));
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(x) = exchange.take() {
+                            x.finish(Outcome::UpstreamError("reset"), *first_byte, Some(capture));
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Streamed { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Streamed { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Kind::Streamed {
+            inner,
+            capture,
+            exchange,
+            first_byte,
+        } = &mut self.kind
+        {
+            if let Some(x) = exchange.take() {
+                // An empty body (204, HEAD) may never be polled: it still completed.
+                let outcome = if inner.is_end_stream() {
+                    Outcome::Complete
+                } else {
+                    Outcome::Aborted
+                };
+                x.finish(outcome, *first_byte, Some(capture));
+            }
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! The telemetry pipeline: one OpenTelemetry meter provider with two readers
+//! (OTLP push and the Prometheus text endpoint), the tracer for request spans,
+//! the resource that names this pod, and the typed instruments every stage
+//! records into.
+
+pub mod export;
+pub mod names;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider, UpDownCounter};
+use opentelemetry::trace::TracerProvider;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Tracer};
+use opentelemetry_sdk::Resource;
+
+use crate::config::{Config, OtlpProtocol};
+use export::{Backoff, ExportState, GuardedMetricExporter, GuardedSpanExporter, SpanQueueGate};
+use names::{attr, MetricName};
+
+/// Errors while building the pipeline (bad exporter settings).
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the OTLP {signal} exporter: {message}")]
+    Exporter {
+        signal: &'static str,
+        message: String,
+    },
+    #[error("cannot build the Prometheus reader: {0}")]
+    Prometheus(String),
+}
+
+/// Values read by observable instruments and `/v1/status`; written by the
+/// stages that own them.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub sample_queue_depth: AtomicU64,
+    pub sample_queue_capacity: AtomicU64,
+    pub upstream_up: AtomicBool,
+    pub samples_taken: AtomicU64,
+    pub samples_dropped_queue_full: AtomicU64,
+    pub samples_dropped_shutdown: AtomicU64,
+    pub samples_analyzed: AtomicU64,
+}
+
+/// The instruments the proxy and the analysis task record into.
+#[derive(Debug, Clone)]
+pub struct Instruments {
+    pub request_duration: Histogram<f64>,
+    pub active_requests: UpDownCounter<i64>,
+    pub request_body_size: Histogram<u64>,
+    pub response_body_size: Histogram<u64>,
+    pub samples_taken: Counter<u64>,
+    pub samples_dropped: Counter<u64>,
+    pub samples_analyzed: Counter<u64>,
+    pub bodies_truncated: Counter<u64>,
+    pub sample_time_to_first_byte: Histogram<f64>,
+    pub upstream_errors: Counter<u64>,
+}
+
+fn describe<T>(
+    builder: opentelemetry::metrics::InstrumentBuilder<'_, T>,
+    m: MetricName,
+) -> opentelemetry::metrics::InstrumentBuilder<'_, T> {
+    builder.with_unit(m.unit).with_description(m.description)
+}
+
+impl Instruments {
+    fn new(meter: &Meter) -> Instruments {
+        use names::*;
+        let f64_hist = |m: MetricName, buckets: &[f64]| {
+            meter
+                .f64_histogram(m.name)
+                .with_unit(m.unit)
+                .with_description(m.description)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        let u64_hist = |m: MetricName, buckets: &[f64]| {
+            meter
+                .u64_histogram(m.name)
+                .with_unit(m.unit)
+                .with_description(m.description)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        let counter = |m: MetricName| describe(meter.u64_counter(m.name), m).build();
+        Instruments {
+            request_duration: f64_hist(HTTP_SERVER_REQUEST_DURATION, DURATION_BUCKETS),
+            active_requests: describe(
+                meter.i64_up_down_counter(HTTP_SERVER_ACTIVE_REQUESTS.name),
+                HTTP_SERVER_ACTIVE_REQUESTS,
+            )
+            .build(),
+            request_body_size: u64_hist(HTTP_SERVER_REQUEST_BODY_SIZE, SIZE_BUCKETS),
+            response_body_size: u64_hist(HTTP_SERVER_RESPONSE_BODY_SIZE, SIZE_BUCKETS),
+            samples_taken: counter(SAMPLES_TAKEN),
+            samples_dropped: counter(SAMPLES_DROPPED),
+            samples_analyzed: counter(SAMPLES_ANALYZED),
+            bodies_truncated: counter(SAMPLE_BODIES_TRUNCATED),
+            sample_time_to_first_byte: f64_hist(SAMPLE_TIME_TO_FIRST_BYTE, DURATION_BUCKETS),
+            upstream_errors: counter(UPSTREAM_ERRORS),
+        }
+    }
+}
+
+/// The pipeline. Dropping it does not flush: call [`Telemetry::shutdown`].
+pub struct Telemetry {
+    meter_provider: SdkMeterProvider,
+    tracer_provider: Option<SdkTracerProvider>,
+    registry: prometheus::Registry,
+    pub meter: Meter,
+    pub instruments: Instruments,
+    pub tracer: Option<Tracer>,
+    pub gauges: Arc<Gauges>,
+    pub metrics_export: Option<Arc<ExportState>>,
+    pub traces_export: Option<Arc<ExportState>>,
+    pub resource: Resource,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+/// The resource: service identity, host and Kubernetes attributes.
+pub fn resource(config: &Config) -> Resource {
+    let host = sysinfo::System::host_name().unwrap_or_default();
+    let mut attrs = vec![
+        KeyValue::new(attr::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
+        KeyValue::new(attr::HOST_NAME, host),
+    ];
+    for (k, v) in &config.telemetry.resource_attributes {
+        if k != attr::SERVICE_NAME {
+            attrs.push(KeyValue::new(k.clone(), v.clone()));
+        }
+    }
+    Resource::builder_empty()
+        .with_service_name(config.telemetry.service_name.clone())
+        .with_attributes(attrs)
+        .build()
+}
+
+/// Full OTLP URL for one signal: the signal-specific endpoint as given, or the
+/// base endpoint plus the signal's path (HTTP), as the OTLP spec says.
+fn signal_endpoint(
+    base: &str,
+    specific: &str,
+    protocol: OtlpProtocol,
+    path: &str,
+) -> Option<String> {
+    if !specific.is_empty() {
+        return Some(specific.to_string());
+    }
+    if base.is_empty() {
+        return None;
+    }
+    Some(match protocol {
+        OtlpProtocol::HttpProtobuf => format!("{}{}", base.trim_end_matches('/'), path),
+        OtlpProtocol::Grpc => base.to_string(),
+    })
+}
+
+impl Telemetry {
+    /// Builds the pipeline. Call it outside async code: the HTTP exporter's
+    /// blocking client owns its own thread. `runtime` hosts the gRPC channel.
+    pub fn new(
+        config: &Config,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Telemetry, TelemetryError> {
+        let resource = resource(config);
+        let otlp = &config.telemetry.otlp;
+        let backoff = Backoff {
+            base: otlp.metrics_interval,
+            max: otlp.max_backoff.max(otlp.metrics_interval),
+        };
+
+        let registry = prometheus::Registry::new();
+        let prometheus_reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .build()
+            .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
+        let mut builder = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(prometheus_reader);
+
+        let mut metrics_export = None;
+        if let Some(url) = signal_endpoint(
+            &otlp.endpoint,
+            &otlp.metrics_endpoint,
+            otlp.protocol,
+            "/v1/metrics",
+        ) {
+            let exporter = {
+                let _enter = runtime.enter();
+                let b = opentelemetry_otlp::MetricExporter::builder();
+                match otlp.protocol {
+                    OtlpProtocol::HttpProtobuf => b
+                        .with_http()
+                        .with_endpoint(url.clone())
+                        .with_timeout(otlp.timeout)
+                        .with_headers(headers(otlp))
+                        .build(),
+                    OtlpProtocol::Grpc => b
+                        .with_tonic()
+                        .with_endpoint(url.clone())
+                        .with_timeout(otlp.timeout)
+                        .with_metadata(metadata(otlp))
+                        .build(),
+                }
+            }
+            .map_err(|e| TelemetryError::Exporter {
+                signal: "metrics",
+                message: e.to_string(),
+            })?;
+            let state = Arc::new(ExportState::default());
+            let guarded = GuardedMetricExporter {
+                inner: exporter,
+                state: state.clone(),
+                backoff,
+            };
+            builder = builder.with_reader(
+                PeriodicReader::builder(guarded)
+                    .with_interval(otlp.metrics_interval)
+                    .build(),
+            );
+            metrics_export = Some(state);
+            tracing::info!(%url, protocol = ?otlp.protocol, "OTLP metrics export on");
+        }
+        let meter_provider = builder.build();
+
+        let mut tracer_provider = None;
+        let mut traces_export = None;
+        if otlp.traces {
+            if let Some(url) = signal_endpoint(
+                &otlp.endpoint,
+                &otlp.traces_endpoint,
+                otlp.protocol,
+                "/v1/traces",
+            ) {
+                let exporter = {
+                    let _enter = runtime.enter();
+                    let b = opentelemetry_otlp::SpanExporter::builder();
+                    match otlp.protocol {
+                        OtlpProtocol::HttpProtobuf => b
+                            .with_http()
+                            .with_endpoint(url.clone())
+                            .with_timeout(otlp.timeout)
+                            .with_headers(headers(otlp))
+                            .build(),
+                        OtlpProtocol::Grpc => b
+                            .with_tonic()
+                            .with_endpoint(url.clone())
+                            .with_timeout(otlp.timeout)
+                            .with_metadata(metadata(otlp))
+                            .build(),
+                    }
+                }
+                .map_err(|e| TelemetryError::Exporter {
+                    signal: "traces",
+                    message: e.to_string(),
+                })?;
+                let state = Arc::new(ExportState::default());
+                let queued = Arc::new(AtomicU64::new(0));
+                let guarded = GuardedSpanExporter {
+                    inner: exporter,
+                    state: state.clone(),
+                    backoff: Backoff {
+                        base: Duration::from_secs(5),
+                        max: backoff.max,
+                    },
+                    queued: queued.clone(),
+                };
+                let capacity = otlp.span_queue_capacity;
+                let batch = BatchSpanProcessor::builder(guarded)
+                    .with_batch_config(
+                        BatchConfigBuilder::default()
+                            .with_max_queue_size(capacity + 1)
+                            .with_max_export_batch_size(512.min(capacity))
+                            .with_scheduled_delay(Duration::from_secs(2))
+                            .build(),
+                    )
+                    .build();
+                let gate = SpanQueueGate {
+                    inner: batch,
+                    capacity: capacity as u64,
+                    queued,
+                    state: state.clone(),
+                };
+                let provider = SdkTracerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_span_processor(gate)
+                    .build();
+                tracer_provider = Some(provider);
+                traces_export = Some(state);
+                tracing::info!(%url, protocol = ?otlp.protocol, "OTLP trace export on");
+            }
+        }
+        let tracer = tracer_provider.as_ref().map(|p| p.tracer("modelwatch"));
+
+        let meter = meter_provider.meter("modelwatch");
+        let instruments = Instruments::new(&meter);
+        let gauges = Arc::new(Gauges::default());
+        register_observables(
+            &meter,
+            &gauges,
+            metrics_export.clone(),
+            traces_export.clone(),
+        );
+
+        Ok(Telemetry {
+            meter_provider,
+            tracer_provider,
+            registry,
+            meter,
+            instruments,
+            tracer,
+            gauges,
+            metrics_export,
+            traces_export,
+            resource,
+        })
+    }
+
+    /// The Prometheus text exposition of every instrument.
+    pub fn render_prometheus(&self) -> String {
+        use prometheus::Encoder;
+        let families = self.registry.gather();
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+            tracing::warn!(error = %e, "cannot encode the Prometheus exposition");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Flushes and stops the exporters (blocking; call outside async code or in
+    /// `spawn_blocking`).
+    pub fn shutdown(&self) {
+        if let Some(tp) = &self.tracer_provider {
+            if let Err(e) = tp.shutdown() {
+                tracing::warn!(error = %e, "trace exporter shutdown");
+            }
+        }
+        if let Err(e) = self.meter_provider.shutdown() {
+            tracing::debug!(error = %e, "meter provider shutdown");
+        }
+    }
+}
+
+fn headers(otlp: &crate::config::OtlpConfig) -> HashMap<String, String> {
+    otlp.headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn metadata(otlp: &crate::config::OtlpConfig) -> tonic::metadata::MetadataMap {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in &otlp.headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            map.insert(k, v);
+        }
+    }
+    tonic::metadata::MetadataMap::from_headers(map)
+}
+
+fn register_observables(
+    meter: &Meter,
+    gauges: &Arc<Gauges>,
+    metrics_export: Option<Arc<ExportState>>,
+    traces_export: Option<Arc<ExportState>>,
+) {
+    use names::*;
+    let g = gauges.clone();
+    meter
+        .u64_observable_gauge(SAMPLE_QUEUE_DEPTH.name)
+        .with_unit(SAMPLE_QUEUE_DEPTH.unit)
+        .with_description(SAMPLE_QUEUE_DEPTH.description)
+        .with_callback(move |o| o.observe(g.sample_queue_depth.load(Ordering::Relaxed), &[]))
+        .build();
+    let g = gauges.clone();
+    meter
+        .u64_observable_gauge(SAMPLE_QUEUE_CAPACITY.name)
+        .with_unit(SAMPLE_QUEUE_CAPACITY.unit)
+        .with_description(SAMPLE_QUEUE_CAPACITY.description)
+        .with_callback(move |o| o.observe(g.sample_queue_capacity.load(Ordering::Relaxed), &[]))
+        .build();
+    let g = gauges.clone();
+    meter
+        .u64_observable_gauge(UPSTREAM_UP.name)
+        .with_unit(UPSTREAM_UP.unit)
+        .with_description(UPSTREAM_UP.description)
+        .with_callback(move |o| o.observe(g.upstream_up.load(Ordering::Relaxed) as u64, &[]))
+        .build();
+
+    let signals: Vec<(&'static str, Arc<ExportState>)> =
+        [("metrics", metrics_export), ("traces", traces_export)]
+            .into_iter()
+            .filter_map(|(s, st)| st.map(|st| (s, st)))
+            .collect();
+    let failures = signals.clone();
+    meter
+        .u64_observable_counter(EXPORT_FAILURES.name)
+        .with_unit(EXPORT_FAILURES.unit)
+        .with_description(EXPORT_FAILURES.description)
+        .with_callback(move |o| {
+            for (signal, st) in &failures {
+                o.observe(
+                    st.failures.load(Ordering::Relaxed),
+                    &[KeyValue::new(attr::SIGNAL, *signal)],
+                );
+            }
+        })
+        .build();
+    let dropped = signals
+        .iter()
+        .find(|(s, _)| *s == "traces")
+        .map(|(_, st)| st.clone());
+    meter
+        .u64_observable_counter(SPANS_DROPPED.name)
+        .with_unit(SPANS_DROPPED.unit)
+        .with_description(SPANS_DROPPED.description)
+        .with_callback(move |o| {
+            if let Some(st) = &dropped {
+                o.observe(st.dropped.load(Ordering::Relaxed), &[]);
+            }
+        })
+        .build();
+    meter
+        .u64_observable_counter(EXPORT_SKIPPED.name)
+        .with_unit(EXPORT_SKIPPED.unit)
+        .with_description(EXPORT_SKIPPED.description)
+        .with_callback(move |o| {
+            for (signal, st) in &signals {
+                o.observe(
+                    st.skipped.load(Ordering::Relaxed),
+                    &[KeyValue::new(attr::SIGNAL, *signal)],
+                );
+            }
+        })
+        .build();
+}
