@@ -1,0 +1,6 @@
+//! Integration tests: the real `modelwatch` binary between real clients, a
+//! test upstream, real model-serving protocols (gRPC) and real backends
+//! (Prometheus, VictoriaMetrics). One test binary, so it links once.
+
+mod common;
+mod proxy;
