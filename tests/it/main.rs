@@ -3,4 +3,7 @@
 //! (Prometheus, VictoriaMetrics). One test binary, so it links once.
 
 mod common;
+mod export;
+mod grpc;
 mod proxy;
+mod traces;

@@ -1,0 +1,179 @@
+//! Spans and OTLP/gRPC at the protocol level: no OTLP trace backend runs on
+//! these machines, so a small receiver decodes the real OTLP protobuf
+//! messages (opentelemetry-proto) that modelwatch sends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+use crate::common::*;
+
+/// An OTLP/HTTP trace receiver that keeps every span it is sent.
+async fn trace_receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<Span>>>) {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = spans.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let s = s.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            if path == "/v1/traces" {
+                                let msg = ExportTraceServiceRequest::decode(body).unwrap();
+                                for rs in msg.resource_spans {
+                                    for ss in rs.scope_spans {
+                                        s.lock().unwrap().extend(ss.spans);
+                                    }
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, spans)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_span_per_sampled_request_linked_to_traceparent() {
+    let (receiver, spans) = trace_receiver().await;
+    let up = TestUpstream::start().await;
+    let config =
+        format!("telemetry:\n  otlp:\n    endpoint: http://{receiver}\n    metrics_interval: 1h\n");
+    let mw = Modelwatch::start(Options::new(up.url()).config(&config)).await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let resp = http()
+        .get(mw.url("/v2/models/iris/infer"))
+        .header("traceparent", format!("00-{trace_id}-{parent}-01"))
+        .header("x-request-id", "req-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    // The model server was told our span is its parent, in the same trace.
+    let seen = up.seen.headers.lock().unwrap().last().unwrap().clone();
+    let forwarded = seen["traceparent"].to_str().unwrap().to_string();
+    assert!(
+        forwarded.starts_with(&format!("00-{trace_id}-")),
+        "{forwarded}"
+    );
+    assert!(!forwarded.contains(parent), "{forwarded}");
+
+    let span = eventually("span exported", Duration::from_secs(15), || async {
+        spans.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(span.name, "GET /v2/models/{model}/infer");
+    assert_eq!(hex(&span.trace_id), trace_id);
+    assert_eq!(hex(&span.parent_span_id), parent);
+    assert_eq!(
+        forwarded,
+        format!("00-{trace_id}-{}-01", hex(&span.span_id))
+    );
+    assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
+    let attr = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == k)
+            .and_then(|a| a.value.clone())
+            .and_then(|v| v.value)
+            .map(|v| format!("{v:?}"))
+    };
+    assert!(attr("http.response.status_code").unwrap().contains("404"));
+    assert!(attr("modelwatch.request.id").unwrap().contains("req-1"));
+}
+
+#[derive(Default, Clone)]
+struct Collector {
+    names: Arc<Mutex<Vec<String>>>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        for rm in request.into_inner().resource_metrics {
+            for sm in rm.scope_metrics {
+                for m in sm.metrics {
+                    self.names.lock().unwrap().push(m.name);
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_grpc_metrics_export() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = futures_util::stream::unfold(listener, |l| async move {
+        let r = l.accept().await.map(|(s, _)| s);
+        Some((r, l))
+    });
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(MetricsServiceServer::new(collector.clone()))
+            .serve_with_incoming(incoming),
+    );
+    let up = TestUpstream::start().await;
+    let config = format!(
+        "telemetry:\n  otlp:\n    endpoint: http://{addr}\n    protocol: grpc\n    metrics_interval: 1s\n    traces: false\n"
+    );
+    let mw = Modelwatch::start(Options::new(up.url()).config(&config)).await;
+    let r = http().get(mw.url("/headers")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(
+        "metrics over OTLP/gRPC",
+        Duration::from_secs(20),
+        || async {
+            collector
+                .names
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|n| n == "http.server.request.duration")
+                .then_some(())
+        },
+    )
+    .await;
+    server.abort();
+}
