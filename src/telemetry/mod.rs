@@ -450,3 +450,22 @@ fn register_observables(
         })
         .build();
 }
+
+/// The Prometheus name of an OpenTelemetry metric, as the exporter translates it.
+pub fn prometheus_name(m: &names::MetricName) -> String {
+    let mut name = m.name.replace('.', "_");
+    let unit = match m.unit {
+        "s" => "_seconds",
+        "By" => "_bytes",
+        "1" => "_ratio",
+        _ => "",
+    };
+    name.push_str(unit);
+    if m.kind == names::Kind::Counter {
+        name.push_str("_total");
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,69 @@
+use super::*;
+use crate::config::Config;
+
+/// Every metric in `names::ALL` is registered, under the Prometheus name the
+/// docs give, once each instrument has seen a value.
+#[test]
+fn every_listed_metric_is_exported_under_its_documented_name() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = Config::default();
+    // Export on (to a closed port) so the export self-metrics exist too.
+    config.telemetry.otlp.endpoint = "http://127.0.0.1:9".into();
+    config.telemetry.otlp.metrics_interval = std::time::Duration::from_secs(3600);
+    let t = Telemetry::new(&config, runtime.handle()).unwrap();
+    let i = &t.instruments;
+    i.request_duration.record(0.1, &[]);
+    i.active_requests.add(1, &[]);
+    i.request_body_size.record(1, &[]);
+    i.response_body_size.record(1, &[]);
+    i.samples_taken.add(1, &[]);
+    i.samples_dropped.add(1, &[]);
+    i.samples_analyzed.add(1, &[]);
+    i.bodies_truncated.add(1, &[]);
+    i.sample_time_to_first_byte.record(0.1, &[]);
+    i.upstream_errors.add(1, &[]);
+    let text = t.render_prometheus();
+    for m in names::ALL {
+        let name = prometheus_name(m);
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{} is not exported as {name}:\n{text}",
+            m.name
+        );
+    }
+    t.shutdown();
+}
+
+#[test]
+fn docs_metrics_md_lists_every_metric() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let mut documented = Vec::new();
+    for line in doc.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() >= 6 && cells[1].starts_with('`') && cells[3].starts_with('`') {
+            documented.push((
+                cells[1].trim_matches('`').to_string(),
+                cells[2].to_string(),
+                cells[3].trim_matches('`').to_string(),
+            ));
+        }
+    }
+    let code: Vec<(String, String, String)> = names::ALL
+        .iter()
+        .map(|m| {
+            (
+                m.name.to_string(),
+                m.kind.as_str().to_string(),
+                prometheus_name(m),
+            )
+        })
+        .collect();
+    assert_eq!(
+        documented, code,
+        "docs/metrics.md rows: `otel name` | kind | `prometheus name` | ..."
+    );
+}

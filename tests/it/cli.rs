@@ -1,0 +1,162 @@
+//! The command line as a user meets it: --version, check-config, bad config at
+//! start, and the demo.
+
+use std::process::Command;
+
+use crate::common::*;
+
+fn modelwatch() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MODELWATCH_") || k.starts_with("OTEL_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn version() {
+    let out = modelwatch().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("modelwatch {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let (_d, path) = temp_file(
+        "ok.yaml",
+        "proxy:\n  upstream: http://127.0.0.1:8001\nsampling:\n  rate: 0.5\n",
+    );
+    let out = modelwatch()
+        .args(["check-config", path.to_str().unwrap()])
+        .env("OTEL_SERVICE_NAME", "iris")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("upstream: http://127.0.0.1:8001"), "{text}");
+    assert!(text.contains("rate: 0.5"), "{text}");
+    assert!(text.contains("service_name: iris"), "{text}");
+}
+
+#[test]
+fn bad_config_is_refused_with_key_value_and_what_is_accepted() {
+    for (yaml, env, wants) in [
+        (
+            "proxy:\n  lisen: 0.0.0.0:1\n",
+            None,
+            vec!["proxy.lisen", "unknown field", "listen"],
+        ),
+        (
+            "proxy:\n  listen: 0.0.0.0\n",
+            None,
+            vec!["proxy.listen", "0.0.0.0", "IP address and port"],
+        ),
+        (
+            "proxy:\n  upstream: localhost:8000\n",
+            None,
+            vec!["proxy.upstream", "localhost:8000", "http:// URL"],
+        ),
+        (
+            "sampling:\n  rate: 1.01\n",
+            None,
+            vec!["sampling.rate", "1.01", "from 0 to 1"],
+        ),
+        (
+            "",
+            Some(("MODELWATCH_SAMPLE_RATE", "7")),
+            vec!["sampling.rate", "7"],
+        ),
+    ] {
+        let (_d, path) = temp_file("bad.yaml", yaml);
+        let mut cmd = modelwatch();
+        cmd.args(["check-config", path.to_str().unwrap()]);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{yaml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for want in wants {
+            assert!(err.contains(want), "{yaml:?}: {err:?} lacks {want:?}");
+        }
+    }
+    // `run` refuses the same way, before binding anything.
+    let (_d, path) = temp_file("bad.yaml", "sampling:\n  rate: 2\n");
+    let out = modelwatch()
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sampling.rate"));
+    // Flags override the file.
+    let out = modelwatch()
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--upstream",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = modelwatch()
+        .args([
+            "run",
+            "--listen",
+            &addr,
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("proxy.listen") && err.contains(&addr), "{err}");
+}
+
+#[test]
+fn demo_runs_and_shows_traffic() {
+    let out = modelwatch()
+        .args([
+            "demo",
+            "--duration",
+            "6s",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("/metrics"), "{stdout}");
+    assert!(stdout.contains("upstream up: true"), "{stdout}");
+    let sent: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("demo finished: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("summary line");
+    assert!(sent > 20, "{stdout}");
+}
