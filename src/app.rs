@@ -53,12 +53,13 @@ impl App {
         ));
         let analyzers: Vec<Box<dyn Analyzer>> =
             vec![Box::new(HttpAnalyzer::new(telemetry.instruments.clone()))];
-        let analysis = tokio::spawn(analysis::run(
+        let analysis = analysis::spawn(
             queue,
             analyzers,
             telemetry.instruments.clone(),
             telemetry.gauges.clone(),
-        ));
+        )
+        .context("cannot start the analysis thread")?;
 
         let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
         let side = CancellationToken::new();
@@ -83,8 +84,11 @@ impl App {
             proxy::serve(proxy_listener, proxy, stop, grace).await;
             // The proxy (and with it every sample sender) is gone: analysis
             // drains what is queued, then ends.
-            if let Err(e) = analysis.await {
-                tracing::warn!(error = %e, "analysis task failed");
+            if tokio::task::spawn_blocking(move || analysis.join())
+                .await
+                .is_err()
+            {
+                tracing::warn!("analysis thread failed");
             }
             side.cancel();
             let _ = probe.await;
@@ -131,23 +135,46 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
+/// The runtime: `worker_threads` 1 is a single-threaded event loop (the
+/// default: a sidecar proxy is I/O-bound and this is its cheapest shape);
+/// 0 means one worker per available CPU.
+pub fn build_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if worker_threads == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all().thread_name("modelwatch-worker");
+    if worker_threads > 1 {
+        b.worker_threads(worker_threads);
+    }
+    b.build()
+}
+
 /// Runs the whole program: build telemetry, start, wait for a signal, drain,
 /// flush telemetry. Blocking; creates its own runtime.
 pub fn run_blocking(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("modelwatch")
-        .build()?;
+    let runtime = build_runtime(config.runtime.worker_threads)?;
     let telemetry = Arc::new(Telemetry::new(&config, runtime.handle())?);
     let result = runtime.block_on(async {
-        let app = App::start(config, telemetry.clone()).await?;
-        let token = app.shutdown_token();
-        shutdown_signal().await;
-        token.cancel();
-        app.wait().await;
-        anyhow::Ok(())
+        let started = App::start(config, telemetry.clone()).await;
+        if let Ok(app) = started.as_ref().map(|a| a.shutdown_token()) {
+            shutdown_signal().await;
+            app.cancel();
+        }
+        let result = match started {
+            Ok(app) => {
+                app.wait().await;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        // Flush while the runtime still runs (the gRPC exporter lives on it).
+        let t = telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        result
     });
-    telemetry.shutdown();
     drop(runtime);
     tracing::info!("modelwatch stopped");
     result

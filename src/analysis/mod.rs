@@ -5,6 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use tokio::sync::mpsc;
@@ -58,23 +59,38 @@ impl Analyzer for HttpAnalyzer {
     }
 }
 
-/// Drains the queue until every sender is gone (the proxy has stopped), so
-/// that samples taken before shutdown are still analyzed.
-pub async fn run(
+/// How long the analysis thread waits after a batch before draining again.
+/// Batching keeps the proxy from waking this thread once per sample.
+const BATCH_PAUSE: Duration = Duration::from_millis(5);
+
+/// Runs analysis on its own OS thread, so that it never competes with the
+/// proxy's event loop. Drains the queue until every sender is gone (the proxy
+/// has stopped), so samples taken before shutdown are still analyzed.
+pub fn spawn(
     mut queue: mpsc::Receiver<Sample>,
     mut analyzers: Vec<Box<dyn Analyzer>>,
     instruments: Instruments,
     gauges: Arc<Gauges>,
-) {
-    while let Some(sample) = queue.recv().await {
-        gauges
-            .sample_queue_depth
-            .store(queue.len() as u64, Ordering::Relaxed);
-        for a in analyzers.iter_mut() {
-            a.analyze(&sample);
-        }
-        instruments.samples_analyzed.add(1, &[]);
-        gauges.samples_analyzed.fetch_add(1, Ordering::Relaxed);
-    }
-    tracing::debug!("analysis queue closed");
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("modelwatch-analysis".into())
+        .spawn(move || {
+            // Blocks only while the queue is empty; then takes what has piled up.
+            while let Some(first) = queue.blocking_recv() {
+                let mut next = Some(first);
+                while let Some(sample) = next {
+                    for a in analyzers.iter_mut() {
+                        a.analyze(&sample);
+                    }
+                    instruments.samples_analyzed.add(1, &[]);
+                    gauges.samples_analyzed.fetch_add(1, Ordering::Relaxed);
+                    next = queue.try_recv().ok();
+                }
+                gauges
+                    .sample_queue_depth
+                    .store(queue.len() as u64, Ordering::Relaxed);
+                std::thread::sleep(BATCH_PAUSE);
+            }
+            tracing::debug!("analysis queue closed");
+        })
 }

@@ -56,8 +56,26 @@ pub struct Config {
     pub sampling: SamplingConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
+    /// The async runtime.
+    pub runtime: RuntimeConfig,
     /// modelwatch's own logs.
     pub log: LogConfig,
+}
+
+/// The async runtime that runs the proxy and admin server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// 1: one event-loop thread (the default, cheapest per request); N > 1: N
+    /// worker threads; 0: one per available CPU. Analysis and exporters always
+    /// run on threads of their own.
+    pub worker_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { worker_threads: 1 }
+    }
 }
 
 /// The data path.

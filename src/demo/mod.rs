@@ -85,8 +85,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let _ = reporter.await;
         app.wait().await;
         println!("demo finished: {} requests sent through modelwatch", sent);
+        let t = telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
         anyhow::Ok(())
     });
-    telemetry.shutdown();
     result
 }
