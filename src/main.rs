@@ -1,6 +1,3 @@
 fn main() -> std::process::ExitCode {
     modelwatch::cli::main()
 }
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -160,3 +160,22 @@ fn demo_runs_and_shows_traffic() {
         .expect("summary line");
     assert!(sent > 20, "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let up = TestUpstream::start().await;
+    let mw = Modelwatch::start(Options::new(up.url()).env("MODELWATCH_LOG_FORMAT", "json")).await;
+    let _ = http().get(mw.url("/headers")).send().await.unwrap();
+    let log = mw.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(log.contains("modelwatch started"));
+}

@@ -394,3 +394,32 @@ async fn sigterm_drains_in_flight_streams_and_exits_zero() {
         "no longer accepting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_by_http_path() {
+    let up = TestUpstream::start().await;
+    let config = "admin:\n  readiness:\n    http_path: /status/503\n    interval: 200ms\n";
+    let mw = Modelwatch::start(Options::new(up.url()).config(config).no_wait()).await;
+    let body: serde_json::Value =
+        eventually("a failed HTTP probe", Duration::from_secs(10), || async {
+            let r = http().get(mw.admin_url("/readyz")).send().await.ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            v["upstream"]["checked_at"].is_number().then_some(v)
+        })
+        .await;
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["upstream"]["probe"], "http");
+    assert!(
+        body["upstream"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 503"),
+        "{body}"
+    );
+
+    let mw2 =
+        Modelwatch::start(Options::new(up.url()).config(&config.replace("/status/503", "/health")))
+            .await;
+    let r = http().get(mw2.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). Installs what the
+# tests need first (Prometheus, promtool, VictoriaMetrics: scripts/testbed.sh),
+# then checks formatting and lints, then runs every test. The integration tests
+# start and stop the real backends themselves, on loopback.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+scripts/testbed.sh install
+export MODELWATCH_TESTBED="$PWD/.testbed/root/usr/bin"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked
