@@ -99,8 +99,9 @@ pub struct ProxyConfig {
     pub pool_idle_timeout: Duration,
     /// At most this many idle keep-alive connections to the model server are kept.
     pub pool_max_idle: usize,
-    /// HTTP version towards the model server: `auto` uses the client's version
-    /// (so gRPC over h2c stays HTTP/2), `http1` or `http2` force one.
+    /// HTTP version towards the model server: `auto` uses HTTP/2 (h2c) for gRPC
+    /// requests that arrived over HTTP/2 and HTTP/1.1 for everything else;
+    /// `http1` or `http2` force one.
     pub upstream_http_version: UpstreamHttpVersion,
     /// On SIGTERM/SIGINT, in-flight requests and streams get this long to finish.
     #[serde(with = "humantime_serde")]

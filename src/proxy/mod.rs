@@ -124,6 +124,13 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .unwrap_or(false)
+}
+
 fn method_label(m: &http::Method) -> &'static str {
     match *m {
         http::Method::GET => "GET",
@@ -259,7 +266,12 @@ impl Proxy {
         let use_http2 = match self.version {
             UpstreamHttpVersion::Http2 => true,
             UpstreamHttpVersion::Http1 => false,
-            UpstreamHttpVersion::Auto => client_version == Version::HTTP_2,
+            // HTTP/2 only for gRPC: it needs HTTP/2 end to end, while most model
+            // servers (uvicorn, for one) speak no h2c, so other HTTP/2 clients
+            // are translated to HTTP/1.1.
+            UpstreamHttpVersion::Auto => {
+                client_version == Version::HTTP_2 && is_grpc(&parts.headers)
+            }
         };
         parts.version = if use_http2 {
             Version::HTTP_2

@@ -278,6 +278,7 @@ type TestBody = BoxBody<Bytes, Infallible>;
 #[derive(Default)]
 pub struct Seen {
     pub headers: Mutex<Vec<http::HeaderMap>>,
+    pub versions: Mutex<Vec<http::Version>>,
     pub streams_cancelled: AtomicU64,
     pub requests: AtomicU64,
     pub connections_open: AtomicU64,
@@ -382,6 +383,7 @@ async fn route(
 ) -> Response<TestBody> {
     seen.requests.fetch_add(1, Ordering::SeqCst);
     seen.headers.lock().unwrap().push(req.headers().clone());
+    seen.versions.lock().unwrap().push(req.version());
     let q = query(&req);
     let path = req.uri().path().to_string();
     match path.as_str() {

@@ -423,3 +423,34 @@ async fn readiness_by_http_path() {
     let r = http().get(mw2.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_reach_an_http1_model_server() {
+    let up = TestUpstream::start().await;
+    let mw = Modelwatch::start(Options::new(up.url())).await;
+    let stream = tokio::net::TcpStream::connect(mw.proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Full<Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}/json", mw.proxy))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from_static(b"{\"x\":1}")))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    use http_body_util::BodyExt;
+    assert_eq!(
+        &resp.into_body().collect().await.unwrap().to_bytes()[..],
+        b"{\"x\":1}"
+    );
+    assert_eq!(
+        *up.seen.versions.lock().unwrap().last().unwrap(),
+        http::Version::HTTP_11
+    );
+}
