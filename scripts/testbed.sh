@@ -4,7 +4,13 @@
 # receiver), from Debian trixie packages unpacked with dpkg -x. The system's
 # apt sources are not touched. Idempotent: a second run does nothing.
 #
-#   scripts/testbed.sh install     # fetch and unpack (about 15 s, 75 MB)
+# The model servers the protocol tests put behind modelwatch: MLServer 1.7 with
+# mlserver-sklearn (Open Inference Protocol v2), KServe 0.21's ModelServer (V1),
+# llama.cpp's llama-server (Debian sid packages, run through sid's own loader)
+# with a tiny random-weight GGUF model, and the official openai Python client.
+#
+#   scripts/testbed.sh install     # everything (about 3 min, 1.2 GB the first time)
+#   scripts/testbed.sh backends    # only Prometheus, promtool, VictoriaMetrics
 #   scripts/testbed.sh path        # print the bin folder the tests use
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +18,11 @@ TB="$ROOT/.testbed"
 BIN="$TB/root/usr/bin"
 
 install() {
+  backends
+  models
+}
+
+backends() {
   if [[ -x "$BIN/prometheus" && -x "$BIN/promtool" && -x "$BIN/victoria-metrics" ]]; then
     echo "testbed: already installed in $BIN"
     return
@@ -30,6 +41,43 @@ install() {
   "$BIN/prometheus" --version 2>&1 | head -1
   "$BIN/victoria-metrics" -version 2>&1 | head -1
   echo "testbed: installed in $BIN"
+}
+
+# Python virtual environments and llama-server, under .testbed/.
+models() {
+  local V="$TB/venvs" F="$ROOT/tests/fixtures"
+  mkdir -p "$V"
+  if [[ ! -x "$V/mlserver/bin/mlserver" ]]; then
+    echo "testbed: MLServer venv"
+    python3 -m venv "$V/mlserver" && "$V/mlserver/bin/pip" install -q mlserver==1.7.1 mlserver-sklearn==1.7.1
+  fi
+  if [[ ! -f "$TB/models/bc/model.joblib" ]]; then
+    mkdir -p "$TB/models/bc"
+    "$V/mlserver/bin/python" "$F/train_breast_cancer.py" "$TB/models/bc/model.joblib"
+  fi
+  if [[ ! -x "$V/kserve/bin/python" ]] || ! "$V/kserve/bin/python" -c 'import kserve' 2>/dev/null; then
+    echo "testbed: KServe venv"
+    python3 -m venv "$V/kserve" && "$V/kserve/bin/pip" install -q kserve==0.21.0 scikit-learn
+  fi
+  if [[ ! -x "$V/llmclient/bin/python" ]] || ! "$V/llmclient/bin/python" -c 'import openai, gguf' 2>/dev/null; then
+    echo "testbed: openai client venv"
+    python3 -m venv "$V/llmclient" && "$V/llmclient/bin/pip" install -q openai gguf numpy
+  fi
+  if [[ ! -f "$TB/models/tiny-llama.gguf" ]]; then
+    "$V/llmclient/bin/python" "$F/make_tiny_gguf.py" "$TB/models/tiny-llama.gguf"
+  fi
+  local S="$TB/sid" R="$TB/sid/root"
+  if [[ ! -x "$R/usr/bin/llama-server" ]]; then
+    echo "testbed: llama-server (Debian sid packages)"
+    mkdir -p "$S/lists/partial" "$S/etc" "$S/cache/archives/partial" "$R" "$S/debs"
+    printf 'deb http://deb.debian.org/debian sid main\n' > "$S/etc/sources.list"
+    local o=(-o "Dir::Etc::SourceList=$S/etc/sources.list" -o Dir::Etc::SourceParts=/dev/null
+             -o "Dir::State::Lists=$S/lists" -o "Dir::Cache=$S/cache" -o Debug::NoLocking=1)
+    apt-get "${o[@]}" -qq update
+    (cd "$S/debs" && apt-get "${o[@]}" -qq download llama.cpp-tools libllama0 libggml0 libc6 libstdc++6 libgcc-s1 libgomp1 libssl3t64)
+    for d in "$S"/debs/*.deb; do dpkg -x "$d" "$R"; done
+  fi
+  echo "testbed: model servers ready in $TB"
 }
 
 path() { echo "$BIN"; }

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod protocol;
 pub mod proxy;
 pub mod sample;
 pub mod telemetry;

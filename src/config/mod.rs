@@ -54,6 +54,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Which requests are copied for analysis, and how much of each.
     pub sampling: SamplingConfig,
+    /// How sampled exchanges are decoded into inference records.
+    pub protocol: ProtocolConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
@@ -197,6 +199,65 @@ impl Default for SamplingConfig {
             queue_capacity: 1024,
         }
     }
+}
+
+/// Protocol decoding of sampled exchanges.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolConfig {
+    /// `auto` (by path, then body), `openai`, `open-inference-v2`, `kserve-v1`,
+    /// `tf-serving` or `json-paths`.
+    pub kind: ProtocolKind,
+    /// Per-model settings: feature names, which output is the label, class names.
+    pub models: Vec<ModelSettings>,
+    /// Where things live in any other JSON API (used when `kind` is `json-paths`).
+    pub json_paths: JsonPathsConfig,
+}
+
+/// The configured protocol.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolKind {
+    #[default]
+    Auto,
+    Openai,
+    OpenInferenceV2,
+    KserveV1,
+    TfServing,
+    JsonPaths,
+}
+
+/// Settings for one model (`name: "*"` applies to models with no entry of their own).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// The model name as the protocol reports it, or `*`.
+    pub name: String,
+    /// Names for the input columns, in order (used when the count matches).
+    pub features: Vec<String>,
+    /// Names of the classes, by index (a predicted index becomes its name).
+    pub class_names: Vec<String>,
+    /// The output holding the predicted label (default: the single scalar output).
+    pub label_output: String,
+    /// The output holding scores or probabilities per class (default: a vector output).
+    pub scores_output: String,
+}
+
+/// JSONPath expressions (RFC 9535) evaluated against
+/// `{"request": <request body>, "response": <response body>}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JsonPathsConfig {
+    /// Features: one node per row, or one array of rows (objects or arrays).
+    pub features: String,
+    /// Predicted label or value per row.
+    pub prediction: String,
+    /// Score or probability vector per row.
+    pub scores: String,
+    /// The model name.
+    pub model: String,
+    /// The model version.
+    pub model_version: String,
 }
 
 /// OpenTelemetry export.
@@ -419,6 +480,54 @@ impl Config {
                     "telemetry.otlp.headers",
                     name,
                     "valid HTTP header names",
+                ));
+            }
+        }
+        for (key, path) in [
+            (
+                "protocol.json_paths.features",
+                &self.protocol.json_paths.features,
+            ),
+            (
+                "protocol.json_paths.prediction",
+                &self.protocol.json_paths.prediction,
+            ),
+            (
+                "protocol.json_paths.scores",
+                &self.protocol.json_paths.scores,
+            ),
+            ("protocol.json_paths.model", &self.protocol.json_paths.model),
+            (
+                "protocol.json_paths.model_version",
+                &self.protocol.json_paths.model_version,
+            ),
+        ] {
+            if !path.is_empty() {
+                if let Err(e) = serde_json_path::JsonPath::parse(path) {
+                    return Err(invalid(
+                        key,
+                        path,
+                        &format!("a JSONPath (RFC 9535) such as $.response.predictions[*]: {e}"),
+                    ));
+                }
+            }
+        }
+        if self.protocol.kind == ProtocolKind::JsonPaths
+            && self.protocol.json_paths.features.is_empty()
+            && self.protocol.json_paths.prediction.is_empty()
+        {
+            return Err(invalid(
+                "protocol.json_paths",
+                "(empty)",
+                "with protocol.kind json-paths, at least protocol.json_paths.features or .prediction",
+            ));
+        }
+        for (i, m) in self.protocol.models.iter().enumerate() {
+            if m.name.is_empty() {
+                return Err(invalid(
+                    &format!("protocol.models[{i}].name"),
+                    "",
+                    "a model name, or * for every model",
                 ));
             }
         }

@@ -1,0 +1,163 @@
+//! JSON helpers shared by the decoders: a lenient parse that accepts the
+//! `NaN`, `Infinity` and `-Infinity` tokens TF Serving and Python servers
+//! write, and conversions into [`Value`].
+
+use base64::Engine;
+use serde_json::Value as Json;
+
+use super::{DecodeError, Value};
+
+const NAN: &str = "\u{0}mw:NaN";
+const INF: &str = "\u{0}mw:Infinity";
+const NEG_INF: &str = "\u{0}mw:-Infinity";
+
+/// Parses JSON, accepting bare `NaN`, `Infinity` and `-Infinity` outside strings.
+pub fn parse(bytes: &[u8]) -> Result<Json, DecodeError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(DecodeError::EmptyBody);
+    }
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            let fixed = replace_special_numbers(bytes).ok_or(DecodeError::InvalidJson)?;
+            serde_json::from_slice(&fixed).map_err(|_| DecodeError::InvalidJson)
+        }
+    }
+}
+
+/// Rewrites the non-standard number tokens as marker strings; None when there are none.
+fn replace_special_numbers(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() + 64);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut changed = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        let rest = &bytes[i..];
+        let token = if rest.starts_with(b"NaN") {
+            Some((3, NAN))
+        } else if rest.starts_with(b"Infinity") {
+            Some((8, INF))
+        } else if rest.starts_with(b"-Infinity") {
+            Some((9, NEG_INF))
+        } else {
+            None
+        };
+        if let Some((len, marker)) = token {
+            out.push(b'"');
+            out.extend_from_slice(marker.replace('\u{0}', "\\u0000").as_bytes());
+            out.push(b'"');
+            changed = true;
+            i += len;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// A JSON number, or one of the special tokens, as f64.
+pub fn number(v: &Json) -> Option<f64> {
+    match v {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) if s == NAN => Some(f64::NAN),
+        Json::String(s) if s == INF => Some(f64::INFINITY),
+        Json::String(s) if s == NEG_INF => Some(f64::NEG_INFINITY),
+        Json::Bool(b) => Some(*b as u8 as f64),
+        _ => None,
+    }
+}
+
+/// Converts a scalar JSON value. `{"b64": ...}` becomes its decoded text (or
+/// the byte count when it is not UTF-8); arrays and other objects are `Missing`.
+pub fn value(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::Missing,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(_) => number(v).map(Value::Number).unwrap_or(Value::Missing),
+        Json::String(_) => match number(v) {
+            Some(n) => Value::Number(n),
+            None => Value::Text(v.as_str().unwrap_or_default().to_string()),
+        },
+        Json::Object(o) => match o.get("b64").and_then(Json::as_str) {
+            Some(b64) => match base64::engine::general_purpose::STANDARD.decode(b64) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => Value::Text(text),
+                    Err(e) => Value::Text(format!("<{} bytes>", e.into_bytes().len())),
+                },
+                Err(_) => Value::Missing,
+            },
+            None => Value::Missing,
+        },
+        Json::Array(_) => Value::Missing,
+    }
+}
+
+/// All scalars of a nested array, in row-major order.
+pub fn flatten<'a>(v: &'a Json, out: &mut Vec<&'a Json>) {
+    match v {
+        Json::Array(items) => {
+            for item in items {
+                flatten(item, out);
+            }
+        }
+        other => out.push(other),
+    }
+}
+
+/// True when every element is a number (or a special number token).
+pub fn all_numbers(items: &[Json]) -> bool {
+    !items.is_empty() && items.iter().all(|v| number(v).is_some() && !v.is_boolean())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_numbers_outside_strings_only() {
+        let v = parse(br#"{"a": [NaN, Infinity, -Infinity, 1.5], "s": "NaN is fine \" Infinity"}"#)
+            .unwrap();
+        let a: Vec<f64> = v["a"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| number(x).unwrap())
+            .collect();
+        assert!(a[0].is_nan());
+        assert_eq!(&a[1..], &[f64::INFINITY, f64::NEG_INFINITY, 1.5]);
+        assert_eq!(v["s"], "NaN is fine \" Infinity");
+    }
+
+    #[test]
+    fn invalid_and_empty() {
+        assert_eq!(parse(b"{\"a\":"), Err(DecodeError::InvalidJson));
+        assert_eq!(parse(b"  "), Err(DecodeError::EmptyBody));
+        assert_eq!(parse(b"\xff\xfe"), Err(DecodeError::InvalidJson));
+    }
+
+    #[test]
+    fn b64_values() {
+        let v: Json = serde_json::from_str(r#"{"b64": "aGVsbG8="}"#).unwrap();
+        assert_eq!(value(&v), Value::Text("hello".into()));
+        let v: Json = serde_json::from_str(r#"{"b64": "/w=="}"#).unwrap();
+        assert_eq!(value(&v), Value::Text("<1 bytes>".into()));
+    }
+}

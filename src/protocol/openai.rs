@@ -1,0 +1,325 @@
+//! OpenAI-compatible APIs (vLLM, TGI, llama.cpp, Ollama, LiteLLM):
+//! `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, plain and
+//! streaming (SSE), with usage from the body or the final usage chunk.
+
+use base64::Engine;
+use serde_json::Value as Json;
+
+use super::{json, sse, DecodeError, Inference, Operation, Protocol, TokenUsage};
+use crate::sample::Sample;
+
+/// The operation an OpenAI-style path stands for.
+pub fn operation_for_path(path: &str) -> Option<Operation> {
+    let path = path.split('?').next().unwrap_or("");
+    match path.trim_end_matches('/') {
+        "/v1/chat/completions" | "/chat/completions" | "/api/chat" => Some(Operation::Chat),
+        "/v1/completions" | "/completions" | "/api/generate" => Some(Operation::TextCompletion),
+        "/v1/embeddings" | "/embeddings" | "/api/embed" | "/api/embeddings" => {
+            Some(Operation::Embeddings)
+        }
+        _ => None,
+    }
+}
+
+/// Text of a message's `content`: a string, or the text parts of an array.
+fn content_text(content: &Json) -> Option<String> {
+    match content {
+        Json::String(s) => Some(s.clone()),
+        Json::Array(parts) => {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Json::as_str))
+                .collect();
+            (!texts.is_empty()).then(|| texts.join("\n"))
+        }
+        _ => None,
+    }
+}
+
+fn prompt_text(request: &Json, operation: Operation) -> Option<String> {
+    match operation {
+        Operation::Chat => {
+            let messages = request.get("messages")?.as_array()?;
+            let parts: Vec<String> = messages
+                .iter()
+                .filter_map(|m| {
+                    let role = m.get("role").and_then(Json::as_str).unwrap_or("user");
+                    content_text(m.get("content")?).map(|c| format!("{role}: {c}"))
+                })
+                .collect();
+            Some(parts.join("\n"))
+        }
+        _ => match request.get("prompt")? {
+            Json::String(s) => Some(s.clone()),
+            Json::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(Json::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            _ => None,
+        },
+    }
+}
+
+fn usage(v: &Json) -> Option<TokenUsage> {
+    let u = v.get("usage")?;
+    if u.is_null() {
+        return None;
+    }
+    Some(TokenUsage {
+        input: u.get("prompt_tokens").and_then(Json::as_u64),
+        output: u.get("completion_tokens").and_then(Json::as_u64),
+        estimated: false,
+    })
+}
+
+fn is_truncated(body: &crate::sample::CapturedBody) -> bool {
+    body.truncated
+}
+
+/// Decodes an OpenAI-style exchange into one record (embeddings: one per input).
+pub fn decode(sample: &Sample) -> Result<Vec<Inference>, DecodeError> {
+    let operation = operation_for_path(&sample.path).unwrap_or_else(|| {
+        // Unknown path, OpenAI-shaped body: guess from the fields.
+        if memchr::memmem::find(&sample.request_body.bytes, b"\"messages\"").is_some() {
+            Operation::Chat
+        } else {
+            Operation::TextCompletion
+        }
+    });
+    if is_truncated(&sample.request_body) {
+        return Err(DecodeError::Truncated);
+    }
+    let request = json::parse(&sample.request_body.bytes)?;
+    if !request.is_object() {
+        return Err(DecodeError::MissingField);
+    }
+    let mut record = Inference::new(sample, Protocol::Openai, operation);
+    record.model = request
+        .get("model")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    record.params.temperature = request.get("temperature").and_then(Json::as_f64);
+    record.params.top_p = request.get("top_p").and_then(Json::as_f64);
+    record.params.max_tokens = request
+        .get("max_completion_tokens")
+        .or_else(|| request.get("max_tokens"))
+        .and_then(Json::as_u64);
+    record.params.stream = request
+        .get("stream")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+
+    if operation == Operation::Embeddings {
+        return decode_embeddings(sample, &request, record);
+    }
+    record.input_text = prompt_text(&request, operation);
+
+    let streamed = sample
+        .response_headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| ct.starts_with("text/event-stream"))
+        .unwrap_or(false);
+    record.streamed = streamed;
+    if streamed {
+        decode_stream(sample, &mut record)?;
+    } else {
+        if is_truncated(&sample.response_body) {
+            return Err(DecodeError::Truncated);
+        }
+        let response = json::parse(&sample.response_body.bytes)?;
+        if response.get("error").is_some() || sample.status >= 400 {
+            return Err(DecodeError::ErrorResponse);
+        }
+        apply_response(&mut record, &response, operation);
+    }
+    Ok(vec![record])
+}
+
+fn apply_response(record: &mut Inference, response: &Json, operation: Operation) {
+    if let Some(m) = response.get("model").and_then(Json::as_str) {
+        record.model = Some(m.to_string());
+    }
+    record.response_id = response
+        .get("id")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    record.usage = usage(response);
+    let mut text = String::new();
+    if let Some(choices) = response.get("choices").and_then(Json::as_array) {
+        for (i, choice) in choices.iter().enumerate() {
+            let t = match operation {
+                Operation::Chat => choice
+                    .get("message")
+                    .and_then(|m| m.get("content"))
+                    .and_then(content_text),
+                _ => choice
+                    .get("text")
+                    .and_then(Json::as_str)
+                    .map(str::to_string),
+            };
+            if i == 0 {
+                text = t.unwrap_or_default();
+            }
+            if let Some(calls) = choice
+                .get("message")
+                .and_then(|m| m.get("tool_calls"))
+                .and_then(Json::as_array)
+            {
+                record.tool_calls += calls.len();
+            }
+            if let Some(r) = choice.get("finish_reason").and_then(Json::as_str) {
+                record.finish_reasons.push(r.to_string());
+            }
+        }
+    }
+    record.output_text = Some(text);
+}
+
+fn decode_stream(sample: &Sample, record: &mut Inference) -> Result<(), DecodeError> {
+    let events = sse::parse(&sample.response_body.bytes);
+    let mut text = String::new();
+    let mut done = false;
+    let mut content_chunks = 0u64;
+    let mut tool_call_ids = std::collections::BTreeSet::new();
+    for data in &events.data {
+        if data.as_ref() == b"[DONE]" {
+            done = true;
+            continue;
+        }
+        let Ok(chunk) = serde_json::from_slice::<Json>(data) else {
+            // Invalid JSON or broken UTF-8 inside one event: skip the event, keep the rest.
+            continue;
+        };
+        if chunk.get("error").is_some() {
+            return Err(DecodeError::ErrorResponse);
+        }
+        if record.response_id.is_none() {
+            record.response_id = chunk.get("id").and_then(Json::as_str).map(str::to_string);
+        }
+        if let Some(m) = chunk.get("model").and_then(Json::as_str) {
+            record.model = Some(m.to_string());
+        }
+        if let Some(u) = usage(&chunk) {
+            record.usage = Some(u);
+        }
+        // Some servers send `choices: null` on the usage chunk.
+        let Some(choices) = chunk.get("choices").and_then(Json::as_array) else {
+            continue;
+        };
+        for choice in choices {
+            let index = choice.get("index").and_then(Json::as_u64).unwrap_or(0);
+            let piece = choice
+                .get("delta")
+                .and_then(|d| d.get("content"))
+                .and_then(Json::as_str)
+                .or_else(|| choice.get("text").and_then(Json::as_str));
+            if let Some(p) = piece.filter(|p| !p.is_empty()) {
+                if index == 0 {
+                    text.push_str(p);
+                }
+                content_chunks += 1;
+            }
+            if let Some(calls) = choice
+                .get("delta")
+                .and_then(|d| d.get("tool_calls"))
+                .and_then(Json::as_array)
+            {
+                for call in calls {
+                    let id = call
+                        .get("index")
+                        .and_then(Json::as_u64)
+                        .map(|i| (index, i))
+                        .unwrap_or((index, tool_call_ids.len() as u64));
+                    tool_call_ids.insert(id);
+                }
+            }
+            if let Some(r) = choice.get("finish_reason").and_then(Json::as_str) {
+                record.finish_reasons.push(r.to_string());
+            }
+        }
+    }
+    record.tool_calls = tool_call_ids.len();
+    record.output_text = Some(text);
+    record.complete = (done || !record.finish_reasons.is_empty())
+        && events.trailing == 0
+        && !sample.response_body.truncated;
+    if record.usage.is_none() && content_chunks > 0 {
+        record.usage = Some(TokenUsage {
+            input: None,
+            output: Some(content_chunks),
+            estimated: true,
+        });
+    }
+    Ok(())
+}
+
+fn decode_embeddings(
+    sample: &Sample,
+    request: &Json,
+    mut base: Inference,
+) -> Result<Vec<Inference>, DecodeError> {
+    if sample.response_body.truncated {
+        return Err(DecodeError::Truncated);
+    }
+    let response = json::parse(&sample.response_body.bytes)?;
+    if response.get("error").is_some() || sample.status >= 400 {
+        return Err(DecodeError::ErrorResponse);
+    }
+    let inputs: Vec<Option<String>> = match request.get("input") {
+        Some(Json::String(s)) => vec![Some(s.clone())],
+        Some(Json::Array(items)) if items.iter().all(Json::is_string) => items
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        Some(Json::Array(items)) => items.iter().map(|_| None).collect(), // token arrays
+        _ => return Err(DecodeError::MissingField),
+    };
+    if let Some(m) = response.get("model").and_then(Json::as_str) {
+        base.model = Some(m.to_string());
+    }
+    base.usage = usage(&response);
+    let data = response
+        .get("data")
+        .and_then(Json::as_array)
+        .ok_or(DecodeError::MissingField)?;
+    let mut out = Vec::with_capacity(data.len());
+    for (i, item) in data.iter().enumerate() {
+        let row = item
+            .get("index")
+            .and_then(Json::as_u64)
+            .map(|x| x as usize)
+            .unwrap_or(i);
+        let vector = match item.get("embedding") {
+            Some(Json::Array(v)) => v
+                .iter()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect(),
+            Some(Json::String(b64)) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|_| DecodeError::MissingField)?;
+                if bytes.len() % 4 != 0 {
+                    return Err(DecodeError::WrongShape);
+                }
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            }
+            _ => return Err(DecodeError::MissingField),
+        };
+        let mut r = base.clone();
+        r.row = row;
+        r.input_text = inputs.get(row).cloned().flatten();
+        r.embedding = Some(vector);
+        if i > 0 {
+            r.usage = None; // usage belongs to the request, counted once
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
