@@ -22,7 +22,7 @@ fn query<'a>(path: &str, doc: &'a Json) -> Vec<&'a Json> {
 
 /// Rows from the nodes a path matched: one node holding an array of rows, or
 /// one node per row.
-fn rows<'a>(nodes: Vec<&'a Json>) -> Vec<&'a Json> {
+fn rows(nodes: Vec<&Json>) -> Vec<&Json> {
     match nodes.as_slice() {
         [Json::Array(items)]
             if items.iter().all(|i| i.is_object() || i.is_array()) && !items.is_empty() =>
