@@ -51,10 +51,15 @@ impl App {
             telemetry.instruments.clone(),
             telemetry.tracer.clone(),
         ));
-        let analyzers: Vec<Box<dyn Analyzer>> =
+        let recent = analysis::RecentRecords::new(config.admin.recent_records);
+        let mut analyzers: Vec<Box<dyn Analyzer>> =
             vec![Box::new(HttpAnalyzer::new(telemetry.instruments.clone()))];
+        if recent.enabled() {
+            analyzers.push(Box::new(analysis::RecentRecordsAnalyzer(recent.clone())));
+        }
         let analysis = analysis::spawn(
             queue,
+            analysis::Decoder::new(config.protocol.clone(), telemetry.instruments.clone()),
             analyzers,
             telemetry.instruments.clone(),
             telemetry.gauges.clone(),
@@ -73,6 +78,7 @@ impl App {
             telemetry: telemetry.clone(),
             readiness,
             counters: proxy.counters.clone(),
+            recent,
             started: Instant::now(),
             proxy_addr,
         });

@@ -28,6 +28,7 @@ pub struct AdminState {
     pub telemetry: Arc<Telemetry>,
     pub readiness: Arc<Readiness>,
     pub counters: Arc<ProxyCounters>,
+    pub recent: Arc<crate::analysis::RecentRecords>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
 }
@@ -82,6 +83,14 @@ impl AdminState {
                 json_response(status, json!({ "ready": snap.up, "upstream": snap }))
             }
             "/v1/status" => json_response(StatusCode::OK, self.status()),
+            "/v1/records" if self.recent.enabled() => json_response(
+                StatusCode::OK,
+                serde_json::to_value(self.recent.snapshot()).unwrap_or_default(),
+            ),
+            "/v1/records" => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"type": "disabled", "message": "set admin.recent_records above 0 to keep recent inference records"}}),
+            ),
             "/" => respond(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",

@@ -10,6 +10,8 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use tokio::sync::mpsc;
 
+use crate::config::ProtocolConfig;
+use crate::protocol::{self, Inference};
 use crate::sample::Sample;
 use crate::telemetry::names::attr;
 use crate::telemetry::{Gauges, Instruments};
@@ -19,8 +21,64 @@ use crate::telemetry::{Gauges, Instruments};
 pub trait Analyzer: Send {
     /// A short name for logs.
     fn name(&self) -> &'static str;
-    /// Looks at one sample.
-    fn analyze(&mut self, sample: &Sample);
+    /// Looks at one sample and the inference records decoded from it (none
+    /// when it was not model traffic or could not be decoded).
+    fn analyze(&mut self, sample: &Sample, records: &[Inference]);
+}
+
+/// Decodes samples into records and counts what it decoded and what it could not.
+pub struct Decoder {
+    config: ProtocolConfig,
+    instruments: Instruments,
+}
+
+impl Decoder {
+    pub fn new(config: ProtocolConfig, instruments: Instruments) -> Decoder {
+        Decoder {
+            config,
+            instruments,
+        }
+    }
+
+    /// Records for one sample. Requests that carry no inference (GET, HEAD,
+    /// OPTIONS: health checks, metadata) are not decoded.
+    pub fn decode(&self, sample: &Sample) -> Vec<Inference> {
+        if matches!(
+            sample.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        ) {
+            return Vec::new();
+        }
+        let protocol = protocol::detect(sample, self.config.kind);
+        match protocol::decode(sample, &self.config) {
+            Ok(records) => {
+                if let Some(first) = records.first() {
+                    self.instruments.inferences.add(
+                        records.len() as u64,
+                        &[
+                            KeyValue::new(attr::PROTOCOL, first.protocol.as_str()),
+                            KeyValue::new(attr::GEN_AI_OPERATION_NAME, first.operation.as_str()),
+                        ],
+                    );
+                }
+                records
+            }
+            Err(e) => {
+                self.instruments.decode_errors.add(
+                    1,
+                    &[
+                        KeyValue::new(
+                            attr::PROTOCOL,
+                            protocol.map(|p| p.as_str()).unwrap_or("unknown"),
+                        ),
+                        KeyValue::new(attr::REASON, e.reason()),
+                    ],
+                );
+                tracing::debug!(request_id = %sample.request_id, reason = e.reason(), "sample not decoded");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// HTTP-level figures of sampled exchanges: time to first byte and truncated bodies.
@@ -39,7 +97,7 @@ impl Analyzer for HttpAnalyzer {
         "http"
     }
 
-    fn analyze(&mut self, sample: &Sample) {
+    fn analyze(&mut self, sample: &Sample, _records: &[Inference]) {
         if let Some(ttfb) = sample.timings.first_byte {
             self.instruments.sample_time_to_first_byte.record(
                 ttfb.as_secs_f64(),
@@ -68,6 +126,7 @@ const BATCH_PAUSE: Duration = Duration::from_millis(5);
 /// has stopped), so samples taken before shutdown are still analyzed.
 pub fn spawn(
     mut queue: mpsc::Receiver<Sample>,
+    decoder: Decoder,
     mut analyzers: Vec<Box<dyn Analyzer>>,
     instruments: Instruments,
     gauges: Arc<Gauges>,
@@ -79,8 +138,9 @@ pub fn spawn(
             while let Some(first) = queue.blocking_recv() {
                 let mut next = Some(first);
                 while let Some(sample) = next {
+                    let records = decoder.decode(&sample);
                     for a in analyzers.iter_mut() {
-                        a.analyze(&sample);
+                        a.analyze(&sample, &records);
                     }
                     instruments.samples_analyzed.add(1, &[]);
                     gauges.samples_analyzed.fetch_add(1, Ordering::Relaxed);
@@ -93,4 +153,55 @@ pub fn spawn(
             }
             tracing::debug!("analysis queue closed");
         })
+}
+
+/// The newest records, for `GET /v1/records` (bounded; oldest dropped first).
+#[derive(Debug, Default)]
+pub struct RecentRecords {
+    capacity: usize,
+    records: std::sync::Mutex<std::collections::VecDeque<Inference>>,
+}
+
+impl RecentRecords {
+    pub fn new(capacity: usize) -> Arc<RecentRecords> {
+        Arc::new(RecentRecords {
+            capacity,
+            records: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(
+                capacity.min(1024),
+            )),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// A copy of the records, oldest first.
+    pub fn snapshot(&self) -> Vec<Inference> {
+        self.records
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Feeds [`RecentRecords`].
+pub struct RecentRecordsAnalyzer(pub Arc<RecentRecords>);
+
+impl Analyzer for RecentRecordsAnalyzer {
+    fn name(&self) -> &'static str {
+        "recent_records"
+    }
+
+    fn analyze(&mut self, _sample: &Sample, records: &[Inference]) {
+        let mut q = self.0.records.lock().expect("poisoned");
+        for r in records {
+            if q.len() == self.0.capacity {
+                q.pop_front();
+            }
+            q.push_back(r.clone());
+        }
+    }
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub sampling: SamplingConfig,
     /// How sampled exchanges are decoded into inference records.
     pub protocol: ProtocolConfig,
+    /// LLM figures kept for every request (not only sampled ones).
+    pub llm: LlmConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
@@ -143,6 +145,9 @@ pub struct AdminConfig {
     pub listen: String,
     /// How `/readyz` decides that the model server is reachable.
     pub readiness: ReadinessConfig,
+    /// Keep this many of the newest decoded inference records for
+    /// `GET /v1/records` (0: off; the records hold inputs and outputs).
+    pub recent_records: usize,
 }
 
 impl Default for AdminConfig {
@@ -150,6 +155,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "0.0.0.0:9464".into(),
             readiness: ReadinessConfig::default(),
+            recent_records: 0,
         }
     }
 }
@@ -197,6 +203,30 @@ impl Default for SamplingConfig {
             rate: 1.0,
             max_body_bytes: 64 * 1024,
             queue_capacity: 1024,
+        }
+    }
+}
+
+/// The LLM scan of every request on an LLM route.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Scan LLM routes (`/v1/chat/completions`, `/v1/completions`,
+    /// `/v1/embeddings`, ...) for latency and token figures.
+    pub enabled: bool,
+    /// Distinct model names used as label values; later ones are `_OTHER`.
+    pub max_models: usize,
+    /// A non-streamed LLM answer is kept up to this many bytes to read its
+    /// usage; a longer one is counted without token figures.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            enabled: true,
+            max_models: 32,
+            max_body_bytes: 256 * 1024,
         }
     }
 }

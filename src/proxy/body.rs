@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use opentelemetry::trace::Span as _;
 use opentelemetry::KeyValue;
 
+use super::llm::{self, LlmExchange};
 use super::ProxyCounters;
 use crate::sample::{Capture, Outcome, Sample, SampleSender, Timings};
 use crate::telemetry::names::attr;
@@ -126,6 +127,8 @@ pub struct Exchange {
     pub sample: Option<PendingSample>,
     /// The status sent to the client (0 until known).
     pub status: u16,
+    /// LLM routes: the scan that gives the GenAI figures.
+    pub llm: Option<LlmExchange>,
 }
 
 /// The parts of a sample known before the response body has passed.
@@ -169,6 +172,15 @@ impl Exchange {
         i.request_body_size.record(self.request.size(), &attributes);
         let response_size = response.map(|r| r.size()).unwrap_or(0);
         i.response_body_size.record(response_size, &attributes);
+        if let Some(x) = self.llm.take() {
+            let ending = llm::Ending {
+                total,
+                outcome,
+                status: self.status,
+                error_type,
+            };
+            llm::record(i, x, ending, &self.request, self.span.as_mut());
+        }
 
         let trace_id = self
             .span
@@ -280,9 +292,12 @@ impl Body for ResponseBody {
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(data) = frame.data_ref() {
-                            if first_byte.is_none() && !data.is_empty() {
-                                if let Some(x) = exchange.as_ref() {
+                            if let Some(x) = exchange.as_mut() {
+                                if first_byte.is_none() && !data.is_empty() {
                                     *first_byte = Some(x.in_flight.started.elapsed());
+                                }
+                                if let Some(scan) = x.llm.as_mut().and_then(|l| l.scan.as_mut()) {
+                                    scan.frame(data, x.in_flight.started.elapsed());
                                 }
                             }
                             capture.push(data);

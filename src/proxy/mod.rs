@@ -4,6 +4,7 @@
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod llm;
 pub mod route;
 
 use std::convert::Infallible;
@@ -82,6 +83,8 @@ pub struct Proxy {
     samples: SampleSender,
     instruments: Instruments,
     tracer: Option<Tracer>,
+    /// LLM scanning: bounded model labels and the plain-answer cap (None: off).
+    llm: Option<(Arc<llm::ModelLabels>, usize)>,
     pub counters: Arc<ProxyCounters>,
 }
 
@@ -178,6 +181,12 @@ impl Proxy {
             samples,
             instruments,
             tracer,
+            llm: config.llm.enabled.then(|| {
+                (
+                    Arc::new(llm::ModelLabels::new(config.llm.max_models)),
+                    config.llm.max_body_bytes,
+                )
+            }),
             counters: Arc::new(ProxyCounters::default()),
         }
     }
@@ -229,7 +238,20 @@ impl Proxy {
             request_headers: parts.headers.clone(),
             response_headers: http::HeaderMap::new(),
         });
-        let request_capture = Arc::new(Capture::new(self.max_body_bytes, sampled));
+        let llm = self.llm.as_ref().and_then(|(labels, max_body)| {
+            llm::operation_for_route(route).map(|operation| llm::LlmExchange {
+                operation,
+                scan: None,
+                labels: labels.clone(),
+                max_body: *max_body,
+            })
+        });
+        // LLM routes keep the head of every request body: the model name is there.
+        let request_capture = Arc::new(match (sampled, llm.is_some()) {
+            (true, _) => Capture::new(self.max_body_bytes, true),
+            (false, true) => Capture::new(4096, true),
+            (false, false) => Capture::new(0, false),
+        });
         let mut exchange = Exchange {
             in_flight,
             response_headers_after: None,
@@ -237,6 +259,7 @@ impl Proxy {
             span,
             sample: pending,
             status: 0,
+            llm,
         };
 
         let upgrade = client_version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
@@ -300,6 +323,14 @@ impl Proxy {
         exchange.response_headers_after = Some(exchange.in_flight.started.elapsed());
         let status = response.status();
         exchange.status = status.as_u16();
+        if let Some(l) = exchange.llm.as_mut() {
+            let streaming = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes().starts_with(b"text/event-stream"))
+                .unwrap_or(false);
+            l.scan = Some(llm::LlmScan::new(l.operation, streaming, l.max_body));
+        }
 
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {

@@ -98,6 +98,17 @@ impl Capture {
         }
     }
 
+    /// A copy of up to `limit` of the bytes captured so far.
+    pub fn head(&self, limit: usize) -> Bytes {
+        match &self.buf {
+            Some(b) => {
+                let b = b.lock().expect("poisoned");
+                Bytes::copy_from_slice(&b[..b.len().min(limit)])
+            }
+            None => Bytes::new(),
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Relaxed)
     }

@@ -61,6 +61,16 @@ pub struct Instruments {
     pub bodies_truncated: Counter<u64>,
     pub sample_time_to_first_byte: Histogram<f64>,
     pub upstream_errors: Counter<u64>,
+    pub gen_ai_duration: Histogram<f64>,
+    pub gen_ai_ttft: Histogram<f64>,
+    pub gen_ai_tpot: Histogram<f64>,
+    pub gen_ai_tokens: Histogram<u64>,
+    pub llm_requests: Counter<u64>,
+    pub llm_finish_reasons: Counter<u64>,
+    pub llm_empty_responses: Counter<u64>,
+    pub llm_output_characters: Histogram<u64>,
+    pub inferences: Counter<u64>,
+    pub decode_errors: Counter<u64>,
 }
 
 fn describe<T>(
@@ -105,6 +115,16 @@ impl Instruments {
             bodies_truncated: counter(SAMPLE_BODIES_TRUNCATED),
             sample_time_to_first_byte: f64_hist(SAMPLE_TIME_TO_FIRST_BYTE, DURATION_BUCKETS),
             upstream_errors: counter(UPSTREAM_ERRORS),
+            gen_ai_duration: f64_hist(GEN_AI_SERVER_REQUEST_DURATION, GEN_AI_DURATION_BUCKETS),
+            gen_ai_ttft: f64_hist(GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, GEN_AI_TTFT_BUCKETS),
+            gen_ai_tpot: f64_hist(GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, GEN_AI_TPOT_BUCKETS),
+            gen_ai_tokens: u64_hist(GEN_AI_CLIENT_TOKEN_USAGE, GEN_AI_TOKEN_BUCKETS),
+            llm_requests: counter(LLM_REQUESTS),
+            llm_finish_reasons: counter(LLM_FINISH_REASONS),
+            llm_empty_responses: counter(LLM_EMPTY_RESPONSES),
+            llm_output_characters: u64_hist(LLM_OUTPUT_CHARACTERS, CHARACTER_BUCKETS),
+            inferences: counter(INFERENCES),
+            decode_errors: counter(DECODE_ERRORS),
         }
     }
 }

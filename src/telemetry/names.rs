@@ -138,6 +138,62 @@ metric!(EXPORT_SKIPPED, "modelwatch.export.skipped", "{export}", Counter,
 metric!(SPANS_DROPPED, "modelwatch.export.spans.dropped", "{span}", Counter,
     "Finished spans dropped because telemetry.otlp.span_queue_capacity spans were already waiting for export.");
 
+// OpenTelemetry GenAI semantic conventions: every LLM request, whatever the sample rate.
+metric!(
+    GEN_AI_SERVER_REQUEST_DURATION,
+    "gen_ai.server.request.duration",
+    "s",
+    Histogram,
+    "LLM requests: from arrival to the last response byte."
+);
+metric!(
+    GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
+    "gen_ai.server.time_to_first_token",
+    "s",
+    Histogram,
+    "Streamed LLM requests: from arrival to the first content chunk, by the proxy's clock."
+);
+metric!(
+    GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
+    "gen_ai.server.time_per_output_token",
+    "s",
+    Histogram,
+    "Streamed LLM requests: (last content chunk - first content chunk) / (output tokens - 1)."
+);
+metric!(GEN_AI_CLIENT_TOKEN_USAGE, "gen_ai.client.token.usage", "{token}", Histogram,
+    "Tokens per LLM request by gen_ai.token.type (input, output), from the server's usage; estimated from the stream when it gives none.");
+
+// modelwatch LLM figures.
+metric!(LLM_REQUESTS, "modelwatch.llm.requests", "{request}", Counter,
+    "LLM requests by operation, streaming (true/false) and outcome (complete, aborted = cut off by the client, error).");
+metric!(LLM_FINISH_REASONS, "modelwatch.llm.finish_reasons", "{choice}", Counter,
+    "Choices by finish reason (stop, length = truncated, tool_calls, function_call, content_filter, other).");
+metric!(
+    LLM_EMPTY_RESPONSES,
+    "modelwatch.llm.empty_responses",
+    "{request}",
+    Counter,
+    "Completed LLM requests that produced no content and no tool call."
+);
+metric!(
+    LLM_OUTPUT_CHARACTERS,
+    "modelwatch.llm.output.characters",
+    "{character}",
+    Histogram,
+    "Characters of generated text per LLM request."
+);
+
+// Decoding of sampled exchanges.
+metric!(INFERENCES, "modelwatch.inferences", "{record}", Counter,
+    "Inference records decoded from sampled exchanges (one per batch row), by protocol and operation.");
+metric!(
+    DECODE_ERRORS,
+    "modelwatch.decode.errors",
+    "{sample}",
+    Counter,
+    "Sampled exchanges that could not be decoded, by protocol and a bounded reason."
+);
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -156,6 +212,16 @@ pub const ALL: &[MetricName] = &[
     EXPORT_FAILURES,
     EXPORT_SKIPPED,
     SPANS_DROPPED,
+    GEN_AI_SERVER_REQUEST_DURATION,
+    GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
+    GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
+    GEN_AI_CLIENT_TOKEN_USAGE,
+    LLM_REQUESTS,
+    LLM_FINISH_REASONS,
+    LLM_EMPTY_RESPONSES,
+    LLM_OUTPUT_CHARACTERS,
+    INFERENCES,
+    DECODE_ERRORS,
 ];
 
 /// Attribute keys.
@@ -175,6 +241,21 @@ pub mod attr {
     pub const REQUEST_ID: &str = "modelwatch.request.id";
     pub const URL_PATH: &str = "url.path";
     pub const SERVER_ADDRESS: &str = "server.address";
+    pub const GEN_AI_OPERATION_NAME: &str = "gen_ai.operation.name";
+    pub const GEN_AI_REQUEST_MODEL: &str = "gen_ai.request.model";
+    pub const GEN_AI_RESPONSE_MODEL: &str = "gen_ai.response.model";
+    pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
+    pub const GEN_AI_RESPONSE_ID: &str = "gen_ai.response.id";
+    pub const GEN_AI_RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+    pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+    pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+    pub const GEN_AI_REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+    pub const GEN_AI_REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+    pub const GEN_AI_REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+    pub const USAGE_ESTIMATED: &str = "modelwatch.usage.estimated";
+    pub const STREAMING: &str = "modelwatch.llm.streaming";
+    pub const OUTCOME: &str = "modelwatch.llm.outcome";
+    pub const PROTOCOL: &str = "modelwatch.protocol";
 }
 
 /// Bucket boundaries (seconds) for request durations: the HTTP convention's
@@ -188,4 +269,30 @@ pub const DURATION_BUCKETS: &[f64] = &[
 pub const SIZE_BUCKETS: &[f64] = &[
     64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
     67108864.0,
+];
+
+/// GenAI convention buckets for `gen_ai.server.request.duration`.
+pub const GEN_AI_DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// GenAI convention buckets for `gen_ai.server.time_to_first_token`.
+pub const GEN_AI_TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// GenAI convention buckets for `gen_ai.server.time_per_output_token`.
+pub const GEN_AI_TPOT_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
+
+/// GenAI convention buckets for `gen_ai.client.token.usage`.
+pub const GEN_AI_TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+/// Buckets for generated characters per request.
+pub const CHARACTER_BUCKETS: &[f64] = &[
+    0.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0,
 ];

@@ -25,6 +25,16 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
     i.bodies_truncated.add(1, &[]);
     i.sample_time_to_first_byte.record(0.1, &[]);
     i.upstream_errors.add(1, &[]);
+    i.gen_ai_duration.record(0.1, &[]);
+    i.gen_ai_ttft.record(0.1, &[]);
+    i.gen_ai_tpot.record(0.1, &[]);
+    i.gen_ai_tokens.record(1, &[]);
+    i.llm_requests.add(1, &[]);
+    i.llm_finish_reasons.add(1, &[]);
+    i.llm_empty_responses.add(1, &[]);
+    i.llm_output_characters.record(1, &[]);
+    i.inferences.add(1, &[]);
+    i.decode_errors.add(1, &[]);
     let text = t.render_prometheus();
     for m in names::ALL {
         let name = prometheus_name(m);

@@ -6,5 +6,6 @@ mod cli;
 mod common;
 mod export;
 mod grpc;
+mod models;
 mod proxy;
 mod traces;

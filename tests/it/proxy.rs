@@ -245,6 +245,7 @@ async fn slow_and_broken_upstreams_get_json_errors_and_the_connection_survives()
         serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["error"]["type"], "response_timeout");
 
+    sender.ready().await.unwrap();
     let r = sender.send_request(get("/status/503")).await.unwrap();
     assert_eq!(
         r.status(),
@@ -253,6 +254,7 @@ async fn slow_and_broken_upstreams_get_json_errors_and_the_connection_survives()
     );
     let _ = r.into_body().collect().await;
 
+    sender.ready().await.unwrap();
     let r = sender.send_request(get("/headers")).await.unwrap();
     assert_eq!(r.status(), 200, "the client's connection survived");
     let _ = r.into_body().collect().await;

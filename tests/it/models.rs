@@ -1,0 +1,387 @@
+//! Real model servers behind modelwatch (see scripts/testbed.sh): llama.cpp's
+//! llama-server driven by the official openai Python client, MLServer serving
+//! a scikit-learn model over the Open Inference Protocol, and KServe's
+//! ModelServer over its V1 protocol.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+fn testbed() -> PathBuf {
+    // .testbed/root/usr/bin/prometheus -> .testbed
+    testbed_bin("prometheus")
+        .ancestors()
+        .nth(4)
+        .unwrap()
+        .to_path_buf()
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A model server child process, waited for on `ready_path`.
+async fn model_server(mut cmd: Command, port: u16, ready_path: &str, what: &str) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let child = cmd
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let svc = Service { child, port, dir };
+    let url = svc.url(ready_path);
+    eventually(what, Duration::from_secs(90), || {
+        let url = url.clone();
+        async move {
+            http()
+                .get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        }
+    })
+    .await;
+    svc
+}
+
+async fn llama_server(extra: &[&str]) -> Service {
+    let tb = testbed();
+    let lib = tb.join("sid/root/usr/lib/x86_64-linux-gnu");
+    let port = free_port();
+    let mut cmd = Command::new(lib.join("ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(format!("{}:{}", lib.display(), lib.join("llama").display()))
+        .arg(tb.join("sid/root/usr/bin/llama-server"))
+        .args(["-m", tb.join("models/tiny-llama.gguf").to_str().unwrap()])
+        .args([
+            "--alias",
+            "tiny",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["-c", "512", "-t", "1", "--no-webui"])
+        .args(extra)
+        .env(
+            "GGML_BACKEND_PATH",
+            lib.join("ggml/backends0/libggml-cpu-x64.so"),
+        );
+    model_server(cmd, port, "/health", "llama-server").await
+}
+
+fn metric(m: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    prom_value(m, name, labels).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_server_through_the_openai_client() {
+    let llama = llama_server(&[]).await;
+    let config = "sampling:\n  rate: 0.0\n"; // the LLM figures must not depend on sampling
+    let mw = Modelwatch::start(Options::new(llama.url("")).config(config)).await;
+    let out = tokio::task::spawn_blocking({
+        let base = mw.url("/v1");
+        move || {
+            Command::new(testbed().join("venvs/llmclient/bin/python"))
+                .arg(fixtures().join("openai_client.py"))
+                .args([&base, "tiny"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let usage: Vec<(f64, f64)> = seen["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u[0].as_f64().unwrap(), u[1].as_f64().unwrap()))
+        .collect();
+    let (input, output) = usage.iter().fold((0.0, 0.0), |a, u| (a.0 + u.0, a.1 + u.1));
+
+    let m = mw.metrics().await;
+    // Token counts equal what the server reported to the client.
+    let reported = [("modelwatch_usage_estimated", "false")];
+    let tokens = "gen_ai_client_token_usage_sum";
+    assert_eq!(
+        metric(&m, tokens, &[reported[0], ("gen_ai_token_type", "input")]),
+        input,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, tokens, &[reported[0], ("gen_ai_token_type", "output")]),
+        output,
+        "{m}"
+    );
+    // The stream without usage: output counted from content chunks, marked estimated.
+    let estimated = metric(
+        &m,
+        tokens,
+        &[
+            ("modelwatch_usage_estimated", "true"),
+            ("gen_ai_token_type", "output"),
+        ],
+    );
+    assert_eq!(
+        estimated,
+        seen["streams_without_usage_chunks"].as_f64().unwrap(),
+        "{m}"
+    );
+    // One duration per request, with operation and models.
+    let d = "gen_ai_server_request_duration_seconds_count";
+    assert_eq!(
+        metric(
+            &m,
+            d,
+            &[
+                ("gen_ai_operation_name", "chat"),
+                ("gen_ai_response_model", "tiny")
+            ]
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            d,
+            &[
+                ("gen_ai_operation_name", "text_completion"),
+                ("gen_ai_request_model", "tiny")
+            ]
+        ),
+        2.0
+    );
+    // TTFT: the proxy's first-content time is close to the client's (the client's includes its own overhead).
+    let ttft_count = metric(&m, "gen_ai_server_time_to_first_token_seconds_count", &[]);
+    assert_eq!(ttft_count, 3.0);
+    let proxy_mean = metric(&m, "gen_ai_server_time_to_first_token_seconds_sum", &[]) / ttft_count;
+    let client: Vec<f64> = seen["ttft"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let client_mean = client.iter().sum::<f64>() / client.len() as f64;
+    assert!(
+        proxy_mean > 0.0 && (client_mean - proxy_mean).abs() < 0.05,
+        "proxy {proxy_mean} client {client_mean}"
+    );
+    assert!(metric(&m, "gen_ai_server_time_per_output_token_seconds_count", &[]) >= 2.0);
+    // The client's streams arrived chunk by chunk (one chunk per token, plus role and usage chunks).
+    for n in seen["stream_chunks"].as_array().unwrap() {
+        assert!(n.as_u64().unwrap() >= 3, "{seen}");
+    }
+    assert_eq!(
+        metric(
+            &m,
+            "modelwatch_llm_finish_reasons_total",
+            &[("reason", "length")]
+        ),
+        5.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "modelwatch_llm_requests_total",
+            &[
+                ("modelwatch_llm_streaming", "true"),
+                ("modelwatch_llm_outcome", "complete")
+            ]
+        ),
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llama_server_embeddings_are_decoded() {
+    let llama = llama_server(&["--embeddings", "--pooling", "mean"]).await;
+    let config = "admin:\n  recent_records: 10\n";
+    let mw = Modelwatch::start(Options::new(llama.url("")).config(config)).await;
+    let r = http()
+        .post(mw.url("/v1/embeddings"))
+        .json(&serde_json::json!({"model": "tiny", "input": ["hello world", "drift"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let records = eventually("embedding records", Duration::from_secs(10), || async {
+        let v: serde_json::Value = http()
+            .get(mw.admin_url("/v1/records"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v.as_array()?.len() == 2).then_some(v)
+    })
+    .await;
+    for (i, rec) in records.as_array().unwrap().iter().enumerate() {
+        assert_eq!(rec["operation"], "embeddings");
+        assert_eq!(rec["row"], i);
+        let got = rec["embedding"].as_array().unwrap();
+        let sent = body["data"][i]["embedding"].as_array().unwrap();
+        assert_eq!(got.len(), sent.len());
+        assert!((got[0].as_f64().unwrap() - sent[0].as_f64().unwrap()).abs() < 1e-6);
+    }
+    assert_eq!(records[1]["input_text"], "drift");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlserver_batches_become_one_record_per_row() {
+    let tb = testbed();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.json"),
+        format!(r#"{{"host":"127.0.0.1","http_port":{port},"grpc_port":{},"metrics_port":{},"parallel_workers":0}}"#, free_port(), free_port()),
+    )
+    .unwrap();
+    let model_dir = dir.path().join("bc");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::write(
+        model_dir.join("model-settings.json"),
+        format!(
+            r#"{{"name":"bc","implementation":"mlserver_sklearn.SKLearnModel","parameters":{{"uri":"{}","version":"v1"}}}}"#,
+            tb.join("models/bc/model.joblib").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(tb.join("venvs/mlserver/bin/mlserver"));
+    cmd.arg("start").arg(dir.path());
+    let _server = model_server(cmd, port, "/v2/models/bc/ready", "mlserver").await;
+
+    let config = "admin:\n  recent_records: 50\nprotocol:\n  models:\n    - name: bc\n      class_names: [malignant, benign]\n";
+    let mw =
+        Modelwatch::start(Options::new(format!("http://127.0.0.1:{port}")).config(config)).await;
+    // Five real rows of the breast-cancer data set (30 features each).
+    let rows = breast_cancer_rows(5);
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let req = serde_json::json!({"inputs": [{"name": "input-0", "shape": [5, 30], "datatype": "FP64", "data": flat}]});
+    let resp: serde_json::Value = http()
+        .post(mw.url("/v2/models/bc/infer"))
+        .json(&req)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let predicted: Vec<i64> = resp["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let records = eventually("5 records", Duration::from_secs(10), || async {
+        let v: serde_json::Value = http()
+            .get(mw.admin_url("/v1/records"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v.as_array()?.len() == 5).then_some(v)
+    })
+    .await;
+    for (i, rec) in records.as_array().unwrap().iter().enumerate() {
+        assert_eq!(rec["protocol"], "open-inference-v2");
+        assert_eq!(rec["model"], "bc");
+        assert_eq!(rec["row"], i);
+        let features = rec["features"].as_array().unwrap();
+        assert_eq!(features.len(), 30);
+        for (j, f) in features.iter().enumerate() {
+            assert_eq!(f[0], format!("input-0[{j}]"));
+            assert_eq!(f[1].as_f64().unwrap(), rows[i][j]);
+        }
+        let want = ["malignant", "benign"][predicted[i] as usize];
+        assert_eq!(rec["prediction"], want, "{rec}");
+    }
+    let m = mw.metrics().await;
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_inferences_total",
+            &[("modelwatch_protocol", "open-inference-v2")]
+        ),
+        Some(5.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_v1_instances_become_records() {
+    let tb = testbed();
+    let port = free_port();
+    let mut cmd = Command::new(tb.join("venvs/kserve/bin/python"));
+    cmd.arg(fixtures().join("kserve_server.py"))
+        .arg(port.to_string())
+        .current_dir(tb.join("models/bc"));
+    let _server = model_server(cmd, port, "/v1/models/bc", "kserve").await;
+    let config = "admin:\n  recent_records: 50\n";
+    let mw =
+        Modelwatch::start(Options::new(format!("http://127.0.0.1:{port}")).config(config)).await;
+    let rows = breast_cancer_rows(3);
+    let resp: serde_json::Value = http()
+        .post(mw.url("/v1/models/bc:predict"))
+        .json(&serde_json::json!({"instances": rows}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = eventually("3 records", Duration::from_secs(10), || async {
+        let v: serde_json::Value = http()
+            .get(mw.admin_url("/v1/records"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v.as_array()?.len() == 3).then_some(v)
+    })
+    .await;
+    for (i, rec) in records.as_array().unwrap().iter().enumerate() {
+        assert_eq!(rec["protocol"], "kserve-v1");
+        assert_eq!(rec["model"], "bc");
+        assert_eq!(rec["features"].as_array().unwrap().len(), 30);
+        assert_eq!(rec["features"][3][1].as_f64().unwrap(), rows[i][3]);
+        assert_eq!(
+            rec["prediction"].as_f64().unwrap(),
+            resp["predictions"][i].as_f64().unwrap()
+        );
+    }
+}
+
+/// The first `n` rows of scikit-learn's breast-cancer data set, read by the
+/// testbed's Python (scikit-learn ships the data).
+fn breast_cancer_rows(n: usize) -> Vec<Vec<f64>> {
+    let out = Command::new(testbed().join("venvs/kserve/bin/python"))
+        .arg("-c")
+        .arg(format!(
+            "import json; from sklearn.datasets import load_breast_cancer as l; print(json.dumps(l().data[:{n}].tolist()))"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
