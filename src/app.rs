@@ -57,6 +57,12 @@ impl App {
         if recent.enabled() {
             analyzers.push(Box::new(analysis::RecentRecordsAnalyzer(recent.clone())));
         }
+        if let Some(logger) = telemetry.payload_logger() {
+            analyzers.push(Box::new(analysis::payload::PayloadLogger::new(
+                logger,
+                &config.payload_logs,
+            )?));
+        }
         let analysis = analysis::spawn(
             queue,
             analysis::Decoder::new(config.protocol.clone(), telemetry.instruments.clone()),

@@ -137,6 +137,7 @@ impl AdminState {
             "export": {
                 "metrics": self.telemetry.metrics_export.as_ref().map(|s| s.snapshot()),
                 "traces": self.telemetry.traces_export.as_ref().map(|s| s.snapshot()),
+                "logs": self.telemetry.logs_export.as_ref().map(|s| s.snapshot()),
             },
         })
     }

@@ -3,6 +3,9 @@
 //! every [`Analyzer`] in turn. Later stages (protocol decoders, quality, drift)
 //! plug in here as further analyzers.
 
+pub mod payload;
+pub mod redact;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;

@@ -58,6 +58,8 @@ pub struct Config {
     pub protocol: ProtocolConfig,
     /// LLM figures kept for every request (not only sampled ones).
     pub llm: LlmConfig,
+    /// Sampled inputs and outputs as OTLP log records.
+    pub payload_logs: PayloadLogsConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
@@ -227,6 +229,39 @@ impl Default for LlmConfig {
             enabled: true,
             max_models: 32,
             max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Sampled payloads as OTLP log records (sent while an OTLP endpoint is set).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PayloadLogsConfig {
+    /// One log record per decoded inference record.
+    pub enabled: bool,
+    /// Include prompt and completion text (off: only features, predictions,
+    /// scores, token counts and finish reasons go out).
+    pub content: bool,
+    /// Apply the built-in redaction patterns (e-mail, phone, card number, IP
+    /// address, bearer token) to every string that goes out.
+    pub redact_builtin: bool,
+    /// More regular expressions whose matches are replaced by `[REDACTED:custom]`.
+    pub redact_patterns: Vec<String>,
+    /// A record's body is cut at this many bytes.
+    pub max_record_bytes: usize,
+    /// Log records waiting for export; beyond it they are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+impl Default for PayloadLogsConfig {
+    fn default() -> Self {
+        PayloadLogsConfig {
+            enabled: true,
+            content: false,
+            redact_builtin: true,
+            redact_patterns: Vec::new(),
+            max_record_bytes: 16 * 1024,
+            queue_capacity: 2048,
         }
     }
 }
@@ -560,6 +595,22 @@ impl Config {
                     "a model name, or * for every model",
                 ));
             }
+        }
+        if let Err(e) =
+            crate::analysis::redact::Redactor::new(false, &self.payload_logs.redact_patterns)
+        {
+            return Err(invalid(
+                &format!("payload_logs.redact_patterns[{}]", e.index),
+                &self.payload_logs.redact_patterns[e.index],
+                &format!("a regular expression (Rust regex syntax): {}", e.message),
+            ));
+        }
+        if self.payload_logs.queue_capacity == 0 {
+            return Err(invalid(
+                "payload_logs.queue_capacity",
+                0,
+                "an integer of at least 1",
+            ));
         }
         if self.telemetry.service_name.is_empty() {
             return Err(invalid("telemetry.service_name", "", "a non-empty name"));

@@ -20,6 +20,7 @@ fn sample(path: &str, request: &[u8], response: &[u8], content_type: &str) -> Sa
     Sample {
         request_id: "req-1".into(),
         trace_id: None,
+        span_id: None,
         method: http::Method::POST,
         path: path.into(),
         route: crate::proxy::route::template(path),

@@ -186,6 +186,10 @@ impl Exchange {
             .span
             .as_ref()
             .map(|s| s.span_context().trace_id().to_string());
+        let span_id = self
+            .span
+            .as_ref()
+            .map(|s| s.span_context().span_id().to_string());
         if let Some(mut span) = self.span.take() {
             span.set_attribute(KeyValue::new(
                 attr::HTTP_RESPONSE_STATUS_CODE,
@@ -201,6 +205,7 @@ impl Exchange {
             let sample = Sample {
                 request_id: p.request_id,
                 trace_id,
+                span_id,
                 method: p.method,
                 path: p.path,
                 route: p.route,

@@ -54,6 +54,7 @@ pub struct CapturedBody {
 pub struct Sample {
     pub request_id: String,
     pub trace_id: Option<String>,
+    pub span_id: Option<String>,
     pub method: http::Method,
     /// Path and query as the client sent them (never used as a metric label).
     pub path: String,

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentelemetry::Context;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::Temporality;
@@ -22,7 +23,7 @@ pub struct ExportState {
     pub attempts: AtomicU64,
     pub failures: AtomicU64,
     pub skipped: AtomicU64,
-    /// Spans dropped because the span queue was full.
+    /// Spans or log records dropped because their queue was full.
     pub dropped: AtomicU64,
     consecutive_failures: AtomicU32,
     backoff_until: Mutex<Option<Instant>>,
@@ -187,6 +188,77 @@ impl<P: SpanProcessor> SpanProcessor for SpanQueueGate<P> {
             return;
         }
         self.inner.on_end(span)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource)
+    }
+}
+
+/// A log exporter that backs off after failures (the records of a skipped
+/// batch are lost and counted) and tells the queue gate how many have left.
+#[derive(Debug)]
+pub struct GuardedLogExporter<E> {
+    pub inner: E,
+    pub state: Arc<ExportState>,
+    pub backoff: Backoff,
+    pub queued: Arc<AtomicU64>,
+}
+
+impl<E: LogExporter> LogExporter for GuardedLogExporter<E> {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        let n = batch.iter().count() as u64;
+        let result = if self.state.in_backoff(Instant::now()) {
+            self.state.skipped.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        } else {
+            self.state.attempts.fetch_add(1, Ordering::Relaxed);
+            let result = self.inner.export(batch).await;
+            match &result {
+                Ok(()) => self.state.succeeded(),
+                Err(e) => self.state.failed(e, self.backoff.base, self.backoff.max),
+            }
+            result
+        };
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource)
+    }
+}
+
+/// Admits a log record to the batch processor only while fewer than
+/// `capacity` records are waiting for export; counts the others as dropped.
+#[derive(Debug)]
+pub struct LogQueueGate<P> {
+    pub inner: P,
+    pub capacity: u64,
+    pub queued: Arc<AtomicU64>,
+    pub state: Arc<ExportState>,
+}
+
+impl<P: LogProcessor> LogProcessor for LogQueueGate<P> {
+    fn emit(&self, data: &mut SdkLogRecord, scope: &InstrumentationScope) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inner.emit(data, scope)
     }
 
     fn force_flush(&self) -> OTelSdkResult {

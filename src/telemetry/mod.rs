@@ -20,7 +20,10 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer
 use opentelemetry_sdk::Resource;
 
 use crate::config::{Config, OtlpProtocol};
-use export::{Backoff, ExportState, GuardedMetricExporter, GuardedSpanExporter, SpanQueueGate};
+use export::{
+    Backoff, ExportState, GuardedLogExporter, GuardedMetricExporter, GuardedSpanExporter,
+    LogQueueGate, SpanQueueGate,
+};
 use names::{attr, MetricName};
 
 /// Errors while building the pipeline (bad exporter settings).
@@ -140,6 +143,8 @@ pub struct Telemetry {
     pub gauges: Arc<Gauges>,
     pub metrics_export: Option<Arc<ExportState>>,
     pub traces_export: Option<Arc<ExportState>>,
+    pub logs_export: Option<Arc<ExportState>>,
+    logger_provider: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
     pub resource: Resource,
 }
 
@@ -325,6 +330,68 @@ impl Telemetry {
         }
         let tracer = tracer_provider.as_ref().map(|p| p.tracer("modelwatch"));
 
+        let mut logger_provider = None;
+        let mut logs_export = None;
+        if config.payload_logs.enabled {
+            if let Some(url) = signal_endpoint(&otlp.endpoint, "", otlp.protocol, "/v1/logs") {
+                let exporter = {
+                    let _enter = runtime.enter();
+                    let b = opentelemetry_otlp::LogExporter::builder();
+                    match otlp.protocol {
+                        OtlpProtocol::HttpProtobuf => b
+                            .with_http()
+                            .with_endpoint(url.clone())
+                            .with_timeout(otlp.timeout)
+                            .with_headers(headers(otlp))
+                            .build(),
+                        OtlpProtocol::Grpc => b
+                            .with_tonic()
+                            .with_endpoint(url.clone())
+                            .with_timeout(otlp.timeout)
+                            .with_metadata(metadata(otlp))
+                            .build(),
+                    }
+                }
+                .map_err(|e| TelemetryError::Exporter {
+                    signal: "logs",
+                    message: e.to_string(),
+                })?;
+                let state = Arc::new(ExportState::default());
+                let queued = Arc::new(AtomicU64::new(0));
+                let capacity = config.payload_logs.queue_capacity;
+                let batch =
+                    opentelemetry_sdk::logs::BatchLogProcessor::builder(GuardedLogExporter {
+                        inner: exporter,
+                        state: state.clone(),
+                        backoff: Backoff {
+                            base: Duration::from_secs(5),
+                            max: backoff.max,
+                        },
+                        queued: queued.clone(),
+                    })
+                    .with_batch_config(
+                        opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                            .with_max_queue_size(capacity + 1)
+                            .with_max_export_batch_size(512.min(capacity))
+                            .with_scheduled_delay(Duration::from_secs(2))
+                            .build(),
+                    )
+                    .build();
+                let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_log_processor(LogQueueGate {
+                        inner: batch,
+                        capacity: capacity as u64,
+                        queued,
+                        state: state.clone(),
+                    })
+                    .build();
+                logger_provider = Some(provider);
+                logs_export = Some(state);
+                tracing::info!(%url, protocol = ?otlp.protocol, "OTLP payload logs on");
+            }
+        }
+
         let meter = meter_provider.meter("modelwatch");
         let instruments = Instruments::new(&meter);
         let gauges = Arc::new(Gauges::default());
@@ -333,6 +400,7 @@ impl Telemetry {
             &gauges,
             metrics_export.clone(),
             traces_export.clone(),
+            logs_export.clone(),
         );
 
         Ok(Telemetry {
@@ -345,6 +413,8 @@ impl Telemetry {
             gauges,
             metrics_export,
             traces_export,
+            logs_export,
+            logger_provider,
             resource,
         })
     }
@@ -360,9 +430,22 @@ impl Telemetry {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// The logger for payload log records, when OTLP logs are on.
+    pub fn payload_logger(&self) -> Option<opentelemetry_sdk::logs::SdkLogger> {
+        use opentelemetry::logs::LoggerProvider as _;
+        self.logger_provider
+            .as_ref()
+            .map(|p| p.logger("modelwatch"))
+    }
+
     /// Flushes and stops the exporters (blocking; call outside async code or in
     /// `spawn_blocking`).
     pub fn shutdown(&self) {
+        if let Some(lp) = &self.logger_provider {
+            if let Err(e) = lp.shutdown() {
+                tracing::warn!(error = %e, "log exporter shutdown");
+            }
+        }
         if let Some(tp) = &self.tracer_provider {
             if let Err(e) = tp.shutdown() {
                 tracing::warn!(error = %e, "trace exporter shutdown");
@@ -399,6 +482,7 @@ fn register_observables(
     gauges: &Arc<Gauges>,
     metrics_export: Option<Arc<ExportState>>,
     traces_export: Option<Arc<ExportState>>,
+    logs_export: Option<Arc<ExportState>>,
 ) {
     use names::*;
     let g = gauges.clone();
@@ -423,11 +507,25 @@ fn register_observables(
         .with_callback(move |o| o.observe(g.upstream_up.load(Ordering::Relaxed) as u64, &[]))
         .build();
 
-    let signals: Vec<(&'static str, Arc<ExportState>)> =
-        [("metrics", metrics_export), ("traces", traces_export)]
-            .into_iter()
-            .filter_map(|(s, st)| st.map(|st| (s, st)))
-            .collect();
+    let logs_dropped = logs_export.clone();
+    meter
+        .u64_observable_counter(LOGS_DROPPED.name)
+        .with_unit(LOGS_DROPPED.unit)
+        .with_description(LOGS_DROPPED.description)
+        .with_callback(move |o| {
+            if let Some(st) = &logs_dropped {
+                o.observe(st.dropped.load(Ordering::Relaxed), &[]);
+            }
+        })
+        .build();
+    let signals: Vec<(&'static str, Arc<ExportState>)> = [
+        ("metrics", metrics_export),
+        ("traces", traces_export),
+        ("logs", logs_export),
+    ]
+    .into_iter()
+    .filter_map(|(s, st)| st.map(|st| (s, st)))
+    .collect();
     let failures = signals.clone();
     meter
         .u64_observable_counter(EXPORT_FAILURES.name)

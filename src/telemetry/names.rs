@@ -194,6 +194,9 @@ metric!(
     "Sampled exchanges that could not be decoded, by protocol and a bounded reason."
 );
 
+metric!(LOGS_DROPPED, "modelwatch.export.logs.dropped", "{record}", Counter,
+    "Payload log records dropped because payload_logs.queue_capacity records were already waiting for export.");
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -222,6 +225,7 @@ pub const ALL: &[MetricName] = &[
     LLM_OUTPUT_CHARACTERS,
     INFERENCES,
     DECODE_ERRORS,
+    LOGS_DROPPED,
 ];
 
 /// Attribute keys.

@@ -510,6 +510,15 @@ async fn route(
                 .collect();
             full(StatusCode::OK, serde_json::to_vec(&map).unwrap())
         }
+        "/v1/chat/completions" => {
+            // A canned chat answer whose text carries an e-mail address (for redaction tests).
+            let _ = req.into_body().collect().await;
+            let body = r#"{"id":"chatcmpl-test","object":"chat.completion","model":"canned-chat","choices":[{"index":0,"message":{"role":"assistant","content":"Write to support@example.com for help."},"finish_reason":"stop"}],"usage":{"prompt_tokens":21,"completion_tokens":7,"total_tokens":28}}"#;
+            let mut r = full(StatusCode::OK, body);
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            r
+        }
         "/health" => full(StatusCode::OK, "ok"),
         _ => full(StatusCode::NOT_FOUND, "not found"),
     }

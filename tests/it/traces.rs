@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -15,13 +16,23 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::common::*;
 
-/// An OTLP/HTTP trace receiver that keeps every span it is sent.
+/// An OTLP/HTTP receiver that keeps every span and log record it is sent.
 async fn trace_receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<Span>>>) {
+    let (addr, spans, _) = receiver().await;
+    (addr, spans)
+}
+
+type Logs = Arc<Mutex<Vec<LogRecord>>>;
+
+async fn receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<Span>>>, Logs) {
+    let logs: Logs = Arc::new(Mutex::new(Vec::new()));
+    let l = logs.clone();
     let spans = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -32,13 +43,23 @@ async fn trace_receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<Span>>>) {
                 continue;
             };
             let s = s.clone();
+            let l = l.clone();
             tokio::spawn(async move {
                 let svc =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let s = s.clone();
+                        let l = l.clone();
                         async move {
                             let path = req.uri().path().to_string();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
+                            if path == "/v1/logs" {
+                                let msg = ExportLogsServiceRequest::decode(body.clone()).unwrap();
+                                for rl in msg.resource_logs {
+                                    for sl in rl.scope_logs {
+                                        l.lock().unwrap().extend(sl.log_records);
+                                    }
+                                }
+                            }
                             if path == "/v1/traces" {
                                 let msg = ExportTraceServiceRequest::decode(body).unwrap();
                                 for rs in msg.resource_spans {
@@ -58,7 +79,7 @@ async fn trace_receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<Span>>>) {
             });
         }
     });
-    (addr, spans)
+    (addr, spans, logs)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -176,4 +197,98 @@ async fn otlp_grpc_metrics_export() {
     )
     .await;
     server.abort();
+}
+
+fn any_text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    format!("{v:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_logs_are_redacted_and_linked_to_traces() {
+    let (receiver, spans, logs) = receiver().await;
+    let up = TestUpstream::start().await;
+    let config = format!(
+        "telemetry:\n  otlp:\n    endpoint: http://{receiver}\n    metrics_interval: 1h\npayload_logs:\n  content: true\n  redact_patterns: ['(?i)ticket-[0-9]+']\n"
+    );
+    let mw = Modelwatch::start(Options::new(up.url()).config(&config)).await;
+    let prompt = "I am jane.doe@example.com, card 4111 1111 1111 1111, call +1 415-555-0132, ticket-99812. My key: Bearer sk_live_abcdef123456";
+    let r = http()
+        .post(mw.url("/v1/chat/completions"))
+        .header("x-request-id", "chat-1")
+        .json(
+            &serde_json::json!({"model": "canned-chat", "temperature": 0.3, "max_tokens": 50,
+            "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A tabular request whose text feature carries an address too (OIP BYTES tensor).
+    let r = http()
+        .post(mw.url("/v2/models/tickets/infer"))
+        .header("x-request-id", "oip-1")
+        .json(&serde_json::json!({"inputs": [{"name": "email", "shape": [1], "datatype": "BYTES", "data": ["bob@example.org"]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404); // the stand-in has no such model: no record, no log
+
+    let records = eventually("payload log record", Duration::from_secs(15), || async {
+        let l = logs.lock().unwrap();
+        (!l.is_empty()).then(|| l.clone())
+    })
+    .await;
+    let chat = &records[0];
+    let body = any_text(&chat.body);
+    let attrs = format!("{:?}", chat.attributes);
+    for secret in ["@example.com", "4111", "415-555", "ticket-99812", "sk_live"] {
+        assert!(
+            !body.contains(secret) && !attrs.contains(secret),
+            "{secret} leaked: {body} {attrs}"
+        );
+    }
+    for label in [
+        "[REDACTED:email]",
+        "[REDACTED:card_number]",
+        "[REDACTED:phone]",
+        "[REDACTED:custom]",
+        "[REDACTED:bearer_token]",
+    ] {
+        assert!(body.contains(label), "{label} missing: {body}");
+    }
+    assert!(
+        body.contains("Write to [REDACTED:email] for help."),
+        "{body}"
+    );
+    assert!(attrs.contains("chat-1"), "{attrs}");
+    assert_eq!(chat.event_name, "modelwatch.inference");
+
+    let span = eventually("chat span", Duration::from_secs(15), || async {
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.name.starts_with("chat"))
+            .cloned()
+    })
+    .await;
+    assert_eq!(span.name, "chat canned-chat");
+    assert_eq!(
+        chat.trace_id, span.trace_id,
+        "the log record is linked to the request's trace"
+    );
+    assert_eq!(chat.span_id, span.span_id);
+    let attr = |k: &str| {
+        span.attributes
+            .iter()
+            .find(|a| a.key == k)
+            .map(|a| format!("{:?}", a.value))
+            .unwrap_or_default()
+    };
+    assert!(attr("gen_ai.usage.input_tokens").contains("21"));
+    assert!(attr("gen_ai.usage.output_tokens").contains("7"));
+    assert!(attr("gen_ai.response.finish_reasons").contains("stop"));
+    assert!(attr("gen_ai.response.id").contains("chatcmpl-test"));
+    assert!(attr("gen_ai.request.temperature").contains("0.3"));
+    assert!(attr("gen_ai.request.max_tokens").contains("50"));
 }
