@@ -1,0 +1,131 @@
+//! Decoder costs on realistic payloads: `cargo bench --bench decoders`.
+//! Targets: under 5 µs per tabular row, under 1 µs per SSE chunk.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use modelwatch::config::ProtocolConfig;
+use modelwatch::protocol::{decode, Operation};
+use modelwatch::proxy::llm::LlmScan;
+use modelwatch::sample::{CapturedBody, Outcome, Sample, Timings};
+
+fn body(b: &[u8]) -> CapturedBody {
+    CapturedBody {
+        bytes: Bytes::copy_from_slice(b),
+        size: b.len() as u64,
+        truncated: false,
+    }
+}
+
+fn sample(path: &str, request: &[u8], response: &[u8], content_type: &str) -> Sample {
+    let mut response_headers = http::HeaderMap::new();
+    response_headers.insert("content-type", content_type.parse().unwrap());
+    Sample {
+        request_id: "bench".into(),
+        trace_id: None,
+        span_id: None,
+        method: http::Method::POST,
+        path: path.into(),
+        route: "other",
+        request_headers: http::HeaderMap::new(),
+        response_headers,
+        status: 200,
+        request_body: body(request),
+        response_body: body(response),
+        timings: Timings {
+            start: std::time::SystemTime::now(),
+            response_headers: None,
+            first_byte: None,
+            total: Duration::ZERO,
+        },
+        outcome: Outcome::Complete,
+    }
+}
+
+/// An OIP request of `rows` rows of 30 FP64 features (breast-cancer-like values).
+fn oip(rows: usize) -> Sample {
+    let data: Vec<String> = (0..rows * 30)
+        .map(|i| format!("{:.4}", 10.0 + (i % 97) as f64 * 0.731))
+        .collect();
+    let req = format!(
+        r#"{{"id":"r","inputs":[{{"name":"input-0","shape":[{rows},30],"datatype":"FP64","data":[{}]}}]}}"#,
+        data.join(",")
+    );
+    let labels: Vec<&str> = (0..rows)
+        .map(|i| if i % 3 == 0 { "0" } else { "1" })
+        .collect();
+    let probs: Vec<&str> = (0..rows).flat_map(|_| ["0.12", "0.88"]).collect();
+    let resp = format!(
+        r#"{{"model_name":"bc","model_version":"v1","id":"r","outputs":[{{"name":"predict","shape":[{rows},1],"datatype":"INT64","data":[{}]}},{{"name":"predict_proba","shape":[{rows},2],"datatype":"FP64","data":[{}]}}]}}"#,
+        labels.join(","),
+        probs.join(",")
+    );
+    sample(
+        "/v2/models/bc/infer",
+        req.as_bytes(),
+        resp.as_bytes(),
+        "application/json",
+    )
+}
+
+fn sse(chunks: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut s = Vec::new();
+    s.extend_from_slice(br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama-3-8b","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
+    s.extend_from_slice(b"\n\n");
+    for i in 0..chunks {
+        s.extend_from_slice(format!(r#"data: {{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama-3-8b","choices":[{{"index":0,"delta":{{"content":" tok{i}"}},"finish_reason":null}}]}}"#).as_bytes());
+        s.extend_from_slice(b"\n\n");
+    }
+    s.extend_from_slice(br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama-3-8b","choices":[],"usage":{"prompt_tokens":42,"completion_tokens":200,"total_tokens":242}}"#);
+    s.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    let req = br#"{"model":"llama-3-8b","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise the paragraph."}]}"#.to_vec();
+    (req, s)
+}
+
+fn benches(c: &mut Criterion) {
+    let config = ProtocolConfig::default();
+
+    let mut g = c.benchmark_group("oip");
+    for rows in [1usize, 32] {
+        let s = oip(rows);
+        g.throughput(Throughput::Elements(rows as u64));
+        g.bench_function(format!("30 features x {rows} rows"), |b| {
+            b.iter(|| decode(&s, &config).unwrap())
+        });
+    }
+    g.finish();
+
+    let chat = sample(
+        "/v1/chat/completions",
+        br#"{"model":"llama-3-8b","temperature":0.2,"max_tokens":128,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise the following paragraph in one sentence: the quick brown fox jumps over the lazy dog, again and again."}]}"#,
+        br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"llama-3-8b","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox keeps jumping over the lazy dog until it wakes up."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":42,"completion_tokens":18,"total_tokens":60}}"#,
+        "application/json",
+    );
+    c.bench_function("openai/chat completion", |b| {
+        b.iter(|| decode(&chat, &config).unwrap())
+    });
+
+    let (req, stream) = sse(200);
+    let s = sample("/v1/chat/completions", &req, &stream, "text/event-stream");
+    let mut g = c.benchmark_group("sse 200 chunks");
+    g.throughput(Throughput::Elements(202));
+    g.bench_function("decode (sampled, analysis thread)", |b| {
+        b.iter(|| decode(&s, &config).unwrap())
+    });
+    // The scan that runs on the proxy's path for every request, fed in network-sized frames.
+    let frames: Vec<&[u8]> = stream.chunks(1400).collect();
+    g.bench_function("scan (every request, proxy path)", |b| {
+        b.iter(|| {
+            let mut scan = LlmScan::new(Operation::Chat, true, 256 * 1024);
+            for (i, f) in frames.iter().enumerate() {
+                scan.frame(f, Duration::from_millis(i as u64));
+            }
+            scan.finish()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(decoders, benches);
+criterion_main!(decoders);
