@@ -205,39 +205,42 @@ async fn llama_server_through_the_openai_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn llama_server_embeddings_are_decoded() {
+async fn llama_server_embeddings_through_the_openai_client() {
     let llama = llama_server(&["--embeddings", "--pooling", "mean"]).await;
     let config = "admin:\n  recent_records: 10\n";
     let mw = Modelwatch::start(Options::new(llama.url("")).config(config)).await;
-    let r = http()
-        .post(mw.url("/v1/embeddings"))
-        .json(&serde_json::json!({"model": "tiny", "input": ["hello world", "drift"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.unwrap();
+    let out = tokio::task::spawn_blocking({
+        let base = mw.url("/v1");
+        move || {
+            Command::new(testbed().join("venvs/llmclient/bin/python"))
+                .arg(fixtures().join("openai_client.py"))
+                .args([&base, "tiny", "embeddings"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vectors = seen["vectors"].as_array().unwrap();
+    // Two inputs in the first call (floats or base64 on the wire), one in the second.
     let records = eventually("embedding records", Duration::from_secs(10), || async {
-        let v: serde_json::Value = http()
-            .get(mw.admin_url("/v1/records"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (v.as_array()?.len() == 2).then_some(v)
+        let v: serde_json::Value = http().get(mw.admin_url("/v1/records")).send().await.ok()?.json().await.ok()?;
+        (v.as_array()?.len() == 3).then_some(v)
     })
     .await;
+    let inputs = ["hello world", "drift", "sidecar"];
     for (i, rec) in records.as_array().unwrap().iter().enumerate() {
         assert_eq!(rec["operation"], "embeddings");
-        assert_eq!(rec["row"], i);
+        assert_eq!(rec["input_text"], inputs[i]);
         let got = rec["embedding"].as_array().unwrap();
-        let sent = body["data"][i]["embedding"].as_array().unwrap();
+        let sent = vectors[i].as_array().unwrap();
         assert_eq!(got.len(), sent.len());
-        assert!((got[0].as_f64().unwrap() - sent[0].as_f64().unwrap()).abs() < 1e-6);
+        for (g, s) in got.iter().zip(sent) {
+            assert!((g.as_f64().unwrap() - s.as_f64().unwrap()).abs() < 1e-6);
+        }
     }
-    assert_eq!(records[1]["input_text"], "drift");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
