@@ -148,14 +148,14 @@ pub fn tensors(
     if doc.get("error").is_some() {
         return Err(DecodeError::ErrorResponse);
     }
-    let items = match doc.get(key) {
-        Some(Json::Array(items)) => items.clone(),
+    let items: &[Json] = match doc.get(key) {
+        Some(Json::Array(items)) => items,
         Some(_) => return Err(DecodeError::MissingField),
-        None if key == "outputs" => Vec::new(),
+        None if key == "outputs" => &[],
         None => return Err(DecodeError::MissingField),
     };
     let mut out = Vec::with_capacity(items.len());
-    for t in &items {
+    for t in items {
         let name = t
             .get("name")
             .and_then(Json::as_str)

@@ -179,6 +179,41 @@ fn apply_response(record: &mut Inference, response: &Json, operation: Operation)
     record.output_text = Some(text);
 }
 
+/// One streamed chunk, typed so that only the fields we read are built.
+#[derive(serde::Deserialize)]
+struct Chunk {
+    id: Option<String>,
+    model: Option<String>,
+    usage: Option<ChunkUsage>,
+    choices: Option<Vec<ChunkChoice>>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChunkChoice {
+    index: Option<u64>,
+    delta: Option<Delta>,
+    text: Option<String>,
+    finish_reason: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Delta {
+    content: Option<String>,
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ToolCallDelta {
+    index: Option<u64>,
+}
+
 fn decode_stream(sample: &Sample, record: &mut Inference) -> Result<(), DecodeError> {
     let events = sse::parse(&sample.response_body.bytes);
     let mut text = String::new();
@@ -190,63 +225,52 @@ fn decode_stream(sample: &Sample, record: &mut Inference) -> Result<(), DecodeEr
             done = true;
             continue;
         }
-        let Ok(chunk) = serde_json::from_slice::<Json>(data) else {
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else {
             // Invalid JSON or broken UTF-8 inside one event: skip the event, keep the rest.
             continue;
         };
-        if chunk.get("error").is_some() {
+        if chunk.error.is_some() {
             return Err(DecodeError::ErrorResponse);
         }
         if record.response_id.is_none() {
-            record.response_id = chunk.get("id").and_then(Json::as_str).map(str::to_string);
+            record.response_id = chunk.id;
         }
-        if let Some(m) = chunk.get("model").and_then(Json::as_str) {
-            record.model = Some(m.to_string());
+        if let Some(m) = chunk.model {
+            record.model = Some(m);
         }
-        if let Some(u) = usage(&chunk) {
-            record.usage = Some(u);
+        if let Some(u) = chunk.usage {
+            record.usage = Some(TokenUsage {
+                input: u.prompt_tokens,
+                output: u.completion_tokens,
+                estimated: false,
+            });
         }
         // Some servers send `choices: null` on the usage chunk.
-        let Some(choices) = chunk.get("choices").and_then(Json::as_array) else {
-            continue;
-        };
-        for choice in choices {
-            let index = choice.get("index").and_then(Json::as_u64).unwrap_or(0);
-            let piece = choice
-                .get("delta")
-                .and_then(|d| d.get("content"))
-                .and_then(Json::as_str)
-                .or_else(|| choice.get("text").and_then(Json::as_str));
-            if let Some(p) = piece.filter(|p| !p.is_empty()) {
+        for choice in chunk.choices.unwrap_or_default() {
+            let index = choice.index.unwrap_or(0);
+            let (content, calls) = match choice.delta {
+                Some(d) => (d.content, d.tool_calls),
+                None => (None, None),
+            };
+            if let Some(p) = content.or(choice.text).filter(|p| !p.is_empty()) {
                 if index == 0 {
-                    text.push_str(p);
+                    text.push_str(&p);
                 }
                 content_chunks += 1;
             }
-            if let Some(calls) = choice
-                .get("delta")
-                .and_then(|d| d.get("tool_calls"))
-                .and_then(Json::as_array)
-            {
-                for call in calls {
-                    let id = call
-                        .get("index")
-                        .and_then(Json::as_u64)
-                        .map(|i| (index, i))
-                        .unwrap_or((index, tool_call_ids.len() as u64));
-                    tool_call_ids.insert(id);
-                }
+            for call in calls.unwrap_or_default() {
+                let id = (index, call.index.unwrap_or(tool_call_ids.len() as u64));
+                tool_call_ids.insert(id);
             }
-            if let Some(r) = choice.get("finish_reason").and_then(Json::as_str) {
-                record.finish_reasons.push(r.to_string());
+            if let Some(r) = choice.finish_reason {
+                record.finish_reasons.push(r);
             }
         }
     }
     record.tool_calls = tool_call_ids.len();
     record.output_text = Some(text);
-    record.complete = (done || !record.finish_reasons.is_empty())
-        && events.trailing == 0
-        && !sample.response_body.truncated;
+    record.complete =
+        (done || !record.finish_reasons.is_empty()) && events.trailing == 0 && !sample.response_body.truncated;
     if record.usage.is_none() && content_chunks > 0 {
         record.usage = Some(TokenUsage {
             input: None,
