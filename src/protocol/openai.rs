@@ -269,8 +269,9 @@ fn decode_stream(sample: &Sample, record: &mut Inference) -> Result<(), DecodeEr
     }
     record.tool_calls = tool_call_ids.len();
     record.output_text = Some(text);
-    record.complete =
-        (done || !record.finish_reasons.is_empty()) && events.trailing == 0 && !sample.response_body.truncated;
+    record.complete = (done || !record.finish_reasons.is_empty())
+        && events.trailing == 0
+        && !sample.response_body.truncated;
     if record.usage.is_none() && content_chunks > 0 {
         record.usage = Some(TokenUsage {
             input: None,

@@ -221,12 +221,23 @@ async fn llama_server_embeddings_through_the_openai_client() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let vectors = seen["vectors"].as_array().unwrap();
     // Two inputs in the first call (floats or base64 on the wire), one in the second.
     let records = eventually("embedding records", Duration::from_secs(10), || async {
-        let v: serde_json::Value = http().get(mw.admin_url("/v1/records")).send().await.ok()?.json().await.ok()?;
+        let v: serde_json::Value = http()
+            .get(mw.admin_url("/v1/records"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         (v.as_array()?.len() == 3).then_some(v)
     })
     .await;
