@@ -86,6 +86,9 @@ pub struct LlmFigures {
     pub output_chars: u64,
     pub chunks: u64,
     pub tool_calls: bool,
+    /// The stream's own end was seen (`[DONE]` or a finish reason): a client
+    /// that hangs up after it did not cut the answer off.
+    pub saw_end: bool,
 }
 
 /// Per-request scan state.
@@ -206,6 +209,7 @@ impl LlmScan {
         };
         let data = data.strip_prefix(b" ").unwrap_or(data);
         if data == b"[DONE]" {
+            self.figures.saw_end = true;
             return;
         }
         let f = &mut self.figures;
@@ -229,6 +233,7 @@ impl LlmScan {
         if find(data, b"\"finish_reason\":\"").is_some() {
             if let Some(r) = string_field(data, "finish_reason") {
                 f.finish_reasons.push(finish_reason_label(&r));
+                f.saw_end = true;
             }
         }
         if find(data, b"\"usage\":{").is_some() {
@@ -371,7 +376,10 @@ pub fn record(
     }
     i.gen_ai_duration.record(total.as_secs_f64(), &attrs);
     attrs.truncate(base_len);
-    let outcome = outcome_label(outcome, status);
+    let outcome = match outcome {
+        crate::sample::Outcome::Aborted if figures.saw_end => "complete",
+        _ => outcome_label(outcome, status),
+    };
     i.llm_requests.add(
         1,
         &[

@@ -110,7 +110,16 @@ async fn llama_server_through_the_openai_client() {
         .collect();
     let (input, output) = usage.iter().fold((0.0, 0.0), |a, u| (a.0 + u.0, a.1 + u.1));
 
-    let m = mw.metrics().await;
+    // The client may be done before the proxy has seen each stream's end: wait for all 5.
+    let m = eventually(
+        "all 5 LLM requests finished",
+        Duration::from_secs(10),
+        || async {
+            let m = mw.metrics().await;
+            (prom_value(&m, "modelwatch_llm_requests_total", &[]) == Some(5.0)).then_some(m)
+        },
+    )
+    .await;
     // Token counts equal what the server reported to the client.
     let reported = [("modelwatch_usage_estimated", "false")];
     let tokens = "gen_ai_client_token_usage_sum";
