@@ -192,6 +192,33 @@ fn signal_endpoint(
     })
 }
 
+/// Builds one OTLP exporter (`MetricExporter`, `SpanExporter`, `LogExporter`)
+/// for the configured transport. The gRPC channel is created inside `runtime`.
+macro_rules! otlp_exporter {
+    ($kind:ident, $signal:literal, $otlp:expr, $url:expr, $runtime:expr) => {{
+        let _enter = $runtime.enter();
+        let b = opentelemetry_otlp::$kind::builder();
+        match $otlp.protocol {
+            OtlpProtocol::HttpProtobuf => b
+                .with_http()
+                .with_endpoint($url.clone())
+                .with_timeout($otlp.timeout)
+                .with_headers(headers($otlp))
+                .build(),
+            OtlpProtocol::Grpc => b
+                .with_tonic()
+                .with_endpoint($url.clone())
+                .with_timeout($otlp.timeout)
+                .with_metadata(metadata($otlp))
+                .build(),
+        }
+        .map_err(|e| TelemetryError::Exporter {
+            signal: $signal,
+            message: e.to_string(),
+        })
+    }};
+}
+
 impl Telemetry {
     /// Builds the pipeline. Call it outside async code: the HTTP exporter's
     /// blocking client owns its own thread. `runtime` hosts the gRPC channel.
@@ -223,28 +250,7 @@ impl Telemetry {
             otlp.protocol,
             "/v1/metrics",
         ) {
-            let exporter = {
-                let _enter = runtime.enter();
-                let b = opentelemetry_otlp::MetricExporter::builder();
-                match otlp.protocol {
-                    OtlpProtocol::HttpProtobuf => b
-                        .with_http()
-                        .with_endpoint(url.clone())
-                        .with_timeout(otlp.timeout)
-                        .with_headers(headers(otlp))
-                        .build(),
-                    OtlpProtocol::Grpc => b
-                        .with_tonic()
-                        .with_endpoint(url.clone())
-                        .with_timeout(otlp.timeout)
-                        .with_metadata(metadata(otlp))
-                        .build(),
-                }
-            }
-            .map_err(|e| TelemetryError::Exporter {
-                signal: "metrics",
-                message: e.to_string(),
-            })?;
+            let exporter = otlp_exporter!(MetricExporter, "metrics", otlp, &url, runtime)?;
             let state = Arc::new(ExportState::default());
             let guarded = GuardedMetricExporter {
                 inner: exporter,
@@ -270,28 +276,7 @@ impl Telemetry {
                 otlp.protocol,
                 "/v1/traces",
             ) {
-                let exporter = {
-                    let _enter = runtime.enter();
-                    let b = opentelemetry_otlp::SpanExporter::builder();
-                    match otlp.protocol {
-                        OtlpProtocol::HttpProtobuf => b
-                            .with_http()
-                            .with_endpoint(url.clone())
-                            .with_timeout(otlp.timeout)
-                            .with_headers(headers(otlp))
-                            .build(),
-                        OtlpProtocol::Grpc => b
-                            .with_tonic()
-                            .with_endpoint(url.clone())
-                            .with_timeout(otlp.timeout)
-                            .with_metadata(metadata(otlp))
-                            .build(),
-                    }
-                }
-                .map_err(|e| TelemetryError::Exporter {
-                    signal: "traces",
-                    message: e.to_string(),
-                })?;
+                let exporter = otlp_exporter!(SpanExporter, "traces", otlp, &url, runtime)?;
                 let state = Arc::new(ExportState::default());
                 let queued = Arc::new(AtomicU64::new(0));
                 let guarded = GuardedSpanExporter {
@@ -334,28 +319,7 @@ impl Telemetry {
         let mut logs_export = None;
         if config.payload_logs.enabled {
             if let Some(url) = signal_endpoint(&otlp.endpoint, "", otlp.protocol, "/v1/logs") {
-                let exporter = {
-                    let _enter = runtime.enter();
-                    let b = opentelemetry_otlp::LogExporter::builder();
-                    match otlp.protocol {
-                        OtlpProtocol::HttpProtobuf => b
-                            .with_http()
-                            .with_endpoint(url.clone())
-                            .with_timeout(otlp.timeout)
-                            .with_headers(headers(otlp))
-                            .build(),
-                        OtlpProtocol::Grpc => b
-                            .with_tonic()
-                            .with_endpoint(url.clone())
-                            .with_timeout(otlp.timeout)
-                            .with_metadata(metadata(otlp))
-                            .build(),
-                    }
-                }
-                .map_err(|e| TelemetryError::Exporter {
-                    signal: "logs",
-                    message: e.to_string(),
-                })?;
+                let exporter = otlp_exporter!(LogExporter, "logs", otlp, &url, runtime)?;
                 let state = Arc::new(ExportState::default());
                 let queued = Arc::new(AtomicU64::new(0));
                 let capacity = config.payload_logs.queue_capacity;

@@ -195,6 +195,24 @@ impl Modelwatch {
             .unwrap()
     }
 
+    /// Waits until `GET /v1/records` holds `n` records, and returns them.
+    pub async fn records(&self, n: usize) -> serde_json::Value {
+        let url = self.admin_url("/v1/records");
+        eventually(
+            &format!("{n} inference records"),
+            Duration::from_secs(10),
+            || {
+                let url = url.clone();
+                async move {
+                    let v: serde_json::Value =
+                        http().get(&url).send().await.ok()?.json().await.ok()?;
+                    (v.as_array()?.len() == n).then_some(v)
+                }
+            },
+        )
+        .await
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

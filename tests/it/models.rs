@@ -238,18 +238,7 @@ async fn llama_server_embeddings_through_the_openai_client() {
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let vectors = seen["vectors"].as_array().unwrap();
     // Two inputs in the first call (floats or base64 on the wire), one in the second.
-    let records = eventually("embedding records", Duration::from_secs(10), || async {
-        let v: serde_json::Value = http()
-            .get(mw.admin_url("/v1/records"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (v.as_array()?.len() == 3).then_some(v)
-    })
-    .await;
+    let records = mw.records(3).await;
     let inputs = ["hello world", "drift", "sidecar"];
     for (i, rec) in records.as_array().unwrap().iter().enumerate() {
         assert_eq!(rec["operation"], "embeddings");
@@ -309,18 +298,7 @@ async fn mlserver_batches_become_one_record_per_row() {
         .iter()
         .map(|v| v.as_i64().unwrap())
         .collect();
-    let records = eventually("5 records", Duration::from_secs(10), || async {
-        let v: serde_json::Value = http()
-            .get(mw.admin_url("/v1/records"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (v.as_array()?.len() == 5).then_some(v)
-    })
-    .await;
+    let records = mw.records(5).await;
     for (i, rec) in records.as_array().unwrap().iter().enumerate() {
         assert_eq!(rec["protocol"], "open-inference-v2");
         assert_eq!(rec["model"], "bc");
@@ -367,18 +345,7 @@ async fn kserve_v1_instances_become_records() {
         .json()
         .await
         .unwrap();
-    let records = eventually("3 records", Duration::from_secs(10), || async {
-        let v: serde_json::Value = http()
-            .get(mw.admin_url("/v1/records"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (v.as_array()?.len() == 3).then_some(v)
-    })
-    .await;
+    let records = mw.records(3).await;
     for (i, rec) in records.as_array().unwrap().iter().enumerate() {
         assert_eq!(rec["protocol"], "kserve-v1");
         assert_eq!(rec["model"], "bc");
