@@ -38,6 +38,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.proxy.listen = args.listen.clone();
     config.admin.listen = args.admin_listen.clone();
     config.log.level = "warn,modelwatch=info".into();
+    // The demo's model is a stand-in: showing its decoded records is harmless.
+    config.admin.recent_records = 20;
     crate::config::env::apply_process_env(&mut config)?;
     crate::cli::init_logging(&config);
 
@@ -60,6 +62,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  metrics (Prometheus)   http://{admin}/metrics");
         println!("  status (JSON)          http://{admin}/v1/status");
         println!("  readiness              http://{admin}/readyz");
+        println!("  decoded records        http://{admin}/v1/records");
         println!("try:");
         println!(
             "  curl -s http://{proxy}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo-llm\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
@@ -68,6 +71,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "  curl -s http://{proxy}/v2/models/demo-classifier/infer -H 'content-type: application/json' \\\n    -d '{{\"inputs\":[{{\"name\":\"features\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[5.1,3.5,1.4,0.2]}}]}}'"
         );
         println!("  curl -s http://{admin}/metrics | grep http_server_request_duration_seconds_count");
+        println!("  curl -s http://{admin}/metrics | grep -E '^gen_ai_(server_time_to_first_token_seconds|client_token_usage)_sum'");
         let stop = app.shutdown_token();
         let generator = tokio::spawn(traffic::run(proxy, args.rate, stop.clone()));
         let reporter = tokio::spawn(traffic::report(admin, stop.clone()));
