@@ -3,44 +3,14 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use modelwatch::config::ProtocolConfig;
 use modelwatch::protocol::{decode, Operation};
 use modelwatch::proxy::llm::LlmScan;
-use modelwatch::sample::{CapturedBody, Outcome, Sample, Timings};
-
-fn body(b: &[u8]) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::copy_from_slice(b),
-        size: b.len() as u64,
-        truncated: false,
-    }
-}
+use modelwatch::sample::Sample;
 
 fn sample(path: &str, request: &[u8], response: &[u8], content_type: &str) -> Sample {
-    let mut response_headers = http::HeaderMap::new();
-    response_headers.insert("content-type", content_type.parse().unwrap());
-    Sample {
-        request_id: "bench".into(),
-        trace_id: None,
-        span_id: None,
-        method: http::Method::POST,
-        path: path.into(),
-        route: "other",
-        request_headers: http::HeaderMap::new(),
-        response_headers,
-        status: 200,
-        request_body: body(request),
-        response_body: body(response),
-        timings: Timings {
-            start: std::time::SystemTime::now(),
-            response_headers: None,
-            first_byte: None,
-            total: Duration::ZERO,
-        },
-        outcome: Outcome::Complete,
-    }
+    Sample::from_bodies(path, request, response, content_type)
 }
 
 /// An OIP request of `rows` rows of 30 FP64 features (breast-cancer-like values).

@@ -1,42 +1,13 @@
 //! Decoders against realistic payloads, as tables of input and expected record.
 
-use bytes::Bytes;
-
 use super::*;
 use crate::config::{ModelSettings, ProtocolConfig, ProtocolKind};
-use crate::sample::{CapturedBody, Outcome, Sample, Timings};
-
-fn body(b: &[u8]) -> CapturedBody {
-    CapturedBody {
-        bytes: Bytes::copy_from_slice(b),
-        size: b.len() as u64,
-        truncated: false,
-    }
-}
+use crate::sample::Sample;
 
 fn sample(path: &str, request: &[u8], response: &[u8], content_type: &str) -> Sample {
-    let mut response_headers = http::HeaderMap::new();
-    response_headers.insert("content-type", content_type.parse().unwrap());
-    Sample {
-        request_id: "req-1".into(),
-        trace_id: None,
-        span_id: None,
-        method: http::Method::POST,
-        path: path.into(),
-        route: crate::proxy::route::template(path),
-        request_headers: http::HeaderMap::new(),
-        response_headers,
-        status: 200,
-        request_body: body(request),
-        response_body: body(response),
-        timings: Timings {
-            start: std::time::SystemTime::now(),
-            response_headers: None,
-            first_byte: None,
-            total: std::time::Duration::from_millis(1),
-        },
-        outcome: Outcome::Complete,
-    }
+    let mut s = Sample::from_bodies(path, request, response, content_type);
+    s.request_id = "req-1".into();
+    s
 }
 
 fn cfg() -> ProtocolConfig {

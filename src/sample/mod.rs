@@ -69,6 +69,47 @@ pub struct Sample {
     pub outcome: Outcome,
 }
 
+impl Sample {
+    /// A completed POST exchange made from two whole bodies: for tests,
+    /// benchmarks and fuzzing of the stages after the proxy.
+    pub fn from_bodies(
+        path: &str,
+        request: &[u8],
+        response: &[u8],
+        response_content_type: &str,
+    ) -> Sample {
+        let body = |b: &[u8]| CapturedBody {
+            bytes: Bytes::copy_from_slice(b),
+            size: b.len() as u64,
+            truncated: false,
+        };
+        let mut response_headers = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(response_content_type) {
+            response_headers.insert(http::header::CONTENT_TYPE, v);
+        }
+        Sample {
+            request_id: "synthetic".into(),
+            trace_id: None,
+            span_id: None,
+            method: http::Method::POST,
+            path: path.into(),
+            route: crate::proxy::route::template(path),
+            request_headers: http::HeaderMap::new(),
+            response_headers,
+            status: 200,
+            request_body: body(request),
+            response_body: body(response),
+            timings: Timings {
+                start: SystemTime::now(),
+                response_headers: None,
+                first_byte: None,
+                total: Duration::ZERO,
+            },
+            outcome: Outcome::Complete,
+        }
+    }
+}
+
 /// A body copy under way: frames are appended up to the cap. The lock is held
 /// only for a memcpy and is never contended in practice (one writer at a time).
 #[derive(Debug)]

@@ -77,7 +77,62 @@ impl ExportState {
     }
 }
 
-/// Backoff policy shared by both exporters.
+impl ExportState {
+    /// Runs one export unless in backoff (then it is skipped and counted), and
+    /// records its outcome. Every exporter wrapper goes through here.
+    async fn guard<F>(&self, backoff: Backoff, export: impl FnOnce() -> F) -> OTelSdkResult
+    where
+        F: std::future::Future<Output = OTelSdkResult>,
+    {
+        if self.in_backoff(Instant::now()) {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let result = export().await;
+        match &result {
+            Ok(()) => self.succeeded(),
+            Err(e) => self.failed(e, backoff.base, backoff.max),
+        }
+        result
+    }
+}
+
+/// The bound on items (spans, log records) waiting for export: the gate in
+/// front of the SDK's batch processor admits an item only while fewer than
+/// `capacity` wait, and the exporter reports the items that have left.
+#[derive(Debug, Clone)]
+pub struct QueueBound {
+    pub capacity: u64,
+    pub queued: Arc<AtomicU64>,
+    pub state: Arc<ExportState>,
+}
+
+impl QueueBound {
+    pub fn new(capacity: usize, state: Arc<ExportState>) -> QueueBound {
+        QueueBound {
+            capacity: capacity as u64,
+            queued: Arc::new(AtomicU64::new(0)),
+            state,
+        }
+    }
+
+    /// True when the item may enter; otherwise it is counted as dropped.
+    fn admit(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn left(&self, n: u64) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Backoff policy shared by the exporters.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub base: Duration,
@@ -95,17 +150,9 @@ pub struct GuardedMetricExporter<E> {
 
 impl<E: PushMetricExporter> PushMetricExporter for GuardedMetricExporter<E> {
     async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        if self.state.in_backoff(Instant::now()) {
-            self.state.skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        self.state.attempts.fetch_add(1, Ordering::Relaxed);
-        let result = self.inner.export(metrics).await;
-        match &result {
-            Ok(()) => self.state.succeeded(),
-            Err(e) => self.state.failed(e, self.backoff.base, self.backoff.max),
-        }
-        result
+        self.state
+            .guard(self.backoff, || self.inner.export(metrics))
+            .await
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -126,27 +173,19 @@ impl<E: PushMetricExporter> PushMetricExporter for GuardedMetricExporter<E> {
 #[derive(Debug)]
 pub struct GuardedSpanExporter<E> {
     pub inner: E,
-    pub state: Arc<ExportState>,
     pub backoff: Backoff,
-    pub queued: Arc<AtomicU64>,
+    pub bound: QueueBound,
 }
 
 impl<E: SpanExporter> SpanExporter for GuardedSpanExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len() as u64;
-        let result = if self.state.in_backoff(Instant::now()) {
-            self.state.skipped.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        } else {
-            self.state.attempts.fetch_add(1, Ordering::Relaxed);
-            let result = self.inner.export(batch).await;
-            match &result {
-                Ok(()) => self.state.succeeded(),
-                Err(e) => self.state.failed(e, self.backoff.base, self.backoff.max),
-            }
-            result
-        };
-        self.queued.fetch_sub(n, Ordering::Relaxed);
+        let result = self
+            .bound
+            .state
+            .guard(self.backoff, || self.inner.export(batch))
+            .await;
+        self.bound.left(n);
         result
     }
 
@@ -168,9 +207,7 @@ impl<E: SpanExporter> SpanExporter for GuardedSpanExporter<E> {
 #[derive(Debug)]
 pub struct SpanQueueGate<P> {
     pub inner: P,
-    pub capacity: u64,
-    pub queued: Arc<AtomicU64>,
-    pub state: Arc<ExportState>,
+    pub bound: QueueBound,
 }
 
 impl<P: SpanProcessor> SpanProcessor for SpanQueueGate<P> {
@@ -179,15 +216,9 @@ impl<P: SpanProcessor> SpanProcessor for SpanQueueGate<P> {
     }
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
+        if span.span_context.is_sampled() && self.bound.admit() {
+            self.inner.on_end(span)
         }
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.state.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.inner.on_end(span)
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -208,27 +239,19 @@ impl<P: SpanProcessor> SpanProcessor for SpanQueueGate<P> {
 #[derive(Debug)]
 pub struct GuardedLogExporter<E> {
     pub inner: E,
-    pub state: Arc<ExportState>,
     pub backoff: Backoff,
-    pub queued: Arc<AtomicU64>,
+    pub bound: QueueBound,
 }
 
 impl<E: LogExporter> LogExporter for GuardedLogExporter<E> {
     async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
         let n = batch.iter().count() as u64;
-        let result = if self.state.in_backoff(Instant::now()) {
-            self.state.skipped.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        } else {
-            self.state.attempts.fetch_add(1, Ordering::Relaxed);
-            let result = self.inner.export(batch).await;
-            match &result {
-                Ok(()) => self.state.succeeded(),
-                Err(e) => self.state.failed(e, self.backoff.base, self.backoff.max),
-            }
-            result
-        };
-        self.queued.fetch_sub(n, Ordering::Relaxed);
+        let result = self
+            .bound
+            .state
+            .guard(self.backoff, || self.inner.export(batch))
+            .await;
+        self.bound.left(n);
         result
     }
 
@@ -246,19 +269,14 @@ impl<E: LogExporter> LogExporter for GuardedLogExporter<E> {
 #[derive(Debug)]
 pub struct LogQueueGate<P> {
     pub inner: P,
-    pub capacity: u64,
-    pub queued: Arc<AtomicU64>,
-    pub state: Arc<ExportState>,
+    pub bound: QueueBound,
 }
 
 impl<P: LogProcessor> LogProcessor for LogQueueGate<P> {
     fn emit(&self, data: &mut SdkLogRecord, scope: &InstrumentationScope) {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.state.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+        if self.bound.admit() {
+            self.inner.emit(data, scope)
         }
-        self.inner.emit(data, scope)
     }
 
     fn force_flush(&self) -> OTelSdkResult {

@@ -22,7 +22,7 @@ use opentelemetry_sdk::Resource;
 use crate::config::{Config, OtlpProtocol};
 use export::{
     Backoff, ExportState, GuardedLogExporter, GuardedMetricExporter, GuardedSpanExporter,
-    LogQueueGate, SpanQueueGate,
+    LogQueueGate, QueueBound, SpanQueueGate,
 };
 use names::{attr, MetricName};
 
@@ -233,6 +233,12 @@ impl Telemetry {
             max: otlp.max_backoff.max(otlp.metrics_interval),
         };
 
+        // Spans and logs are batched every 2 s: their backoff starts at 5 s.
+        let batch_backoff = Backoff {
+            base: Duration::from_secs(5),
+            max: backoff.max,
+        };
+
         let registry = prometheus::Registry::new();
         let prometheus_reader = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -278,17 +284,13 @@ impl Telemetry {
             ) {
                 let exporter = otlp_exporter!(SpanExporter, "traces", otlp, &url, runtime)?;
                 let state = Arc::new(ExportState::default());
-                let queued = Arc::new(AtomicU64::new(0));
+                let capacity = otlp.span_queue_capacity;
+                let bound = QueueBound::new(capacity, state.clone());
                 let guarded = GuardedSpanExporter {
                     inner: exporter,
-                    state: state.clone(),
-                    backoff: Backoff {
-                        base: Duration::from_secs(5),
-                        max: backoff.max,
-                    },
-                    queued: queued.clone(),
+                    backoff: batch_backoff,
+                    bound: bound.clone(),
                 };
-                let capacity = otlp.span_queue_capacity;
                 let batch = BatchSpanProcessor::builder(guarded)
                     .with_batch_config(
                         BatchConfigBuilder::default()
@@ -300,9 +302,7 @@ impl Telemetry {
                     .build();
                 let gate = SpanQueueGate {
                     inner: batch,
-                    capacity: capacity as u64,
-                    queued,
-                    state: state.clone(),
+                    bound,
                 };
                 let provider = SdkTracerProvider::builder()
                     .with_resource(resource.clone())
@@ -321,17 +321,13 @@ impl Telemetry {
             if let Some(url) = signal_endpoint(&otlp.endpoint, "", otlp.protocol, "/v1/logs") {
                 let exporter = otlp_exporter!(LogExporter, "logs", otlp, &url, runtime)?;
                 let state = Arc::new(ExportState::default());
-                let queued = Arc::new(AtomicU64::new(0));
                 let capacity = config.payload_logs.queue_capacity;
+                let bound = QueueBound::new(capacity, state.clone());
                 let batch =
                     opentelemetry_sdk::logs::BatchLogProcessor::builder(GuardedLogExporter {
                         inner: exporter,
-                        state: state.clone(),
-                        backoff: Backoff {
-                            base: Duration::from_secs(5),
-                            max: backoff.max,
-                        },
-                        queued: queued.clone(),
+                        backoff: batch_backoff,
+                        bound: bound.clone(),
                     })
                     .with_batch_config(
                         opentelemetry_sdk::logs::BatchConfigBuilder::default()
@@ -345,9 +341,7 @@ impl Telemetry {
                     .with_resource(resource.clone())
                     .with_log_processor(LogQueueGate {
                         inner: batch,
-                        capacity: capacity as u64,
-                        queued,
-                        state: state.clone(),
+                        bound,
                     })
                     .build();
                 logger_provider = Some(provider);

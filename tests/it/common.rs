@@ -560,6 +560,19 @@ pub fn testbed_bin(name: &str) -> PathBuf {
     path
 }
 
+/// Waits until GET `url` answers 2xx.
+pub async fn wait_ok(url: &str, what: &str, limit: Duration) {
+    eventually(what, limit, || async move {
+        http()
+            .get(url)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+}
+
 /// A child process killed on drop.
 pub struct Service {
     pub child: Child,
@@ -606,18 +619,11 @@ pub async fn prometheus(targets: &[SocketAddr]) -> Service {
         .spawn()
         .expect("start prometheus");
     let svc = Service { child, port, dir };
-    let url = svc.url("/-/ready");
-    eventually("prometheus ready", Duration::from_secs(30), || {
-        let url = url.clone();
-        async move {
-            http()
-                .get(&url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        }
-    })
+    wait_ok(
+        &svc.url("/-/ready"),
+        "prometheus ready",
+        Duration::from_secs(30),
+    )
     .await;
     svc
 }
@@ -640,18 +646,11 @@ pub async fn victoria_metrics_on(port: u16) -> Service {
         .spawn()
         .expect("start victoria-metrics");
     let svc = Service { child, port, dir };
-    let url = svc.url("/health");
-    eventually("victoria-metrics ready", Duration::from_secs(30), || {
-        let url = url.clone();
-        async move {
-            http()
-                .get(&url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        }
-    })
+    wait_ok(
+        &svc.url("/health"),
+        "victoria-metrics ready",
+        Duration::from_secs(30),
+    )
     .await;
     svc
 }

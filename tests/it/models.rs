@@ -33,20 +33,29 @@ async fn model_server(mut cmd: Command, port: u16, ready_path: &str, what: &str)
         .spawn()
         .unwrap_or_else(|e| panic!("start {what}: {e}"));
     let svc = Service { child, port, dir };
-    let url = svc.url(ready_path);
-    eventually(what, Duration::from_secs(90), || {
-        let url = url.clone();
-        async move {
-            http()
-                .get(&url)
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        }
-    })
-    .await;
+    wait_ok(&svc.url(ready_path), what, Duration::from_secs(90)).await;
     svc
+}
+
+/// Runs tests/fixtures/openai_client.py (the official openai client) and
+/// returns the JSON it prints.
+async fn openai_client(base: String, args: &'static [&'static str]) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(testbed().join("venvs/llmclient/bin/python"))
+            .arg(fixtures().join("openai_client.py"))
+            .arg(&base)
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 async fn llama_server(extra: &[&str]) -> Service {
@@ -84,24 +93,7 @@ async fn llama_server_through_the_openai_client() {
     let llama = llama_server(&[]).await;
     let config = "sampling:\n  rate: 0.0\n"; // the LLM figures must not depend on sampling
     let mw = Modelwatch::start(Options::new(llama.url("")).config(config)).await;
-    let out = tokio::task::spawn_blocking({
-        let base = mw.url("/v1");
-        move || {
-            Command::new(testbed().join("venvs/llmclient/bin/python"))
-                .arg(fixtures().join("openai_client.py"))
-                .args([&base, "tiny"])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = openai_client(mw.url("/v1"), &["tiny"]).await;
     let usage: Vec<(f64, f64)> = seen["usage"]
         .as_array()
         .unwrap()
@@ -218,24 +210,7 @@ async fn llama_server_embeddings_through_the_openai_client() {
     let llama = llama_server(&["--embeddings", "--pooling", "mean"]).await;
     let config = "admin:\n  recent_records: 10\n";
     let mw = Modelwatch::start(Options::new(llama.url("")).config(config)).await;
-    let out = tokio::task::spawn_blocking({
-        let base = mw.url("/v1");
-        move || {
-            Command::new(testbed().join("venvs/llmclient/bin/python"))
-                .arg(fixtures().join("openai_client.py"))
-                .args([&base, "tiny", "embeddings"])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = openai_client(mw.url("/v1"), &["tiny", "embeddings"]).await;
     let vectors = seen["vectors"].as_array().unwrap();
     // Two inputs in the first call (floats or base64 on the wire), one in the second.
     let records = mw.records(3).await;
