@@ -405,7 +405,7 @@ async fn route(
     let q = query(&req);
     let path = req.uri().path().to_string();
     match path.as_str() {
-        "/echo" => {
+        "/echo" | "/v2/models/echo/infer" => {
             let (tx, body) = channel_body();
             let mut incoming = req.into_body();
             tokio::spawn(async move {

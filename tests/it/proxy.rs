@@ -44,10 +44,41 @@ async fn odd_bodies_are_forwarded_byte_identical() {
         assert_eq!(got.len(), body.len(), "{what}: length");
         assert!(got[..] == body[..], "{what}: bytes differ");
     }
+    // A body that claims a protocol but breaks it: forwarded as it is, counted
+    // as a decode error with a bounded reason.
+    let broken = b"{\"inputs\": [{\"name\": \"x\", \"shape\": [2147483648, 4], \"datatype\": \"FP32\", \"data\": [1".to_vec();
+    let resp = client
+        .post(mw.url("/v2/models/echo/infer"))
+        .body(broken.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap(), broken);
+    let m = eventually("decode error counted", Duration::from_secs(5), || async {
+        let m = mw.metrics().await;
+        prom_value(
+            &m,
+            "modelwatch_decode_errors_total",
+            &[("reason", "invalid_json")],
+        )
+        .map(|_| m)
+    })
+    .await;
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_decode_errors_total",
+            &[
+                ("modelwatch_protocol", "open-inference-v2"),
+                ("reason", "invalid_json")
+            ]
+        ),
+        Some(1.0)
+    );
     // Every exchange was sampled and analysed; the huge one was truncated, not rejected.
     let metrics = eventually("samples analysed", Duration::from_secs(5), || async {
         let m = mw.metrics().await;
-        (prom_value(&m, "modelwatch_samples_analyzed_total", &[]) == Some(6.0)).then_some(m)
+        (prom_value(&m, "modelwatch_samples_analyzed_total", &[]) == Some(7.0)).then_some(m)
     })
     .await;
     assert!(
