@@ -127,13 +127,11 @@ pub fn decode(
     }
     let (model, version) = model_from_path(&sample.path);
     let settings = super::model_settings(config, model.as_deref());
-    let class_names: &[String] = settings.map(|s| s.class_names.as_slice()).unwrap_or(&[]);
-    let label_name = settings
-        .map(|s| s.label_output.as_str())
-        .filter(|s| !s.is_empty());
-    let scores_name = settings
-        .map(|s| s.scores_output.as_str())
-        .filter(|s| !s.is_empty());
+    let super::OutputNames {
+        label: label_name,
+        scores: scores_name,
+        class_names,
+    } = super::output_names(settings);
 
     let mut records = Vec::with_capacity(in_rows.len());
     for (i, row) in in_rows.iter().enumerate() {

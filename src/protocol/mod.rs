@@ -271,6 +271,28 @@ pub fn model_settings<'a>(
     by_name.or_else(|| config.models.iter().find(|s| s.name == "*"))
 }
 
+/// What the per-model settings say about a model's outputs.
+pub struct OutputNames<'a> {
+    /// The output holding the predicted label, when configured.
+    pub label: Option<&'a str>,
+    /// The output holding per-class scores, when configured.
+    pub scores: Option<&'a str>,
+    pub class_names: &'a [String],
+}
+
+pub fn output_names(settings: Option<&crate::config::ModelSettings>) -> OutputNames<'_> {
+    let non_empty = |s: &str| !s.is_empty();
+    OutputNames {
+        label: settings
+            .map(|s| s.label_output.as_str())
+            .filter(|s| non_empty(s)),
+        scores: settings
+            .map(|s| s.scores_output.as_str())
+            .filter(|s| non_empty(s)),
+        class_names: settings.map(|s| s.class_names.as_slice()).unwrap_or(&[]),
+    }
+}
+
 /// Index of the largest score.
 pub fn argmax(scores: &[f64]) -> Option<usize> {
     scores

@@ -316,13 +316,11 @@ fn apply_outputs(
     row: usize,
     settings: Option<&ModelSettings>,
 ) {
-    let label_name = settings
-        .map(|s| s.label_output.as_str())
-        .filter(|s| !s.is_empty());
-    let scores_name = settings
-        .map(|s| s.scores_output.as_str())
-        .filter(|s| !s.is_empty());
-    let class_names: &[String] = settings.map(|s| s.class_names.as_slice()).unwrap_or(&[]);
+    let super::OutputNames {
+        label: label_name,
+        scores: scores_name,
+        class_names,
+    } = super::output_names(settings);
     let mut scores: Option<Vec<f64>> = None;
     for t in outputs {
         let (rows, per_row) = t.rows();

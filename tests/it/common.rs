@@ -128,20 +128,8 @@ impl Modelwatch {
             log,
             _dir: dir,
         };
-        let client = http();
-        let url = format!("http://{admin}/healthz");
-        eventually("modelwatch /healthz", Duration::from_secs(15), || {
-            let c = client.clone();
-            let url = url.clone();
-            async move {
-                c.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
-        .await;
+        let healthz = format!("http://{admin}/healthz");
+        wait_ok(&healthz, "modelwatch /healthz", Duration::from_secs(15)).await;
         if opts.wait_ready {
             mw.wait_ready().await;
         }
@@ -149,19 +137,11 @@ impl Modelwatch {
     }
 
     pub async fn wait_ready(&self) {
-        let client = http();
-        let url = format!("http://{}/readyz", self.admin);
-        eventually("modelwatch /readyz", Duration::from_secs(15), || {
-            let c = client.clone();
-            let url = url.clone();
-            async move {
-                c.get(&url)
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        })
+        wait_ok(
+            &self.admin_url("/readyz"),
+            "modelwatch /readyz",
+            Duration::from_secs(15),
+        )
         .await;
     }
 
