@@ -487,3 +487,32 @@ async fn http2_clients_reach_an_http1_model_server() {
         http::Version::HTTP_11
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_is_a_504_that_says_so() {
+    // A listener whose accept queue is full: further connects hang.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let _filler = std::net::TcpStream::connect(addr).unwrap();
+    let mw = Modelwatch::start(
+        Options::new(format!("http://{addr}"))
+            .config("proxy:\n  connect_timeout: 300ms\n")
+            .no_wait(),
+    )
+    .await;
+    let r = http().get(mw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "connect_timeout");
+    assert_eq!(body["error"]["origin"], "model_server");
+    drop(socket);
+}
