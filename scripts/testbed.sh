@@ -47,6 +47,12 @@ backends() {
 models() {
   local V="$TB/venvs" F="$ROOT/tests/fixtures"
   mkdir -p "$V"
+  # A bare Debian machine may lack Python or its venv module.
+  if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    echo "testbed: installing python3 and python3-venv (Debian packages)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv
+  fi
   if [[ ! -x "$V/mlserver/bin/mlserver" ]]; then
     echo "testbed: MLServer venv"
     python3 -m venv "$V/mlserver" && "$V/mlserver/bin/pip" install -q mlserver==1.7.1 mlserver-sklearn==1.7.1
