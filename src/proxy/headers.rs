@@ -64,14 +64,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// The client's address as a header value: made once per connection.
+pub fn client_ip(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
+}
+
 /// Adds `X-Forwarded-For` (appended), and `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` when no proxy before us set them.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client.to_string(),
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<&str>) {
+    let previous = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|prev| !prev.trim().is_empty());
+    let xff = match previous {
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", client.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -156,7 +167,11 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), Some("model.example"));
+        add_forwarded(
+            &mut h,
+            &client_ip("127.0.0.1".parse().unwrap()),
+            Some("model.example"),
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "model.example");

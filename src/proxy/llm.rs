@@ -135,10 +135,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
 
-/// The string value of `"key":"…"` in a JSON fragment, without parsing it all.
-pub fn string_field(hay: &[u8], key: &str) -> Option<String> {
-    let pat = format!("\"{key}\"");
-    let mut at = find(hay, pat.as_bytes())? + pat.len();
+/// The string value of `"key":"…"` in a JSON fragment, without parsing it
+/// all. `quoted_key` is the key with its quotes, e.g. `br#""model""#`.
+pub fn string_field(hay: &[u8], quoted_key: &[u8]) -> Option<String> {
+    let mut at = find(hay, quoted_key)? + quoted_key.len();
     while at < hay.len() && (hay[at] == b' ' || hay[at] == b':' || hay[at] == b'\t') {
         at += 1;
     }
@@ -215,8 +215,8 @@ impl LlmScan {
         let f = &mut self.figures;
         f.chunks += 1;
         if f.response_model.is_none() {
-            f.response_model = string_field(data, "model");
-            f.response_id = string_field(data, "id");
+            f.response_model = string_field(data, br#""model""#);
+            f.response_id = string_field(data, br#""id""#);
         }
         let content =
             text_length(data, b"\"content\":\"").or_else(|| text_length(data, b"\"text\":\""));
@@ -231,7 +231,7 @@ impl LlmScan {
             self.content_chunks += 1;
         }
         if find(data, b"\"finish_reason\":\"").is_some() {
-            if let Some(r) = string_field(data, "finish_reason") {
+            if let Some(r) = string_field(data, br#""finish_reason""#) {
                 f.finish_reasons.push(finish_reason_label(&r));
                 f.saw_end = true;
             }
@@ -477,7 +477,7 @@ pub fn record(
 
 /// The request's model from the head of its body.
 pub fn request_model(head: &[u8]) -> Option<String> {
-    string_field(head, "model")
+    string_field(head, br#""model""#)
 }
 
 #[cfg(test)]
@@ -563,7 +563,7 @@ mod tests {
         );
         assert_eq!(request_model(br#"{"model": 5}"#), None);
         assert_eq!(
-            string_field(br#"{"id":"a\"b"}"#, "id").as_deref(),
+            string_field(br#"{"id":"a\"b"}"#, br#""id""#).as_deref(),
             Some("a\\\"b")
         );
     }

@@ -8,7 +8,6 @@ pub mod llm;
 pub mod route;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -195,7 +194,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        client_ip: HeaderValue,
     ) -> Response<ResponseBody> {
         let (mut parts, incoming) = req.into_parts();
         let method = method_label(&parts.method);
@@ -270,7 +269,7 @@ impl Proxy {
             .map(str::to_string)
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
         headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-        headers::add_forwarded(&mut parts.headers, peer.ip(), host.as_deref());
+        headers::add_forwarded(&mut parts.headers, &client_ip, host.as_deref());
 
         let path = parts
             .uri
@@ -455,9 +454,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let p = proxy.clone();
+        let client_ip = headers::client_ip(peer.ip());
         let service = hyper::service::service_fn(move |req| {
             let p = p.clone();
-            async move { Ok::<_, Infallible>(p.handle(req, peer).await) }
+            let client_ip = client_ip.clone();
+            async move { Ok::<_, Infallible>(p.handle(req, client_ip).await) }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
