@@ -365,10 +365,16 @@ pub fn record(
     let op = x.operation.as_str();
     let mut attrs = vec![KeyValue::new(attr::GEN_AI_OPERATION_NAME, op)];
     if let Some(m) = &request_label {
-        attrs.push(KeyValue::new(attr::GEN_AI_REQUEST_MODEL, m.to_string()));
+        attrs.push(KeyValue::new(
+            attr::GEN_AI_REQUEST_MODEL,
+            opentelemetry::StringValue::from(m.clone()),
+        ));
     }
     if let Some(m) = &response_label {
-        attrs.push(KeyValue::new(attr::GEN_AI_RESPONSE_MODEL, m.to_string()));
+        attrs.push(KeyValue::new(
+            attr::GEN_AI_RESPONSE_MODEL,
+            opentelemetry::StringValue::from(m.clone()),
+        ));
     }
     let base_len = attrs.len();
     if let Some(e) = error_type {
