@@ -124,6 +124,19 @@ impl Analyzer for HttpAnalyzer {
 /// Batching keeps the proxy from waking this thread once per sample.
 const BATCH_PAUSE: Duration = Duration::from_millis(5);
 
+/// Gives the analysis thread a lower scheduling priority (nice +10) than the
+/// proxy's event loop, so that on a busy core the model's traffic goes first
+/// and analysis takes the idle time. Failing to lower it is harmless.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 10) {
+            tracing::debug!(error = %e, "could not lower the analysis thread's priority");
+        }
+    }
+}
+
 /// Runs analysis on its own OS thread, so that it never competes with the
 /// proxy's event loop. Drains the queue until every sender is gone (the proxy
 /// has stopped), so samples taken before shutdown are still analyzed.
@@ -137,6 +150,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("modelwatch-analysis".into())
         .spawn(move || {
+            lower_priority();
             // Blocks only while the queue is empty; then takes what has piled up.
             while let Some(first) = queue.blocking_recv() {
                 let mut next = Some(first);

@@ -204,7 +204,7 @@ impl Default for SamplingConfig {
         SamplingConfig {
             rate: 1.0,
             max_body_bytes: 64 * 1024,
-            queue_capacity: 1024,
+            queue_capacity: 256,
         }
     }
 }

@@ -310,7 +310,11 @@ impl Body for ResponseBody {
                     }
                     Poll::Ready(None) => {
                         if let Some(x) = exchange.take() {
-                            x.finish(Outcome::Complete, *first_byte, Some(capture));
+                            finish_later(
+                                x,
+                                *first_byte,
+                                std::mem::replace(capture, Capture::new(0, false)),
+                            );
                         }
                     }
                     Poll::Ready(Some(Err(_))) => {
@@ -338,6 +342,18 @@ impl Body for ResponseBody {
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Streamed { inner, .. } => inner.size_hint(),
         }
+    }
+}
+
+/// Finishes a completed exchange in a task of its own. hyper polls the body
+/// for its end before it flushes the last bytes to the client; recording the
+/// figures there would delay them, so the work runs once this task has yielded.
+fn finish_later(x: Exchange, first_byte: Option<Duration>, capture: Capture) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(async move { x.finish(Outcome::Complete, first_byte, Some(&capture)) });
+        }
+        Err(_) => x.finish(Outcome::Complete, first_byte, Some(&capture)),
     }
 }
 
