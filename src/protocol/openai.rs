@@ -8,13 +8,17 @@ use serde_json::Value as Json;
 use super::{json, sse, DecodeError, Inference, Operation, Protocol, TokenUsage};
 use crate::sample::Sample;
 
-/// The operation an OpenAI-style path stands for.
+/// The operation an OpenAI-style path stands for (with or without `/v1`,
+/// llama.cpp's own paths and Ollama's `/api/*`). The proxy's per-request LLM
+/// scan and the decoder both read this one table.
 pub fn operation_for_path(path: &str) -> Option<Operation> {
     let path = path.split('?').next().unwrap_or("");
     match path.trim_end_matches('/') {
         "/v1/chat/completions" | "/chat/completions" | "/api/chat" => Some(Operation::Chat),
-        "/v1/completions" | "/completions" | "/api/generate" => Some(Operation::TextCompletion),
-        "/v1/embeddings" | "/embeddings" | "/api/embed" | "/api/embeddings" => {
+        "/v1/completions" | "/completions" | "/completion" | "/api/generate" => {
+            Some(Operation::TextCompletion)
+        }
+        "/v1/embeddings" | "/embeddings" | "/embedding" | "/api/embed" | "/api/embeddings" => {
             Some(Operation::Embeddings)
         }
         _ => None,

@@ -56,20 +56,6 @@ pub fn finish_reason_label(r: &str) -> &'static str {
     }
 }
 
-/// The LLM operation a route template stands for.
-pub fn operation_for_route(route: &str) -> Option<Operation> {
-    match route {
-        "/v1/chat/completions" | "/api/chat" => Some(Operation::Chat),
-        "/v1/completions" | "/completions" | "/completion" | "/api/generate" => {
-            Some(Operation::TextCompletion)
-        }
-        "/v1/embeddings" | "/api/embed" | "/api/embeddings" | "/embedding" => {
-            Some(Operation::Embeddings)
-        }
-        _ => None,
-    }
-}
-
 /// What the scan found, read when the exchange finishes.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LlmFigures {

@@ -238,11 +238,13 @@ impl Proxy {
             response_headers: http::HeaderMap::new(),
         });
         let llm = self.llm.as_ref().and_then(|(labels, max_body)| {
-            llm::operation_for_route(route).map(|operation| llm::LlmExchange {
-                operation,
-                scan: None,
-                labels: labels.clone(),
-                max_body: *max_body,
+            crate::protocol::openai::operation_for_path(parts.uri.path()).map(|operation| {
+                llm::LlmExchange {
+                    operation,
+                    scan: None,
+                    labels: labels.clone(),
+                    max_body: *max_body,
+                }
             })
         });
         // LLM routes keep the head of every request body: the model name is there.
