@@ -53,7 +53,11 @@ impl Decoder {
             return Vec::new();
         }
         let protocol = protocol::detect(sample, self.config.kind);
-        match protocol::decode(sample, &self.config) {
+        let decoded = match protocol {
+            Some(p) => protocol::decode_as(sample, p, &self.config),
+            None => Err(protocol::DecodeError::Unrecognised),
+        };
+        match decoded {
             Ok(records) => {
                 if let Some(first) = records.first() {
                     self.instruments.inferences.add(

@@ -254,6 +254,15 @@ pub fn detect(sample: &Sample, kind: crate::config::ProtocolKind) -> Option<Prot
 /// capture cap is refused as `truncated` unless the protocol can still read it.
 pub fn decode(sample: &Sample, config: &ProtocolConfig) -> Result<Vec<Inference>, DecodeError> {
     let protocol = detect(sample, config.kind).ok_or(DecodeError::Unrecognised)?;
+    decode_as(sample, protocol, config)
+}
+
+/// Decodes one sample with a protocol already chosen by [`detect`].
+pub fn decode_as(
+    sample: &Sample,
+    protocol: Protocol,
+    config: &ProtocolConfig,
+) -> Result<Vec<Inference>, DecodeError> {
     match protocol {
         Protocol::Openai => openai::decode(sample),
         Protocol::OpenInferenceV2 => oip::decode(sample, config),
