@@ -540,6 +540,16 @@ pub fn testbed_bin(name: &str) -> PathBuf {
     path
 }
 
+/// The JSON a helper process printed; its stderr when it failed.
+pub fn stdout_json(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Waits until GET `url` answers 2xx.
 pub async fn wait_ok(url: &str, what: &str, limit: Duration) {
     eventually(what, limit, || async move {

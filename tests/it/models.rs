@@ -50,12 +50,7 @@ async fn openai_client(base: String, args: &'static [&'static str]) -> serde_jso
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    stdout_json(out)
 }
 
 async fn llama_server(extra: &[&str]) -> Service {
@@ -343,10 +338,5 @@ fn breast_cancer_rows(n: usize) -> Vec<Vec<f64>> {
         ))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(stdout_json(out)).unwrap()
 }
