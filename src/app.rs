@@ -57,6 +57,18 @@ impl App {
         if recent.enabled() {
             analyzers.push(Box::new(analysis::RecentRecordsAnalyzer(recent.clone())));
         }
+        let quality = if config.quality.enabled {
+            let q =
+                crate::quality::spawn(&config, telemetry.instruments.clone(), &telemetry.meter)?;
+            analyzers.push(Box::new(crate::quality::QualityAnalyzer::new(
+                q.handle.clone(),
+                config.quality.join_key,
+                telemetry.instruments.clone(),
+            )));
+            Some(q)
+        } else {
+            None
+        };
         if let Some(logger) = telemetry.payload_logger() {
             analyzers.push(Box::new(analysis::payload::PayloadLogger::new(
                 logger,
@@ -85,6 +97,7 @@ impl App {
             readiness,
             counters: proxy.counters.clone(),
             recent,
+            quality: quality.as_ref().map(|q| q.handle.clone()),
             started: Instant::now(),
             proxy_addr,
         });
@@ -105,6 +118,10 @@ impl App {
             side.cancel();
             let _ = probe.await;
             let _ = admin.await;
+            // Last: the quality thread flushes the store once nothing feeds it.
+            if let Some(q) = quality {
+                let _ = tokio::task::spawn_blocking(move || q.stop()).await;
+            }
         });
         tracing::info!(%proxy_addr, %admin_addr, upstream = %config.proxy.upstream, "modelwatch started");
         Ok(App {

@@ -12,5 +12,6 @@ pub mod config;
 pub mod demo;
 pub mod protocol;
 pub mod proxy;
+pub mod quality;
 pub mod sample;
 pub mod telemetry;

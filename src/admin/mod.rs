@@ -1,6 +1,7 @@
 //! The admin server, on its own listener: `/metrics` (Prometheus text),
 //! `/healthz` (the process is alive), `/readyz` (the model server is
-//! reachable), `/v1/status` (JSON). Model traffic never reaches it.
+//! reachable), `/v1/status` (JSON), `POST /v1/feedback` (ground-truth
+//! labels), `/v1/quality` (the quality figures). Model traffic never reaches it.
 
 pub mod readiness;
 
@@ -29,6 +30,7 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     pub counters: Arc<ProxyCounters>,
     pub recent: Arc<crate::analysis::RecentRecords>,
+    pub quality: Option<crate::quality::QualityHandle>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
 }
@@ -83,6 +85,15 @@ impl AdminState {
                 json_response(status, json!({ "ready": snap.up, "upstream": snap }))
             }
             "/v1/status" => json_response(StatusCode::OK, self.status()),
+            "/v1/quality" => match &self.quality {
+                Some(q) => json_response(StatusCode::OK, q.status()),
+                None => quality_disabled(),
+            },
+            "/v1/feedback" => error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "send labels with POST /v1/feedback",
+            ),
             "/v1/records" if self.recent.enabled() => json_response(
                 StatusCode::OK,
                 serde_json::to_value(self.recent.snapshot()).unwrap_or_default(),
@@ -94,11 +105,11 @@ impl AdminState {
             "/" => respond(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
-                "modelwatch admin: /metrics /healthz /readyz /v1/status\n",
+                "modelwatch admin: /metrics /healthz /readyz /v1/status /v1/quality, POST /v1/feedback\n",
             ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": {"type": "not_found", "message": "admin endpoints: /metrics /healthz /readyz /v1/status"}}),
+                json!({"error": {"type": "not_found", "message": "admin endpoints: /metrics /healthz /readyz /v1/status /v1/quality, POST /v1/feedback"}}),
             ),
         }
     }
@@ -134,12 +145,133 @@ impl AdminState {
                     "shutdown": g.samples_dropped_shutdown.load(Relaxed),
                 },
             },
+            "quality": self.quality.as_ref().map(|q| q.status()),
             "export": {
                 "metrics": self.telemetry.metrics_export.as_ref().map(|s| s.snapshot()),
                 "traces": self.telemetry.traces_export.as_ref().map(|s| s.snapshot()),
                 "logs": self.telemetry.logs_export.as_ref().map(|s| s.snapshot()),
             },
         })
+    }
+}
+
+fn error_response(status: StatusCode, kind: &str, message: &str) -> AdminResponse {
+    json_response(status, json!({"error": {"type": kind, "message": message}}))
+}
+
+fn quality_disabled() -> AdminResponse {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "disabled",
+        "model quality is off: set quality.enabled to true",
+    )
+}
+
+/// Compares without stopping at the first difference.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl AdminState {
+    /// `POST /v1/feedback`: labels for earlier predictions.
+    pub async fn feedback(&self, req: Request<Incoming>) -> AdminResponse {
+        use http_body_util::BodyExt;
+        let Some(q) = &self.quality else {
+            return quality_disabled();
+        };
+        if req.method() != Method::POST {
+            return error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "send labels with POST /v1/feedback",
+            );
+        }
+        if let Some(token) = &q.token {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+                let mut r = error_response(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "this endpoint needs `Authorization: Bearer <quality.feedback_token>`",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+        }
+        let ndjson = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq")
+            });
+        let too_large = || {
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!(
+                    "the body is larger than quality.max_feedback_bytes ({} bytes): split it",
+                    q.max_feedback_bytes
+                ),
+            )
+        };
+        let body = match http_body_util::Limited::new(req.into_body(), q.max_feedback_bytes)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    &format!("the body could not be read: {e}"),
+                )
+            }
+        };
+        let parsed = match crate::quality::feedback::parse(&body, ndjson) {
+            Ok(p) => p,
+            Err(e) => {
+                return error_response(StatusCode::BAD_REQUEST, "invalid_body", &e.to_string())
+            }
+        };
+        let single = parsed.single;
+        match q.submit(parsed).await {
+            Ok(report) => {
+                use crate::quality::feedback::Reason;
+                let status = if single {
+                    match report.errors.first().map(|e| e.reason) {
+                        None => StatusCode::OK,
+                        Some(Reason::Unmatched) => StatusCode::NOT_FOUND,
+                        Some(Reason::Duplicate) => StatusCode::CONFLICT,
+                        Some(_) => StatusCode::BAD_REQUEST,
+                    }
+                } else if report.received > 0 && report.invalid == report.received {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::OK
+                };
+                json_response(status, serde_json::to_value(&report).unwrap_or_default())
+            }
+            Err(e) => {
+                let mut r = error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                r
+            }
+        }
     }
 }
 
@@ -162,7 +294,12 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
         let st = state.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let st = st.clone();
-            async move { Ok::<_, Infallible>(st.route(&req)) }
+            async move {
+                if req.uri().path() == "/v1/feedback" && req.method() == Method::POST {
+                    return Ok::<_, Infallible>(st.feedback(req).await);
+                }
+                Ok::<_, Infallible>(st.route(&req))
+            }
         });
         let conn = graceful.watch(
             builder

@@ -14,6 +14,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MODELWATCH_ADMIN_LISTEN", "admin.listen"),
     ("MODELWATCH_SAMPLE_RATE", "sampling.rate"),
     ("MODELWATCH_LOG_FORMAT", "log.format"),
+    ("MODELWATCH_STORE_PATH", "quality.store_path"),
+    ("MODELWATCH_FEEDBACK_TOKEN", "quality.feedback_token"),
     ("RUST_LOG", "log.level"),
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
     (
@@ -90,6 +92,12 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
             .trim()
             .parse()
             .map_err(|_| invalid("MODELWATCH_SAMPLE_RATE", &v, "a number from 0 to 1"))?;
+    }
+    if let Some(v) = get("MODELWATCH_STORE_PATH") {
+        config.quality.store_path = v;
+    }
+    if let Some(v) = get("MODELWATCH_FEEDBACK_TOKEN") {
+        config.quality.feedback_token = v.trim().to_string();
     }
     if let Some(v) = get("MODELWATCH_LOG_FORMAT") {
         config.log.format = match v.trim() {

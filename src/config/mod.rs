@@ -60,6 +60,8 @@ pub struct Config {
     pub llm: LlmConfig,
     /// Sampled inputs and outputs as OTLP log records.
     pub payload_logs: PayloadLogsConfig,
+    /// Model quality: predictions joined with ground-truth labels that arrive later.
+    pub quality: QualityConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
@@ -306,6 +308,143 @@ pub struct ModelSettings {
     pub label_output: String,
     /// The output holding scores or probabilities per class (default: a vector output).
     pub scores_output: String,
+    /// `auto`, `classification` or `regression`: how predictions are compared
+    /// with labels. `auto`: classification when the model reports scores, a
+    /// text or boolean prediction, or `class_names` are set; else regression.
+    pub task: Task,
+    /// The positive class for binary precision, recall, F1 and AUC (default:
+    /// the second class, as scikit-learn's `pos_label=1`).
+    pub positive_class: String,
+}
+
+/// What kind of model it is, for quality metrics.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    #[default]
+    Auto,
+    Classification,
+    Regression,
+}
+
+/// Model quality: the feedback API, the join store and the windows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Keep sampled predictions so that labels sent to `POST /v1/feedback` join them.
+    pub enabled: bool,
+    /// The embedded store (a redb file on a volume) for predictions waiting for
+    /// labels, joined results and totals. Empty: in memory (lost on restart).
+    pub store_path: String,
+    /// What a label's `request_id` is matched against: `request-id` (the
+    /// request id header) or `response-id` (the `id` in the response body:
+    /// Open Inference Protocol and OpenAI responses).
+    pub join_key: JoinKey,
+    /// A prediction waits this long for its label; then it is expired and counted.
+    #[serde(with = "humantime_serde")]
+    pub label_ttl: Duration,
+    /// At most this many predictions are kept in the store; beyond it the
+    /// oldest are evicted and counted (fixes disk use during a label outage).
+    pub max_predictions: usize,
+    /// Sliding windows for the figures (a `total` window since the store was
+    /// created is always kept too).
+    #[serde(with = "humantime_list")]
+    pub windows: Vec<Duration>,
+    /// Predictions held in memory for the sliding windows; beyond it the
+    /// oldest leave the windows early and are counted.
+    pub max_window_rows: usize,
+    /// A window with fewer labelled rows reports no figures (only its sample count).
+    pub min_samples: usize,
+    /// Windowed figures are recomputed this often.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Distinct (model, version) pairs tracked; predictions of further ones are dropped and counted.
+    pub max_models: usize,
+    /// Distinct classes per model; further ones fold into `other`.
+    pub max_classes: usize,
+    /// Messages (prediction batches, feedback calls) waiting for the quality
+    /// thread; when full, predictions are dropped and counted and feedback
+    /// calls get 503.
+    pub queue_capacity: usize,
+    /// Largest feedback request body accepted (bytes); larger ones get 413.
+    pub max_feedback_bytes: usize,
+    /// When set, `POST /v1/feedback` requires `Authorization: Bearer <token>`.
+    pub feedback_token: String,
+    /// Store commits are flushed to disk at least this often (and at shutdown);
+    /// a crash loses at most this much.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// Estimated performance before labels arrive (CBPE).
+    pub estimation: EstimationConfig,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        QualityConfig {
+            enabled: true,
+            store_path: String::new(),
+            join_key: JoinKey::RequestId,
+            label_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_predictions: 200_000,
+            windows: vec![Duration::from_secs(3600), Duration::from_secs(24 * 3600)],
+            max_window_rows: 100_000,
+            min_samples: 30,
+            refresh_interval: Duration::from_secs(10),
+            max_models: 16,
+            max_classes: 20,
+            queue_capacity: 1024,
+            max_feedback_bytes: 16 * 1024 * 1024,
+            feedback_token: String::new(),
+            sync_interval: Duration::from_secs(1),
+            estimation: EstimationConfig::default(),
+        }
+    }
+}
+
+/// Confidence-based performance estimation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EstimationConfig {
+    /// Estimate accuracy, precision, recall and F1 from calibrated scores.
+    pub enabled: bool,
+    /// The first this many labelled rows of each model version form the
+    /// reference on which the score calibration is fitted.
+    pub reference_rows: usize,
+}
+
+impl Default for EstimationConfig {
+    fn default() -> Self {
+        EstimationConfig {
+            enabled: true,
+            reference_rows: 1000,
+        }
+    }
+}
+
+/// What labels are joined by.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum JoinKey {
+    RequestId,
+    ResponseId,
+}
+
+/// A list of durations written like `1h`, `24h`.
+mod humantime_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|d| crate::quality::engine::window_name(*d)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let items = Vec::<String>::deserialize(d)?;
+        items
+            .iter()
+            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 /// JSONPath expressions (RFC 9535) evaluated against
@@ -612,6 +751,7 @@ impl Config {
                 "an integer of at least 1",
             ));
         }
+        self.validate_quality()?;
         if self.telemetry.service_name.is_empty() {
             return Err(invalid("telemetry.service_name", "", "a non-empty name"));
         }
@@ -620,6 +760,65 @@ impl Config {
                 "log.level",
                 &self.log.level,
                 "a RUST_LOG-style filter, e.g. info or modelwatch=debug,info",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_quality(&self) -> Result<(), ConfigError> {
+        let q = &self.quality;
+        positive("quality.label_ttl", q.label_ttl)?;
+        positive("quality.refresh_interval", q.refresh_interval)?;
+        positive("quality.sync_interval", q.sync_interval)?;
+        for (key, value) in [
+            ("quality.max_predictions", q.max_predictions),
+            ("quality.max_window_rows", q.max_window_rows),
+            ("quality.min_samples", q.min_samples),
+            ("quality.max_models", q.max_models),
+            ("quality.queue_capacity", q.queue_capacity),
+            ("quality.max_feedback_bytes", q.max_feedback_bytes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, 0, "an integer of at least 1"));
+            }
+        }
+        if q.max_models > u16::MAX as usize {
+            return Err(invalid("quality.max_models", q.max_models, "1 to 65535"));
+        }
+        if !(2..=1000).contains(&q.max_classes) {
+            return Err(invalid(
+                "quality.max_classes",
+                q.max_classes,
+                "an integer from 2 to 1000",
+            ));
+        }
+        if q.windows.len() > 8 || q.windows.iter().any(|w| w.is_zero()) {
+            let shown: Vec<String> = q
+                .windows
+                .iter()
+                .map(|d| humantime::format_duration(*d).to_string())
+                .collect();
+            return Err(invalid(
+                "quality.windows",
+                format!("[{}]", shown.join(", ")),
+                "up to 8 durations above zero, e.g. [1h, 24h]",
+            ));
+        }
+        if q.estimation.reference_rows < 2 {
+            return Err(invalid(
+                "quality.estimation.reference_rows",
+                q.estimation.reference_rows,
+                "an integer of at least 2",
+            ));
+        }
+        if !q.feedback_token.is_empty()
+            && (q.feedback_token.len() < 16
+                || !q.feedback_token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "quality.feedback_token",
+                "(hidden)",
+                "empty (no authentication) or at least 16 visible ASCII characters",
             ));
         }
         Ok(())

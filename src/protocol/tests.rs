@@ -166,6 +166,7 @@ fn oip_batch_rows_with_configured_names() {
         class_names: vec!["malignant".into(), "benign".into()],
         label_output: "predict".into(),
         scores_output: "predict_proba".into(),
+        ..ModelSettings::default()
     });
     let rs = decode(
         &sample("/v2/models/bc/infer", req, resp, "application/json"),

@@ -74,6 +74,21 @@ pub struct Instruments {
     pub llm_output_characters: Histogram<u64>,
     pub inferences: Counter<u64>,
     pub decode_errors: Counter<u64>,
+    pub quality_predictions: Counter<u64>,
+    pub quality_predictions_dropped: Counter<u64>,
+    pub quality_feedback: Counter<u64>,
+    pub quality_labels: Counter<u64>,
+    pub quality_confusion: Counter<u64>,
+    pub quality_score: Histogram<f64>,
+    pub quality_log_loss: Counter<f64>,
+    pub quality_error_absolute: Counter<f64>,
+    pub quality_error_squared: Counter<f64>,
+    pub quality_error_percentage: Counter<f64>,
+    pub quality_label_sum: UpDownCounter<f64>,
+    pub quality_label_squares: Counter<f64>,
+    pub quality_label_delay: Histogram<f64>,
+    pub quality_pending_removed: Counter<u64>,
+    pub quality_window_evicted: Counter<u64>,
 }
 
 fn describe<T>(
@@ -103,6 +118,7 @@ impl Instruments {
                 .build()
         };
         let counter = |m: MetricName| describe(meter.u64_counter(m.name), m).build();
+        let f64_counter = |m: MetricName| describe(meter.f64_counter(m.name), m).build();
         Instruments {
             request_duration: f64_hist(HTTP_SERVER_REQUEST_DURATION, DURATION_BUCKETS),
             active_requests: describe(
@@ -128,6 +144,25 @@ impl Instruments {
             llm_output_characters: u64_hist(LLM_OUTPUT_CHARACTERS, CHARACTER_BUCKETS),
             inferences: counter(INFERENCES),
             decode_errors: counter(DECODE_ERRORS),
+            quality_predictions: counter(QUALITY_PREDICTIONS),
+            quality_predictions_dropped: counter(QUALITY_PREDICTIONS_DROPPED),
+            quality_feedback: counter(QUALITY_FEEDBACK),
+            quality_labels: counter(QUALITY_LABELS),
+            quality_confusion: counter(QUALITY_CONFUSION),
+            quality_score: f64_hist(QUALITY_SCORE, SCORE_BUCKETS),
+            quality_log_loss: f64_counter(QUALITY_LOG_LOSS_SUM),
+            quality_error_absolute: f64_counter(QUALITY_ERROR_ABSOLUTE),
+            quality_error_squared: f64_counter(QUALITY_ERROR_SQUARED),
+            quality_error_percentage: f64_counter(QUALITY_ERROR_PERCENTAGE),
+            quality_label_sum: describe(
+                meter.f64_up_down_counter(QUALITY_LABEL_SUM.name),
+                QUALITY_LABEL_SUM,
+            )
+            .build(),
+            quality_label_squares: f64_counter(QUALITY_LABEL_SQUARES),
+            quality_label_delay: f64_hist(QUALITY_LABEL_DELAY, LABEL_DELAY_BUCKETS),
+            quality_pending_removed: counter(QUALITY_PENDING_REMOVED),
+            quality_window_evicted: counter(QUALITY_WINDOW_EVICTED),
         }
     }
 }

@@ -197,6 +197,222 @@ metric!(
 metric!(LOGS_DROPPED, "modelwatch.export.logs.dropped", "{record}", Counter,
     "Payload log records dropped because payload_logs.queue_capacity records were already waiting for export.");
 
+// Model quality (labels joined to predictions). Counters and histograms add
+// up across replicas; gauges carry the windowed figures of one pod.
+metric!(
+    QUALITY_PREDICTIONS,
+    "modelwatch.quality.predictions",
+    "{prediction}",
+    Counter,
+    "Predictions stored to wait for their labels, by model and version."
+);
+metric!(QUALITY_PREDICTIONS_DROPPED, "modelwatch.quality.predictions.dropped", "{prediction}", Counter,
+    "Predictions not stored: queue_full, model_limit (quality.max_models reached), no_join_key (join_key response-id and the response has no id), no_prediction.");
+metric!(
+    QUALITY_FEEDBACK,
+    "modelwatch.quality.feedback.items",
+    "{label}",
+    Counter,
+    "Labels received by the feedback API, by result: joined, unmatched, duplicate, invalid."
+);
+metric!(
+    QUALITY_LABELS,
+    "modelwatch.quality.labels",
+    "{label}",
+    Counter,
+    "Labels joined to a prediction, by model and version."
+);
+metric!(
+    QUALITY_CONFUSION,
+    "modelwatch.quality.confusion",
+    "{row}",
+    Counter,
+    "Joined classification rows by actual and predicted class: the confusion matrix, cell by cell."
+);
+metric!(QUALITY_SCORE, "modelwatch.quality.score", "", Histogram,
+    "Joined rows' score for each class, split by whether that class was the actual one (actual=true/false): ROC AUC can be computed fleet-wide from the buckets.");
+metric!(
+    QUALITY_LOG_LOSS_SUM,
+    "modelwatch.quality.log_loss.sum",
+    "",
+    Counter,
+    "Sum of the log loss of joined classification rows with scores."
+);
+metric!(
+    QUALITY_ERROR_ABSOLUTE,
+    "modelwatch.quality.error.absolute",
+    "",
+    Counter,
+    "Regression: sum of |label - prediction| of joined rows."
+);
+metric!(
+    QUALITY_ERROR_SQUARED,
+    "modelwatch.quality.error.squared",
+    "",
+    Counter,
+    "Regression: sum of (label - prediction)^2 of joined rows."
+);
+metric!(
+    QUALITY_ERROR_PERCENTAGE,
+    "modelwatch.quality.error.absolute_percentage",
+    "",
+    Counter,
+    "Regression: sum of |label - prediction| / max(|label|, eps) of joined rows."
+);
+metric!(
+    QUALITY_LABEL_SUM,
+    "modelwatch.quality.label.sum",
+    "",
+    UpDownCounter,
+    "Regression: sum of the labels of joined rows (with label.squares, R^2 fleet-wide)."
+);
+metric!(
+    QUALITY_LABEL_SQUARES,
+    "modelwatch.quality.label.squares",
+    "",
+    Counter,
+    "Regression: sum of the squared labels of joined rows."
+);
+metric!(
+    QUALITY_LABEL_DELAY,
+    "modelwatch.quality.label.delay",
+    "s",
+    Histogram,
+    "Time from a prediction to its label (the label's timestamp, else its arrival)."
+);
+metric!(QUALITY_PENDING_REMOVED, "modelwatch.quality.pending.removed", "{prediction}", Counter,
+    "Predictions removed before a label arrived: expired (quality.label_ttl) or evicted (quality.max_predictions).");
+metric!(
+    QUALITY_WINDOW_EVICTED,
+    "modelwatch.quality.window.evicted",
+    "{prediction}",
+    Counter,
+    "Predictions that left the sliding windows early because quality.max_window_rows were held."
+);
+metric!(
+    QUALITY_PENDING,
+    "modelwatch.quality.pending",
+    "{prediction}",
+    Gauge,
+    "Predictions waiting for a label."
+);
+metric!(
+    QUALITY_STORE_SIZE,
+    "modelwatch.quality.store.size",
+    "By",
+    Gauge,
+    "Size of the quality store file."
+);
+metric!(
+    QUALITY_SAMPLES,
+    "modelwatch.quality.samples",
+    "{row}",
+    Gauge,
+    "Labelled rows in the window. Below quality.min_samples, the window reports no figures."
+);
+metric!(
+    QUALITY_WINDOW_PREDICTIONS,
+    "modelwatch.quality.window.predictions",
+    "{prediction}",
+    Gauge,
+    "Predictions made in the window, labelled or not."
+);
+metric!(
+    QUALITY_ACCURACY,
+    "modelwatch.quality.accuracy",
+    "1",
+    Gauge,
+    "Accuracy in the window."
+);
+metric!(QUALITY_PRECISION, "modelwatch.quality.precision", "1", Gauge,
+    "Precision in the window: per class (average=none, class=...), macro, weighted, or binary (class = the positive class).");
+metric!(
+    QUALITY_RECALL,
+    "modelwatch.quality.recall",
+    "1",
+    Gauge,
+    "Recall in the window, as precision."
+);
+metric!(
+    QUALITY_F1,
+    "modelwatch.quality.f1",
+    "1",
+    Gauge,
+    "F1 in the window, as precision."
+);
+metric!(
+    QUALITY_ROC_AUC,
+    "modelwatch.quality.roc_auc",
+    "1",
+    Gauge,
+    "ROC AUC in the window: binary (the positive class's score) or one-vs-rest macro."
+);
+metric!(
+    QUALITY_LOG_LOSS,
+    "modelwatch.quality.log_loss",
+    "",
+    Gauge,
+    "Mean log loss in the window."
+);
+metric!(
+    QUALITY_MAE,
+    "modelwatch.quality.mae",
+    "",
+    Gauge,
+    "Regression: mean absolute error in the window."
+);
+metric!(
+    QUALITY_RMSE,
+    "modelwatch.quality.rmse",
+    "",
+    Gauge,
+    "Regression: root mean squared error in the window."
+);
+metric!(
+    QUALITY_MAPE,
+    "modelwatch.quality.mape",
+    "",
+    Gauge,
+    "Regression: mean absolute percentage error (a fraction) in the window."
+);
+metric!(
+    QUALITY_R2,
+    "modelwatch.quality.r2",
+    "",
+    Gauge,
+    "Regression: coefficient of determination in the window."
+);
+metric!(QUALITY_ESTIMATED_ACCURACY, "modelwatch.quality.estimated_accuracy", "1", Gauge,
+    "Accuracy estimated from calibrated scores (CBPE) over every prediction in the window, labelled or not.");
+metric!(
+    QUALITY_ESTIMATED_PRECISION,
+    "modelwatch.quality.estimated_precision",
+    "1",
+    Gauge,
+    "Estimated precision (macro, or binary for the positive class)."
+);
+metric!(
+    QUALITY_ESTIMATED_RECALL,
+    "modelwatch.quality.estimated_recall",
+    "1",
+    Gauge,
+    "Estimated recall (macro, or binary)."
+);
+metric!(
+    QUALITY_ESTIMATED_F1,
+    "modelwatch.quality.estimated_f1",
+    "1",
+    Gauge,
+    "Estimated F1 (macro, or binary)."
+);
+metric!(
+    QUALITY_ESTIMATION_GAP,
+    "modelwatch.quality.estimation_gap",
+    "1",
+    Gauge,
+    "Estimated minus realized accuracy over the window's labelled rows."
+);
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -226,6 +442,40 @@ pub const ALL: &[MetricName] = &[
     INFERENCES,
     DECODE_ERRORS,
     LOGS_DROPPED,
+    QUALITY_PREDICTIONS,
+    QUALITY_PREDICTIONS_DROPPED,
+    QUALITY_FEEDBACK,
+    QUALITY_LABELS,
+    QUALITY_CONFUSION,
+    QUALITY_SCORE,
+    QUALITY_LOG_LOSS_SUM,
+    QUALITY_ERROR_ABSOLUTE,
+    QUALITY_ERROR_SQUARED,
+    QUALITY_ERROR_PERCENTAGE,
+    QUALITY_LABEL_SUM,
+    QUALITY_LABEL_SQUARES,
+    QUALITY_LABEL_DELAY,
+    QUALITY_PENDING_REMOVED,
+    QUALITY_WINDOW_EVICTED,
+    QUALITY_PENDING,
+    QUALITY_STORE_SIZE,
+    QUALITY_SAMPLES,
+    QUALITY_WINDOW_PREDICTIONS,
+    QUALITY_ACCURACY,
+    QUALITY_PRECISION,
+    QUALITY_RECALL,
+    QUALITY_F1,
+    QUALITY_ROC_AUC,
+    QUALITY_LOG_LOSS,
+    QUALITY_MAE,
+    QUALITY_RMSE,
+    QUALITY_MAPE,
+    QUALITY_R2,
+    QUALITY_ESTIMATED_ACCURACY,
+    QUALITY_ESTIMATED_PRECISION,
+    QUALITY_ESTIMATED_RECALL,
+    QUALITY_ESTIMATED_F1,
+    QUALITY_ESTIMATION_GAP,
 ];
 
 /// Attribute keys.
@@ -260,7 +510,27 @@ pub mod attr {
     pub const STREAMING: &str = "modelwatch.llm.streaming";
     pub const OUTCOME: &str = "modelwatch.llm.outcome";
     pub const PROTOCOL: &str = "modelwatch.protocol";
+    pub const MODEL: &str = "model";
+    pub const MODEL_VERSION: &str = "model_version";
+    pub const WINDOW: &str = "window";
+    pub const AVERAGE: &str = "average";
+    pub const CLASS: &str = "class";
+    pub const ACTUAL: &str = "actual";
+    pub const PREDICTED: &str = "predicted";
+    pub const RESULT: &str = "result";
 }
+
+/// Buckets of `modelwatch.quality.score`: twenty equal bins of [0, 1].
+pub const SCORE_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
+    0.9, 0.95,
+];
+
+/// Buckets (seconds) of `modelwatch.quality.label.delay`: one second to 30 days.
+pub const LABEL_DELAY_BUCKETS: &[f64] = &[
+    1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 10800.0, 21600.0, 43200.0, 86400.0, 259200.0, 604800.0,
+    2592000.0,
+];
 
 /// Bucket boundaries (seconds) for request durations: the HTTP convention's
 /// boundaries, extended up to 5 minutes because LLM requests run that long.

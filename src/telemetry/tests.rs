@@ -35,6 +35,28 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
     i.llm_output_characters.record(1, &[]);
     i.inferences.add(1, &[]);
     i.decode_errors.add(1, &[]);
+    i.quality_predictions.add(1, &[]);
+    i.quality_predictions_dropped.add(1, &[]);
+    i.quality_feedback.add(1, &[]);
+    i.quality_labels.add(1, &[]);
+    i.quality_confusion.add(1, &[]);
+    i.quality_score.record(0.5, &[]);
+    i.quality_log_loss.add(0.5, &[]);
+    i.quality_error_absolute.add(0.5, &[]);
+    i.quality_error_squared.add(0.5, &[]);
+    i.quality_error_percentage.add(0.5, &[]);
+    i.quality_label_sum.add(0.5, &[]);
+    i.quality_label_squares.add(0.5, &[]);
+    i.quality_label_delay.record(0.5, &[]);
+    i.quality_pending_removed.add(1, &[]);
+    i.quality_window_evicted.add(1, &[]);
+    crate::quality::register_gauges(
+        &t.meter,
+        std::sync::Arc::new(std::sync::RwLock::new(
+            crate::quality::engine::tests::full_snapshot(),
+        )),
+        Default::default(),
+    );
     let text = t.render_prometheus();
     for m in names::ALL {
         let name = prometheus_name(m);

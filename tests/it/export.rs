@@ -89,9 +89,12 @@ async fn vm_value(vm: &Service, query: &str) -> Option<f64> {
 async fn otlp_metrics_reach_victoria_metrics() {
     let vm = victoria_metrics_on(free_port()).await;
     let up = TestUpstream::start().await;
+    // A generous export timeout: with the whole suite running on two cores,
+    // one export may take longer than a second, and this test counts failures.
+    let config = otlp_config(&vm.url("/opentelemetry")).replace("timeout: 1s", "timeout: 10s");
     let mw = Modelwatch::start(
         Options::new(up.url())
-            .config(&otlp_config(&vm.url("/opentelemetry")))
+            .config(&config)
             .env("K8S_POD_NAME", "model-7d9f")
             .env("K8S_NAMESPACE_NAME", "serving"),
     )

@@ -1,0 +1,1281 @@
+//! The quality engine: the one owner of the join store. It takes predictions
+//! from the analysis thread and labels from the feedback API, joins them,
+//! keeps totals and sliding windows, and publishes a [`Snapshot`] of the
+//! figures for the gauges and `/v1/status`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use opentelemetry::KeyValue;
+use serde::{Deserialize, Serialize};
+
+use super::feedback::{ItemError, LabelItem, Parsed, Reason};
+use super::metrics::{self, Calibration, Confusion, Prf, RegressionFigures};
+use super::store::{join_key, ModelInfo, Store, StoreError, Stored, Tables, Target};
+use super::QualityStats;
+use crate::config::{ProtocolConfig, QualityConfig, Task};
+use crate::protocol::Value;
+use crate::telemetry::names::attr;
+use crate::telemetry::Instruments;
+
+/// Bins of the persisted score histograms behind the `total` window's AUC.
+pub const TOTAL_BINS: usize = 200;
+/// At most this many per-item errors are listed in a feedback answer.
+pub const MAX_LISTED_ERRORS: usize = 100;
+
+/// One prediction handed over by the analysis thread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub key: Vec<u8>,
+    pub time_ms: u64,
+    pub model: String,
+    pub version: String,
+    pub prediction: Option<Value>,
+    pub scores: Vec<(String, f64)>,
+}
+
+/// What a feedback call achieved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FeedbackReport {
+    pub received: usize,
+    pub joined: usize,
+    pub unmatched: usize,
+    pub duplicate: usize,
+    pub invalid: usize,
+    pub errors: Vec<ItemError>,
+    pub errors_truncated: bool,
+}
+
+impl FeedbackReport {
+    fn fail(&mut self, e: ItemError) {
+        match e.reason {
+            Reason::Unmatched => self.unmatched += 1,
+            Reason::Duplicate => self.duplicate += 1,
+            _ => self.invalid += 1,
+        }
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push(e);
+        } else {
+            self.errors_truncated = true;
+        }
+    }
+}
+
+/// Running sums since the store was created (the `total` window).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub predictions: u64,
+    pub labelled: u64,
+    pub confusion: Confusion,
+    /// Per class: score bins of rows whose actual class is / is not that class.
+    pub score_pos: Vec<Vec<u64>>,
+    pub score_neg: Vec<Vec<u64>>,
+    pub log_loss_sum: f64,
+    pub log_loss_rows: u64,
+    pub abs_sum: f64,
+    pub sq_sum: f64,
+    pub ape_sum: f64,
+    pub y_sum: f64,
+    pub y2_sum: f64,
+}
+
+/// Figures of one window for one model version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowFigures {
+    pub window: String,
+    /// Predictions made in the window.
+    pub predictions: u64,
+    /// Of those, the ones with a label.
+    pub labelled: u64,
+    /// False while `labelled` is below `quality.min_samples`: no figures then.
+    pub enough_labels: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macro_avg: Option<Prf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weighted_avg: Option<Prf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<ClassFigures>,
+    /// Binary: AUC of the positive class's score; multi-class: one-vs-rest macro.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roc_auc: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<Vec<ConfusionCell>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated: Option<Estimated>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassFigures {
+    pub class: String,
+    #[serde(flatten)]
+    pub prf: Prf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfusionCell {
+    pub actual: String,
+    pub predicted: String,
+    pub count: u64,
+}
+
+/// CBPE figures: expected from calibrated scores, labels or not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimated {
+    /// Rows the estimate is over (predictions with scores in the window).
+    pub rows: u64,
+    pub accuracy: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub macro_avg: Option<Prf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<ClassFigures>,
+    /// Estimated minus realized accuracy over the labelled rows of the window
+    /// (how far off the estimate is where the truth is known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<f64>,
+}
+
+/// One model version's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelFigures {
+    pub model: String,
+    pub model_version: String,
+    pub task: &'static str,
+    pub classes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positive_class: Option<String>,
+    pub reference_rows: usize,
+    pub calibrated: bool,
+    pub windows: Vec<WindowFigures>,
+}
+
+/// What the gauges and `/v1/status` read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub models: Vec<ModelFigures>,
+    pub pending: u64,
+    pub stored: u64,
+    pub store_bytes: u64,
+    pub store_path: Option<String>,
+    pub min_samples: usize,
+}
+
+/// A prediction in the sliding windows.
+#[derive(Debug, Clone)]
+struct WindowRow {
+    seq: u64,
+    time_ms: u64,
+    model: u16,
+    prediction: Target,
+    scores: Box<[f64]>,
+    label: Option<Target>,
+}
+
+struct ModelState {
+    info: ModelInfo,
+    totals: Totals,
+    reference: Vec<(u16, Vec<f64>)>,
+    calibration: Option<Calibration>,
+    configured_positive: String,
+    class_names: Vec<String>,
+    attrs: [KeyValue; 2],
+    dirty_info: bool,
+    dirty_totals: bool,
+    dirty_reference: bool,
+}
+
+impl ModelState {
+    fn new(info: ModelInfo, settings: Option<&crate::config::ModelSettings>) -> ModelState {
+        let attrs = [
+            KeyValue::new(attr::MODEL, info.model.clone()),
+            KeyValue::new(attr::MODEL_VERSION, info.version.clone()),
+        ];
+        ModelState {
+            info,
+            totals: Totals::default(),
+            reference: Vec::new(),
+            calibration: None,
+            configured_positive: settings
+                .map(|s| s.positive_class.clone())
+                .unwrap_or_default(),
+            class_names: settings.map(|s| s.class_names.clone()).unwrap_or_default(),
+            attrs,
+            dirty_info: true,
+            dirty_totals: false,
+            dirty_reference: false,
+        }
+    }
+
+    /// The class index of `name`; past `max_classes`, the `other` class.
+    fn intern(&mut self, name: &str, max_classes: usize) -> u16 {
+        if let Some(i) = self.info.classes.iter().position(|c| c == name) {
+            return i as u16;
+        }
+        if self.info.classes.len() + 1 < max_classes {
+            self.info.classes.push(name.to_string());
+            self.dirty_info = true;
+            return (self.info.classes.len() - 1) as u16;
+        }
+        if let Some(i) = self.info.classes.iter().position(|c| c == OTHER) {
+            return i as u16;
+        }
+        self.info.classes.push(OTHER.to_string());
+        self.dirty_info = true;
+        (self.info.classes.len() - 1) as u16
+    }
+
+    /// A class from a JSON-ish value: text as is, an integer through
+    /// `class_names` when configured, a boolean as `true`/`false`.
+    fn class_of(&mut self, v: &Value, max_classes: usize) -> Option<u16> {
+        let name = match v {
+            Value::Text(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) if n.fract() == 0.0 && n.is_finite() => {
+                let i = *n as i64;
+                match usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.class_names.get(i))
+                {
+                    Some(name) => name.clone(),
+                    None => i.to_string(),
+                }
+            }
+            _ => return None,
+        };
+        Some(self.intern(&name, max_classes))
+    }
+
+    fn positive(&self) -> Option<usize> {
+        if !self.configured_positive.is_empty() {
+            return self
+                .info
+                .classes
+                .iter()
+                .position(|c| *c == self.configured_positive);
+        }
+        (self.info.classes.len() == 2).then_some(1)
+    }
+}
+
+/// The class that classes past `quality.max_classes` fold into.
+pub const OTHER: &str = "other";
+
+/// The quality engine. Runs on its own thread (see [`super::spawn`]).
+pub struct Engine {
+    config: QualityConfig,
+    protocol: ProtocolConfig,
+    /// Taken out while a write transaction runs (see [`Engine::write`]).
+    store: Option<Store>,
+    models: Vec<ModelState>,
+    by_name: HashMap<(String, String), u16>,
+    window: VecDeque<WindowRow>,
+    longest_window_ms: u64,
+    next_seq: u64,
+    records: u64,
+    unlabelled: u64,
+    instruments: Instruments,
+    stats: Arc<QualityStats>,
+    pub snapshot: Arc<RwLock<Snapshot>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A window's label value: `1h`, `24h`, `15m`, `90s`.
+pub fn window_name(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else if s > 0 {
+        format!("{s}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+impl Engine {
+    /// Opens the store and rebuilds the state it holds.
+    pub fn open(
+        config: QualityConfig,
+        protocol: ProtocolConfig,
+        instruments: Instruments,
+        stats: Arc<QualityStats>,
+    ) -> Result<Engine, StoreError> {
+        let path =
+            (!config.store_path.is_empty()).then(|| std::path::PathBuf::from(&config.store_path));
+        let store = Store::open(path.as_deref())?;
+        let longest_window_ms = config
+            .windows
+            .iter()
+            .map(|w| w.as_millis() as u64)
+            .max()
+            .unwrap_or(0);
+        let loaded = store.load(
+            now_ms().saturating_sub(longest_window_ms),
+            config.max_window_rows,
+        )?;
+        let mut engine = Engine {
+            store: Some(store),
+            models: Vec::new(),
+            by_name: HashMap::new(),
+            window: VecDeque::new(),
+            longest_window_ms,
+            next_seq: loaded.next_seq,
+            records: loaded.records,
+            unlabelled: loaded.unlabelled,
+            instruments,
+            stats,
+            snapshot: Arc::new(RwLock::new(Snapshot::default())),
+            config,
+            protocol,
+        };
+        let mut models: Vec<(u16, ModelInfo)> = loaded.models;
+        models.sort_by_key(|(id, _)| *id);
+        for (id, info) in models {
+            debug_assert_eq!(id as usize, engine.models.len());
+            let settings = crate::protocol::model_settings(&engine.protocol, Some(&info.model));
+            let mut m = ModelState::new(info, settings);
+            m.dirty_info = false;
+            engine
+                .by_name
+                .insert((m.info.model.clone(), m.info.version.clone()), id);
+            engine.models.push(m);
+        }
+        for (id, bytes) in loaded.totals {
+            if let Some(m) = engine.models.get_mut(id as usize) {
+                m.totals = postcard::from_bytes(&bytes)?;
+            }
+        }
+        for (id, bytes) in loaded.references {
+            if let Some(m) = engine.models.get_mut(id as usize) {
+                m.reference = postcard::from_bytes(&bytes)?;
+            }
+        }
+        for id in 0..engine.models.len() {
+            engine.fit_if_ready(id);
+        }
+        for (seq, s) in loaded.recent {
+            engine.window.push_back(WindowRow {
+                seq,
+                time_ms: s.time_ms,
+                model: s.model,
+                prediction: s.prediction,
+                scores: s.scores.into_boxed_slice(),
+                label: s.label,
+            });
+        }
+        if engine.records > 0 {
+            tracing::info!(
+                stored = engine.records,
+                pending = engine.unlabelled,
+                models = engine.models.len(),
+                "quality store loaded"
+            );
+        }
+        engine.publish_counts();
+        Ok(engine)
+    }
+
+    fn publish_counts(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.pending.store(self.unlabelled, Relaxed);
+        self.stats.stored.store(self.records, Relaxed);
+    }
+
+    /// Stores a batch of predictions (one transaction).
+    pub fn add_predictions(
+        &mut self,
+        batch: Vec<Prediction>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        let result = self.write(sync, |e, t| {
+            for p in batch {
+                e.add_prediction(t, p)?;
+            }
+            e.persist_dirty(t)
+        });
+        self.publish_counts();
+        result
+    }
+
+    fn model_id(
+        &mut self,
+        model: &str,
+        version: &str,
+        has_scores: bool,
+        prediction: Option<&Value>,
+    ) -> Option<u16> {
+        if let Some(id) = self.by_name.get(&(model.to_string(), version.to_string())) {
+            return Some(*id);
+        }
+        if self.models.len() >= self.config.max_models {
+            return None;
+        }
+        let settings = crate::protocol::model_settings(&self.protocol, Some(model));
+        let task = settings.map(|s| s.task).unwrap_or_default();
+        let regression = match task {
+            Task::Regression => true,
+            Task::Classification => false,
+            Task::Auto => {
+                !has_scores
+                    && settings.is_none_or(|s| s.class_names.is_empty())
+                    && matches!(prediction, Some(Value::Number(_)))
+            }
+        };
+        let info = ModelInfo {
+            model: model.to_string(),
+            version: version.to_string(),
+            regression,
+            classes: Vec::new(),
+        };
+        let mut state = ModelState::new(info, settings);
+        if !regression {
+            let names = state.class_names.clone();
+            for n in names.iter().take(self.config.max_classes) {
+                state.intern(n, self.config.max_classes);
+            }
+        }
+        let id = self.models.len() as u16;
+        self.models.push(state);
+        self.by_name
+            .insert((model.to_string(), version.to_string()), id);
+        Some(id)
+    }
+
+    fn drop_prediction(&self, reason: &'static str) {
+        self.instruments
+            .quality_predictions_dropped
+            .add(1, &[KeyValue::new(attr::REASON, reason)]);
+    }
+
+    fn add_prediction(&mut self, t: &mut Tables<'_>, p: Prediction) -> Result<(), StoreError> {
+        let Some(id) = self.model_id(
+            &p.model,
+            &p.version,
+            !p.scores.is_empty(),
+            p.prediction.as_ref(),
+        ) else {
+            self.drop_prediction("model_limit");
+            return Ok(());
+        };
+        let max_classes = self.config.max_classes;
+        let m = &mut self.models[id as usize];
+        let (prediction, scores) = if m.info.regression {
+            match p.prediction.as_ref().and_then(Value::as_f64) {
+                Some(v) if v.is_finite() => (Target::Value(v), Vec::new()),
+                _ => {
+                    self.drop_prediction("no_prediction");
+                    return Ok(());
+                }
+            }
+        } else {
+            let mut scores: Vec<f64> = Vec::new();
+            for (name, s) in &p.scores {
+                let c = m.intern(name, max_classes) as usize;
+                if scores.len() <= c {
+                    scores.resize(c + 1, 0.0);
+                }
+                scores[c] += s;
+            }
+            let class = match &p.prediction {
+                Some(v) => m.class_of(v, max_classes),
+                None => metrics_argmax(&scores).map(|c| c as u16),
+            };
+            match class {
+                Some(c) => (Target::Class(c), scores),
+                None => {
+                    self.drop_prediction("no_prediction");
+                    return Ok(());
+                }
+            }
+        };
+        m.totals.predictions += 1;
+        m.dirty_totals = true;
+        self.instruments.quality_predictions.add(1, &m.attrs);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let record = Stored {
+            key: p.key,
+            time_ms: p.time_ms,
+            model: id,
+            prediction,
+            scores,
+            label: None,
+        };
+        t.insert(seq, &record)?;
+        self.records += 1;
+        self.unlabelled += 1;
+        self.window.push_back(WindowRow {
+            seq,
+            time_ms: record.time_ms,
+            model: id,
+            prediction,
+            scores: record.scores.into_boxed_slice(),
+            label: None,
+        });
+        if self.window.len() > self.config.max_window_rows {
+            self.window.pop_front();
+            self.instruments.quality_window_evicted.add(1, &[]);
+        }
+        while self.records > self.config.max_predictions as u64 {
+            let Some((seq, old)) = t.oldest()? else { break };
+            t.remove(seq, &old)?;
+            self.records -= 1;
+            if old.label.is_none() {
+                self.unlabelled -= 1;
+                self.instruments
+                    .quality_pending_removed
+                    .add(1, &[KeyValue::new(attr::REASON, "evicted")]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins a batch of labels (one transaction) and reports on each.
+    pub fn add_labels(&mut self, parsed: Parsed, sync: bool) -> Result<FeedbackReport, StoreError> {
+        let mut report = FeedbackReport {
+            received: parsed.received(),
+            ..FeedbackReport::default()
+        };
+        let mut errors = parsed.errors;
+        let result = self.write(sync, |e, t| {
+            for item in parsed.items {
+                match e.join(t, &item) {
+                    Ok(true) => report.joined += 1,
+                    Ok(false) => {}
+                    Err(JoinError::Item(reason)) => {
+                        errors.push(ItemError::new(item.index, Some(item.id.clone()), reason))
+                    }
+                    Err(JoinError::Store(err)) => return Err(err),
+                }
+            }
+            e.persist_dirty(t)
+        });
+        result?;
+        errors.sort_by_key(|e| e.index);
+        for e in errors {
+            report.fail(e);
+        }
+        for (result, n) in [
+            ("joined", report.joined),
+            ("unmatched", report.unmatched),
+            ("duplicate", report.duplicate),
+            ("invalid", report.invalid),
+        ] {
+            if n > 0 {
+                self.instruments
+                    .quality_feedback
+                    .add(n as u64, &[KeyValue::new(attr::RESULT, result)]);
+            }
+        }
+        self.publish_counts();
+        Ok(report)
+    }
+
+    fn join(&mut self, t: &mut Tables<'_>, item: &LabelItem) -> Result<bool, JoinError> {
+        let key = join_key(&item.id, item.row);
+        let Some((seq, mut record)) = t.find(&key)? else {
+            return Err(JoinError::Item(Reason::Unmatched));
+        };
+        if record.label.is_some() {
+            return Err(JoinError::Item(Reason::Duplicate));
+        }
+        let max_classes = self.config.max_classes;
+        let m = &mut self.models[record.model as usize];
+        if item
+            .model
+            .as_ref()
+            .is_some_and(|name| *name != m.info.model)
+        {
+            return Err(JoinError::Item(Reason::ModelMismatch));
+        }
+        let label = if m.info.regression {
+            match item.label.as_f64() {
+                Some(v) if item.label.is_number() => Target::Value(v),
+                _ => return Err(JoinError::Item(Reason::WrongLabelType)),
+            }
+        } else {
+            let v = match &item.label {
+                serde_json::Value::String(s) => Value::Text(s.clone()),
+                serde_json::Value::Bool(b) => Value::Bool(*b),
+                serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
+                _ => return Err(JoinError::Item(Reason::WrongLabelType)),
+            };
+            match m.class_of(&v, max_classes) {
+                Some(c) => Target::Class(c),
+                None => return Err(JoinError::Item(Reason::WrongLabelType)),
+            }
+        };
+        record.label = Some(label);
+        t.update(seq, &record)?;
+        self.unlabelled -= 1;
+        if let Ok(i) = self.window.binary_search_by_key(&seq, |r| r.seq) {
+            self.window[i].label = Some(label);
+        }
+        let label_time = item.time_ms.unwrap_or_else(now_ms);
+        let id = record.model as usize;
+        self.account(id, &record, label, label_time);
+        Ok(true)
+    }
+
+    /// Adds one joined row to the totals, the reference and the exported counters.
+    fn account(&mut self, id: usize, record: &Stored, label: Target, label_time_ms: u64) {
+        let reference_rows = self.config.estimation.reference_rows;
+        let estimation = self.config.estimation.enabled;
+        let i = &self.instruments;
+        let m = &mut self.models[id];
+        let t = &mut m.totals;
+        t.labelled += 1;
+        m.dirty_totals = true;
+        i.quality_labels.add(1, &m.attrs);
+        i.quality_label_delay.record(
+            label_time_ms.saturating_sub(record.time_ms) as f64 / 1000.0,
+            &m.attrs,
+        );
+        match (record.prediction, label) {
+            (Target::Value(p), Target::Value(y)) => {
+                t.abs_sum += (y - p).abs();
+                t.sq_sum += (y - p) * (y - p);
+                t.ape_sum += metrics::ape_term(p, y);
+                t.y_sum += y;
+                t.y2_sum += y * y;
+                i.quality_error_absolute.add((y - p).abs(), &m.attrs);
+                i.quality_error_squared.add((y - p) * (y - p), &m.attrs);
+                i.quality_error_percentage
+                    .add(metrics::ape_term(p, y), &m.attrs);
+                i.quality_label_sum.add(y, &m.attrs);
+                i.quality_label_squares.add(y * y, &m.attrs);
+            }
+            (Target::Class(p), Target::Class(a)) => {
+                let (p, a) = (p as usize, a as usize);
+                t.confusion.add(a, p, 1.0);
+                let classes = &m.info.classes;
+                let name = |c: usize| classes.get(c).cloned().unwrap_or_default();
+                let mut attrs = m.attrs.to_vec();
+                attrs.push(KeyValue::new(attr::ACTUAL, name(a)));
+                attrs.push(KeyValue::new(attr::PREDICTED, name(p)));
+                i.quality_confusion.add(1, &attrs);
+                if !record.scores.is_empty() {
+                    let k = record.scores.len().max(a + 1);
+                    if t.score_pos.len() < k {
+                        t.score_pos.resize(k, vec![0; TOTAL_BINS]);
+                        t.score_neg.resize(k, vec![0; TOTAL_BINS]);
+                    }
+                    for (c, s) in record.scores.iter().enumerate() {
+                        let b = metrics::score_bin(*s, TOTAL_BINS);
+                        if c == a {
+                            t.score_pos[c][b] += 1;
+                        } else {
+                            t.score_neg[c][b] += 1;
+                        }
+                        attrs.truncate(2);
+                        attrs.push(KeyValue::new(attr::CLASS, name(c)));
+                        attrs.push(KeyValue::new(attr::ACTUAL, c == a));
+                        i.quality_score.record(*s, &attrs);
+                    }
+                    let loss = metrics::log_loss_term(record.scores.get(a).copied().unwrap_or(0.0));
+                    t.log_loss_sum += loss;
+                    t.log_loss_rows += 1;
+                    i.quality_log_loss.add(loss, &m.attrs);
+                    if estimation && m.reference.len() < reference_rows {
+                        m.reference.push((a as u16, record.scores.clone()));
+                        m.dirty_reference = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        if m.dirty_reference && m.calibration.is_none() {
+            self.fit_if_ready(id);
+        }
+    }
+
+    fn fit_if_ready(&mut self, id: usize) {
+        let reference_rows = self.config.estimation.reference_rows;
+        let m = &mut self.models[id];
+        if m.info.regression || m.reference.len() < reference_rows || m.calibration.is_some() {
+            return;
+        }
+        let k = m.info.classes.len();
+        let rows: Vec<(usize, &[f64])> = m
+            .reference
+            .iter()
+            .map(|(a, s)| (*a as usize, s.as_slice()))
+            .collect();
+        let binary = if k == 2 { m.positive() } else { None };
+        m.calibration = Some(Calibration::fit(&rows, k, binary));
+        tracing::info!(model = %m.info.model, version = %m.info.version, rows = rows.len(), "score calibration fitted for performance estimation");
+    }
+
+    fn persist_dirty(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
+        for (id, m) in self.models.iter_mut().enumerate() {
+            let id = id as u16;
+            if m.dirty_info {
+                t.put_model(id, &m.info)?;
+                m.dirty_info = false;
+            }
+            if m.dirty_totals {
+                t.put_totals(id, &postcard::to_stdvec(&m.totals)?)?;
+                m.dirty_totals = false;
+            }
+            if m.dirty_reference {
+                t.put_reference(id, &postcard::to_stdvec(&m.reference)?)?;
+                m.dirty_reference = false;
+            }
+        }
+        t.set_next_seq(self.next_seq)
+    }
+
+    /// Expires predictions older than `label_ttl`, trims the windows, and
+    /// flushes to disk when `sync`.
+    pub fn maintain(&mut self, sync: bool) -> Result<(), StoreError> {
+        let now = now_ms();
+        let cutoff = now.saturating_sub(self.config.label_ttl.as_millis() as u64);
+        let result = self.write(sync, |e, t| {
+            while let Some((seq, old)) = t.oldest()? {
+                if old.time_ms >= cutoff {
+                    break;
+                }
+                t.remove(seq, &old)?;
+                e.records -= 1;
+                if old.label.is_none() {
+                    e.unlabelled -= 1;
+                    e.instruments
+                        .quality_pending_removed
+                        .add(1, &[KeyValue::new(attr::REASON, "expired")]);
+                }
+            }
+            Ok(())
+        });
+        let window_cutoff = now.saturating_sub(self.longest_window_ms);
+        while self
+            .window
+            .front()
+            .is_some_and(|r| r.time_ms < window_cutoff)
+        {
+            self.window.pop_front();
+        }
+        self.publish_counts();
+        result
+    }
+
+    /// Recomputes every window's figures and publishes them.
+    pub fn refresh(&mut self) {
+        let now = now_ms();
+        let min = self.config.min_samples;
+        let mut out = Vec::with_capacity(self.models.len());
+        for (id, m) in self.models.iter().enumerate() {
+            let mut windows = Vec::new();
+            for w in &self.config.windows {
+                let cutoff = now.saturating_sub(w.as_millis() as u64);
+                let rows: Vec<&WindowRow> = self
+                    .window
+                    .iter()
+                    .rev()
+                    .take_while(|r| r.time_ms >= cutoff)
+                    .filter(|r| r.model as usize == id)
+                    .collect();
+                windows.push(window_figures(m, window_name(*w), &rows, min));
+            }
+            windows.push(total_figures(m, min));
+            out.push(ModelFigures {
+                model: m.info.model.clone(),
+                model_version: m.info.version.clone(),
+                task: if m.info.regression {
+                    "regression"
+                } else {
+                    "classification"
+                },
+                classes: m.info.classes.clone(),
+                positive_class: m
+                    .positive()
+                    .filter(|_| m.info.classes.len() == 2)
+                    .map(|p| m.info.classes[p].clone()),
+                reference_rows: m.reference.len(),
+                calibrated: m.calibration.is_some(),
+                windows,
+            });
+        }
+        let snapshot = Snapshot {
+            models: out,
+            pending: self.unlabelled,
+            stored: self.records,
+            store_bytes: self.store().file_bytes(),
+            store_path: self.store().path.clone(),
+            min_samples: min,
+        };
+        *self.snapshot.write().expect("poisoned") = snapshot;
+    }
+
+    /// A final flush to disk.
+    pub fn close(&mut self) -> Result<(), StoreError> {
+        self.write(true, |e, t| e.persist_dirty(t))
+    }
+
+    /// Runs `f` in one write transaction of the store.
+    fn write<T>(
+        &mut self,
+        sync: bool,
+        f: impl FnOnce(&mut Engine, &mut Tables<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let store = self
+            .store
+            .take()
+            .expect("the store is taken only during a write");
+        let result = store.write(sync, |t| f(self, t));
+        self.store = Some(store);
+        result
+    }
+
+    fn store(&self) -> &Store {
+        self.store
+            .as_ref()
+            .expect("the store is taken only during a write")
+    }
+}
+
+enum JoinError {
+    Item(Reason),
+    Store(StoreError),
+}
+
+impl From<StoreError> for JoinError {
+    fn from(e: StoreError) -> Self {
+        JoinError::Store(e)
+    }
+}
+
+fn metrics_argmax(scores: &[f64]) -> Option<usize> {
+    crate::protocol::argmax(scores)
+}
+
+fn class_name(m: &ModelState, c: usize) -> String {
+    m.info
+        .classes
+        .get(c)
+        .cloned()
+        .unwrap_or_else(|| c.to_string())
+}
+
+fn classification(m: &ModelState, f: &mut WindowFigures, confusion: &Confusion) {
+    f.accuracy = confusion.accuracy();
+    f.classes = confusion
+        .present()
+        .into_iter()
+        .map(|c| ClassFigures {
+            class: class_name(m, c),
+            prf: confusion.class(c),
+        })
+        .collect();
+    f.macro_avg = confusion.macro_avg();
+    f.weighted_avg = confusion.weighted_avg();
+    if m.info.classes.len() == 2 {
+        if let Some(pos) = m.positive() {
+            let mut c = confusion.clone();
+            c.grow(2);
+            f.binary = Some(ClassFigures {
+                class: class_name(m, pos),
+                prf: c.class(pos),
+            });
+        }
+    }
+    let mut cells = Vec::new();
+    for a in 0..confusion.k {
+        for p in 0..confusion.k {
+            let n = confusion.get(a, p);
+            if n > 0.0 {
+                cells.push(ConfusionCell {
+                    actual: class_name(m, a),
+                    predicted: class_name(m, p),
+                    count: n as u64,
+                });
+            }
+        }
+    }
+    f.confusion = Some(cells);
+}
+
+fn window_figures(m: &ModelState, name: String, rows: &[&WindowRow], min: usize) -> WindowFigures {
+    let labelled: Vec<&WindowRow> = rows.iter().copied().filter(|r| r.label.is_some()).collect();
+    let mut f = WindowFigures {
+        window: name,
+        predictions: rows.len() as u64,
+        labelled: labelled.len() as u64,
+        enough_labels: labelled.len() >= min,
+        ..WindowFigures::default()
+    };
+    let k = m.info.classes.len();
+    if f.enough_labels {
+        if m.info.regression {
+            let pairs: Vec<(f64, f64)> = labelled
+                .iter()
+                .filter_map(|r| match (r.prediction, r.label) {
+                    (Target::Value(p), Some(Target::Value(y))) => Some((p, y)),
+                    _ => None,
+                })
+                .collect();
+            f.regression = metrics::regression(&pairs);
+        } else {
+            let mut confusion = Confusion::new(k);
+            for r in &labelled {
+                if let (Target::Class(p), Some(Target::Class(a))) = (r.prediction, r.label) {
+                    confusion.add(a as usize, p as usize, 1.0);
+                }
+            }
+            classification(m, &mut f, &confusion);
+            let scored: Vec<(usize, &[f64])> = labelled
+                .iter()
+                .filter_map(|r| match r.label {
+                    Some(Target::Class(a)) if !r.scores.is_empty() => {
+                        Some((a as usize, &r.scores[..]))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if scored.len() == labelled.len() && !scored.is_empty() {
+                let auc_of = |c: usize| {
+                    let s: Vec<f64> = scored
+                        .iter()
+                        .map(|(_, s)| s.get(c).copied().unwrap_or(0.0))
+                        .collect();
+                    let y: Vec<bool> = scored.iter().map(|(a, _)| *a == c).collect();
+                    metrics::roc_auc(&s, &y)
+                };
+                f.roc_auc = if k == 2 {
+                    m.positive().and_then(auc_of)
+                } else {
+                    let aucs: Vec<f64> = (0..k).filter_map(auc_of).collect();
+                    (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64)
+                };
+                let loss: f64 = scored
+                    .iter()
+                    .map(|(a, s)| metrics::log_loss_term(s.get(*a).copied().unwrap_or(0.0)))
+                    .sum();
+                f.log_loss = Some(loss / scored.len() as f64);
+            }
+        }
+    }
+    if let Some(cal) = &m.calibration {
+        fn scored<'r>(r: &&'r WindowRow) -> Option<(usize, &'r [f64])> {
+            match r.prediction {
+                Target::Class(p) if !r.scores.is_empty() => Some((p as usize, &r.scores[..])),
+                _ => None,
+            }
+        }
+        let all: Vec<(usize, &[f64])> = rows.iter().filter_map(scored).collect();
+        if all.len() >= min {
+            let expected = metrics::expected_confusion(cal, all.iter().copied());
+            let binary = (k == 2).then(|| m.positive()).flatten().map(|pos| {
+                let mut c = expected.clone();
+                c.grow(2);
+                ClassFigures {
+                    class: class_name(m, pos),
+                    prf: c.class(pos),
+                }
+            });
+            let gap = if f.enough_labels {
+                let on_labelled =
+                    metrics::expected_confusion(cal, labelled.iter().filter_map(scored));
+                on_labelled.accuracy().zip(f.accuracy).map(|(e, r)| e - r)
+            } else {
+                None
+            };
+            f.estimated = expected.accuracy().map(|accuracy| Estimated {
+                rows: all.len() as u64,
+                accuracy,
+                macro_avg: expected.macro_avg(),
+                binary,
+                gap,
+            });
+        }
+    }
+    f
+}
+
+fn total_figures(m: &ModelState, min: usize) -> WindowFigures {
+    let t = &m.totals;
+    let mut f = WindowFigures {
+        window: "total".into(),
+        predictions: t.predictions,
+        labelled: t.labelled,
+        enough_labels: t.labelled as usize >= min,
+        ..WindowFigures::default()
+    };
+    if !f.enough_labels {
+        return f;
+    }
+    if m.info.regression {
+        let n = t.labelled as f64;
+        let ss_tot = t.y2_sum - t.y_sum * t.y_sum / n;
+        f.regression = Some(RegressionFigures {
+            mae: t.abs_sum / n,
+            rmse: (t.sq_sum / n).sqrt(),
+            mape: t.ape_sum / n,
+            r2: metrics::r2_from(t.sq_sum, ss_tot.max(0.0), t.labelled as usize),
+        });
+        return f;
+    }
+    classification(m, &mut f, &t.confusion);
+    let k = m.info.classes.len();
+    if t.log_loss_rows == t.labelled && t.labelled > 0 {
+        f.log_loss = Some(t.log_loss_sum / t.log_loss_rows as f64);
+        let auc_of = |c: usize| metrics::roc_auc_binned(t.score_pos.get(c)?, t.score_neg.get(c)?);
+        f.roc_auc = if k == 2 {
+            m.positive().and_then(auc_of)
+        } else {
+            let aucs: Vec<f64> = (0..k).filter_map(auc_of).collect();
+            (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64)
+        };
+    }
+    f
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::quality::feedback;
+
+    /// A snapshot with every kind of figure, for the exporter tests.
+    pub(crate) fn full_snapshot() -> Snapshot {
+        let prf = Prf {
+            precision: 0.5,
+            recall: 0.5,
+            f1: 0.5,
+            support: 2.0,
+        };
+        let class = |c: &str| ClassFigures {
+            class: c.into(),
+            prf,
+        };
+        let w = WindowFigures {
+            window: "1h".into(),
+            predictions: 4,
+            labelled: 4,
+            enough_labels: true,
+            accuracy: Some(0.5),
+            classes: vec![class("a"), class("b")],
+            macro_avg: Some(prf),
+            weighted_avg: Some(prf),
+            binary: Some(class("b")),
+            roc_auc: Some(0.75),
+            log_loss: Some(0.7),
+            confusion: None,
+            regression: Some(RegressionFigures {
+                mae: 1.0,
+                rmse: 1.0,
+                mape: 0.1,
+                r2: Some(0.9),
+            }),
+            estimated: Some(Estimated {
+                rows: 4,
+                accuracy: 0.6,
+                macro_avg: Some(prf),
+                binary: Some(class("b")),
+                gap: Some(0.1),
+            }),
+        };
+        Snapshot {
+            models: vec![ModelFigures {
+                model: "m".into(),
+                model_version: "1".into(),
+                task: "classification",
+                classes: vec!["a".into(), "b".into()],
+                positive_class: Some("b".into()),
+                reference_rows: 4,
+                calibrated: true,
+                windows: vec![w],
+            }],
+            store_bytes: 1,
+            ..Snapshot::default()
+        }
+    }
+
+    fn engine(config: QualityConfig, protocol: ProtocolConfig) -> Engine {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let telemetry =
+            crate::telemetry::Telemetry::new(&crate::config::Config::default(), runtime.handle())
+                .unwrap();
+        Engine::open(
+            config,
+            protocol,
+            telemetry.instruments.clone(),
+            Default::default(),
+        )
+        .unwrap()
+    }
+
+    fn prediction(id: &str, class: &str, p1: f64) -> Prediction {
+        Prediction {
+            key: join_key(id, 0),
+            time_ms: now_ms(),
+            model: "m".into(),
+            version: "v1".into(),
+            prediction: Some(Value::Text(class.into())),
+            scores: vec![("a".into(), 1.0 - p1), ("b".into(), p1)],
+        }
+    }
+
+    fn labels(body: &str) -> feedback::Parsed {
+        feedback::parse(body.as_bytes(), false).unwrap()
+    }
+
+    #[test]
+    fn joins_counts_and_windows() {
+        let config = QualityConfig {
+            min_samples: 2,
+            ..QualityConfig::default()
+        };
+        let mut e = engine(config, ProtocolConfig::default());
+        e.add_predictions(
+            vec![
+                prediction("r1", "b", 0.9),
+                prediction("r2", "a", 0.2),
+                prediction("r3", "b", 0.6),
+                prediction("r4", "a", 0.4),
+            ],
+            false,
+        )
+        .unwrap();
+        let report = e
+            .add_labels(
+                labels(
+                    r#"{"items": [
+                    {"request_id": "r1", "label": "b"},
+                    {"request_id": "r2", "label": "b"},
+                    {"request_id": "r3", "label": "a"},
+                    {"request_id": "r1", "label": "b"},
+                    {"request_id": "nope", "label": "a"},
+                    {"request_id": "r4", "label": ["a"]},
+                    {"request_id": "r4", "label": 2.5}
+                ]}"#,
+                ),
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                report.received,
+                report.joined,
+                report.duplicate,
+                report.unmatched,
+                report.invalid
+            ),
+            (7, 3, 1, 1, 2),
+            "{report:?}"
+        );
+        assert_eq!(report.errors[0].index, 3);
+        assert_eq!(report.errors[0].reason, Reason::Duplicate);
+        assert_eq!(report.errors[2].reason, Reason::WrongLabelType);
+        e.refresh();
+        let snap = e.snapshot.read().unwrap().clone();
+        assert_eq!((snap.pending, snap.stored), (1, 4));
+        let m = &snap.models[0];
+        assert_eq!(m.classes, vec!["a", "b"]);
+        assert_eq!(m.positive_class.as_deref(), Some("b"));
+        let hour = &m.windows[0];
+        assert_eq!(
+            (hour.window.as_str(), hour.predictions, hour.labelled),
+            ("1h", 4, 3)
+        );
+        assert_eq!(hour.accuracy, Some(1.0 / 3.0));
+        // y_true = [b, b, a], score_b = [0.9, 0.2, 0.6]: AUC = 1/2.
+        assert_eq!(hour.roc_auc, Some(0.5));
+        let total = m.windows.last().unwrap();
+        assert_eq!((total.window.as_str(), total.labelled), ("total", 3));
+        assert_eq!(total.accuracy, hour.accuracy);
+    }
+
+    #[test]
+    fn too_few_labels_report_no_figures() {
+        let mut e = engine(QualityConfig::default(), ProtocolConfig::default());
+        e.add_predictions(vec![prediction("r1", "b", 0.9)], false)
+            .unwrap();
+        e.add_labels(labels(r#"{"request_id": "r1", "label": "b"}"#), false)
+            .unwrap();
+        e.refresh();
+        let snap = e.snapshot.read().unwrap().clone();
+        let w = &snap.models[0].windows[0];
+        assert_eq!((w.labelled, w.enough_labels), (1, false));
+        assert_eq!((w.accuracy, w.roc_auc), (None, None));
+    }
+
+    #[test]
+    fn the_store_bound_evicts_the_oldest_and_counts_it() {
+        let config = QualityConfig {
+            max_predictions: 3,
+            ..QualityConfig::default()
+        };
+        let mut e = engine(config, ProtocolConfig::default());
+        let batch = (0..5)
+            .map(|i| prediction(&format!("r{i}"), "a", 0.1))
+            .collect();
+        e.add_predictions(batch, false).unwrap();
+        assert_eq!((e.records, e.unlabelled), (3, 3));
+        let report = e
+            .add_labels(
+                labels(
+                    r#"[{"request_id": "r0", "label": "a"}, {"request_id": "r4", "label": "a"}]"#,
+                ),
+                false,
+            )
+            .unwrap();
+        assert_eq!((report.unmatched, report.joined), (1, 1));
+    }
+
+    #[test]
+    fn regression_models_take_numbers() {
+        let mut e = engine(
+            QualityConfig {
+                min_samples: 1,
+                ..QualityConfig::default()
+            },
+            ProtocolConfig::default(),
+        );
+        let p = |id: &str, v: f64| Prediction {
+            key: join_key(id, 0),
+            time_ms: now_ms(),
+            model: "reg".into(),
+            version: String::new(),
+            prediction: Some(Value::Number(v)),
+            scores: Vec::new(),
+        };
+        e.add_predictions(
+            vec![p("a", 2.5), p("b", 0.0), p("c", 2.0), p("d", 8.0)],
+            false,
+        )
+        .unwrap();
+        let report = e
+            .add_labels(
+                labels(
+                    "{\"id\":\"a\",\"label\":3}\n{\"id\":\"b\",\"label\":-0.5}\n{\"id\":\"c\",\"label\":2}\n{\"id\":\"d\",\"label\":7}\n{\"id\":\"d\",\"label\":\"x\"}",
+                ),
+                false,
+            )
+            .unwrap();
+        assert_eq!((report.joined, report.duplicate), (4, 1));
+        e.refresh();
+        let snap = e.snapshot.read().unwrap().clone();
+        let w = &snap.models[0].windows[0];
+        let r = w.regression.unwrap();
+        assert!((r.mae - 0.5).abs() < 1e-15);
+        assert!((r.r2.unwrap() - 0.948_608_137_044_967_9).abs() < 1e-12);
+        let t = snap.models[0].windows.last().unwrap().regression.unwrap();
+        assert!((t.r2.unwrap() - r.r2.unwrap()).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,501 @@
+//! Model quality: predictions wait in the embedded store for ground-truth
+//! labels sent later to `POST /v1/feedback`; joined rows feed totals and
+//! sliding windows of classification and regression figures, and calibrated
+//! scores give estimates (CBPE) while labels are missing.
+//!
+//! The analysis thread hands predictions over through a bounded channel
+//! ([`QualityAnalyzer`]); the admin server hands feedback over the same way.
+//! One thread ([`spawn`]) owns the store and does all of its I/O; the maths
+//! lives in [`metrics`] as plain functions.
+
+pub mod engine;
+pub mod feedback;
+pub mod metrics;
+pub mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use opentelemetry::metrics::Meter;
+use opentelemetry::KeyValue;
+
+use crate::analysis::Analyzer;
+use crate::config::{Config, JoinKey};
+use crate::protocol::{Inference, Operation};
+use crate::sample::Sample;
+use crate::telemetry::names::{self, attr, MetricName};
+use crate::telemetry::Instruments;
+pub use engine::{Engine, FeedbackReport, Prediction, Snapshot};
+
+/// Counts the gauges and `/v1/status` read without locking.
+#[derive(Debug, Default)]
+pub struct QualityStats {
+    pub pending: AtomicU64,
+    pub stored: AtomicU64,
+}
+
+/// Work for the quality thread.
+pub enum Msg {
+    Predictions(Vec<Prediction>),
+    Feedback(
+        feedback::Parsed,
+        tokio::sync::oneshot::Sender<Result<FeedbackReport, String>>,
+    ),
+    Shutdown,
+}
+
+/// What the analysis thread and the admin server hold.
+#[derive(Clone)]
+pub struct QualityHandle {
+    tx: SyncSender<Msg>,
+    pub snapshot: Arc<RwLock<Snapshot>>,
+    pub stats: Arc<QualityStats>,
+    pub token: Option<String>,
+    pub max_feedback_bytes: usize,
+}
+
+/// Why a feedback call could not be handed over.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the quality thread is busy (quality.queue_capacity messages waiting); retry shortly")]
+    Busy,
+    #[error("the quality thread has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Store(String),
+}
+
+impl QualityHandle {
+    /// Hands a parsed feedback body to the quality thread and waits for its report.
+    pub async fn submit(&self, parsed: feedback::Parsed) -> Result<FeedbackReport, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(Msg::Feedback(parsed, tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped),
+        }
+        match rx.await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(e)) => Err(SubmitError::Store(e)),
+            Err(_) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// The current figures as JSON (for `/v1/status` and `/v1/quality`).
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::to_value(&*self.snapshot.read().expect("poisoned")).unwrap_or_default()
+    }
+}
+
+/// The running quality thread.
+pub struct Quality {
+    pub handle: QualityHandle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Quality {
+    /// Asks the thread to flush and stop, and waits for it (blocking).
+    pub fn stop(self) {
+        let _ = self.handle.tx.send(Msg::Shutdown);
+        drop(self.handle);
+        if self.thread.join().is_err() {
+            tracing::warn!("quality thread failed");
+        }
+    }
+}
+
+/// Opens the store (a bad path fails here, at start) and starts the thread.
+pub fn spawn(config: &Config, instruments: Instruments, meter: &Meter) -> anyhow::Result<Quality> {
+    let q = config.quality.clone();
+    let stats = Arc::new(QualityStats::default());
+    let mut engine = Engine::open(
+        q.clone(),
+        config.protocol.clone(),
+        instruments,
+        stats.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e} (quality.store_path)"))?;
+    engine.refresh();
+    let snapshot = engine.snapshot.clone();
+    register_gauges(meter, snapshot.clone(), stats.clone());
+    let (tx, rx) = std::sync::mpsc::sync_channel(q.queue_capacity);
+    let thread = std::thread::Builder::new()
+        .name("modelwatch-quality".into())
+        .spawn(move || run(engine, rx, q.refresh_interval, q.sync_interval))?;
+    if q.store_path.is_empty() {
+        tracing::warn!("quality.store_path is empty: predictions waiting for labels are kept in memory and lost on restart");
+    }
+    Ok(Quality {
+        handle: QualityHandle {
+            tx,
+            snapshot,
+            stats,
+            token: (!q.feedback_token.is_empty()).then(|| q.feedback_token.clone()),
+            max_feedback_bytes: q.max_feedback_bytes,
+        },
+        thread,
+    })
+}
+
+/// At most this many messages are taken into one store transaction.
+const MAX_BATCH: usize = 512;
+
+fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Duration) {
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    let mut next_refresh = Instant::now() + refresh;
+    let mut stop = false;
+    while !stop {
+        let mut deadline = next_refresh;
+        if unsynced {
+            deadline = deadline.min(last_sync + sync_every);
+        }
+        let first = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut predictions = Vec::new();
+        let mut feedback = Vec::new();
+        let mut next = first;
+        let mut taken = 0;
+        while let Some(msg) = next {
+            match msg {
+                Msg::Predictions(p) => predictions.extend(p),
+                Msg::Feedback(parsed, reply) => feedback.push((parsed, reply)),
+                Msg::Shutdown => stop = true,
+            }
+            taken += 1;
+            next = if taken < MAX_BATCH && !stop {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let sync = last_sync.elapsed() >= sync_every;
+        let mut wrote = false;
+        // Predictions first, so that labels in the same batch find them.
+        if !predictions.is_empty() {
+            if let Err(e) = engine.add_predictions(predictions, sync && feedback.is_empty()) {
+                tracing::error!(error = %e, "cannot store predictions");
+            }
+            wrote = true;
+        }
+        let n = feedback.len();
+        for (i, (parsed, reply)) in feedback.into_iter().enumerate() {
+            let result = engine
+                .add_labels(parsed, sync && i + 1 == n)
+                .map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "cannot join labels");
+            }
+            let _ = reply.send(result);
+            wrote = true;
+        }
+        if wrote {
+            if sync {
+                last_sync = Instant::now();
+                unsynced = false;
+            } else {
+                unsynced = true;
+            }
+        }
+        if Instant::now() >= next_refresh {
+            let sync = unsynced && last_sync.elapsed() >= sync_every;
+            if let Err(e) = engine.maintain(sync) {
+                tracing::error!(error = %e, "quality store maintenance failed");
+            }
+            if sync {
+                last_sync = Instant::now();
+                unsynced = false;
+            }
+            engine.refresh();
+            next_refresh = Instant::now() + refresh;
+        }
+        if unsynced && last_sync.elapsed() >= sync_every {
+            if let Err(e) = engine.close() {
+                tracing::error!(error = %e, "quality store flush failed");
+            }
+            last_sync = Instant::now();
+            unsynced = false;
+        }
+    }
+    if let Err(e) = engine.close() {
+        tracing::error!(error = %e, "quality store flush at shutdown failed");
+    }
+    engine.refresh();
+    tracing::debug!("quality thread stopped");
+}
+
+/// Turns decoded records into predictions for the quality thread.
+pub struct QualityAnalyzer {
+    handle: QualityHandle,
+    join_key: JoinKey,
+    instruments: Instruments,
+}
+
+impl QualityAnalyzer {
+    pub fn new(handle: QualityHandle, join_key: JoinKey, instruments: Instruments) -> Self {
+        QualityAnalyzer {
+            handle,
+            join_key,
+            instruments,
+        }
+    }
+
+    fn drop_rows(&self, n: usize, reason: &'static str) {
+        self.instruments
+            .quality_predictions_dropped
+            .add(n as u64, &[KeyValue::new(attr::REASON, reason)]);
+    }
+}
+
+impl Analyzer for QualityAnalyzer {
+    fn name(&self) -> &'static str {
+        "quality"
+    }
+
+    fn analyze(&mut self, sample: &Sample, records: &[Inference]) {
+        let time_ms = engine::now_ms();
+        let mut batch = Vec::new();
+        for r in records {
+            if matches!(
+                r.operation,
+                Operation::Chat | Operation::TextCompletion | Operation::Embeddings
+            ) || (r.prediction.is_none() && r.scores.is_empty())
+            {
+                continue;
+            }
+            let id = match self.join_key {
+                JoinKey::RequestId => sample.request_id.as_str(),
+                JoinKey::ResponseId => match r.response_id.as_deref() {
+                    Some(id) if !id.is_empty() => id,
+                    _ => {
+                        self.drop_rows(1, "no_join_key");
+                        continue;
+                    }
+                },
+            };
+            batch.push(Prediction {
+                key: store::join_key(id, r.row as u32),
+                time_ms,
+                model: r.model.clone().unwrap_or_else(|| "unknown".into()),
+                version: r.model_version.clone().unwrap_or_default(),
+                prediction: r.prediction.clone(),
+                scores: r.scores.clone(),
+            });
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len();
+        if let Err(e) = self.handle.tx.try_send(Msg::Predictions(batch)) {
+            let reason = match e {
+                TrySendError::Full(_) => "queue_full",
+                TrySendError::Disconnected(_) => "shutdown",
+            };
+            self.drop_rows(n, reason);
+        }
+    }
+}
+
+type Observe<'a> = &'a mut dyn FnMut(f64, Vec<KeyValue>);
+
+/// Registers one observable f64 gauge that reads the snapshot.
+fn gauge(
+    meter: &Meter,
+    m: MetricName,
+    snapshot: Arc<RwLock<Snapshot>>,
+    read: fn(&Snapshot, Observe<'_>),
+) {
+    meter
+        .f64_observable_gauge(m.name)
+        .with_unit(m.unit)
+        .with_description(m.description)
+        .with_callback(move |o| {
+            let snap = snapshot.read().expect("poisoned");
+            read(&snap, &mut |v, attrs| {
+                if v.is_finite() {
+                    o.observe(v, &attrs)
+                }
+            });
+        })
+        .build();
+}
+
+/// Calls `f` for each (model, window) with its base attributes.
+fn each_window(s: &Snapshot, mut f: impl FnMut(&engine::WindowFigures, Vec<KeyValue>)) {
+    for m in &s.models {
+        for w in &m.windows {
+            f(
+                w,
+                vec![
+                    KeyValue::new(attr::MODEL, m.model.clone()),
+                    KeyValue::new(attr::MODEL_VERSION, m.model_version.clone()),
+                    KeyValue::new(attr::WINDOW, w.window.clone()),
+                ],
+            );
+        }
+    }
+}
+
+fn with(mut attrs: Vec<KeyValue>, more: &[(&'static str, &str)]) -> Vec<KeyValue> {
+    for (k, v) in more {
+        attrs.push(KeyValue::new(*k, v.to_string()));
+    }
+    attrs
+}
+
+/// The precision/recall/F1 family: per class, macro, weighted, binary.
+fn prf_gauge(s: &Snapshot, o: Observe<'_>, pick: fn(&metrics::Prf) -> f64) {
+    each_window(s, |w, base| {
+        for c in &w.classes {
+            o(
+                pick(&c.prf),
+                with(
+                    base.clone(),
+                    &[(attr::AVERAGE, "none"), (attr::CLASS, &c.class)],
+                ),
+            );
+        }
+        if let Some(p) = &w.macro_avg {
+            o(pick(p), with(base.clone(), &[(attr::AVERAGE, "macro")]));
+        }
+        if let Some(p) = &w.weighted_avg {
+            o(pick(p), with(base.clone(), &[(attr::AVERAGE, "weighted")]));
+        }
+        if let Some(c) = &w.binary {
+            o(
+                pick(&c.prf),
+                with(base, &[(attr::AVERAGE, "binary"), (attr::CLASS, &c.class)]),
+            );
+        }
+    });
+}
+
+fn estimated_prf_gauge(s: &Snapshot, o: Observe<'_>, pick: fn(&metrics::Prf) -> f64) {
+    each_window(s, |w, base| {
+        let Some(e) = &w.estimated else { return };
+        if let Some(p) = &e.macro_avg {
+            o(pick(p), with(base.clone(), &[(attr::AVERAGE, "macro")]));
+        }
+        if let Some(c) = &e.binary {
+            o(
+                pick(&c.prf),
+                with(base, &[(attr::AVERAGE, "binary"), (attr::CLASS, &c.class)]),
+            );
+        }
+    });
+}
+
+/// The windowed figures as gauges, read from the snapshot at each collection.
+pub fn register_gauges(meter: &Meter, snapshot: Arc<RwLock<Snapshot>>, stats: Arc<QualityStats>) {
+    use names::*;
+    let st = stats.clone();
+    meter
+        .u64_observable_gauge(QUALITY_PENDING.name)
+        .with_unit(QUALITY_PENDING.unit)
+        .with_description(QUALITY_PENDING.description)
+        .with_callback(move |o| o.observe(st.pending.load(Ordering::Relaxed), &[]))
+        .build();
+    let snap = snapshot.clone();
+    meter
+        .u64_observable_gauge(QUALITY_STORE_SIZE.name)
+        .with_unit(QUALITY_STORE_SIZE.unit)
+        .with_description(QUALITY_STORE_SIZE.description)
+        .with_callback(move |o| o.observe(snap.read().expect("poisoned").store_bytes, &[]))
+        .build();
+    let s = || snapshot.clone();
+    gauge(meter, QUALITY_SAMPLES, s(), |s, o| {
+        each_window(s, |w, a| o(w.labelled as f64, a))
+    });
+    gauge(meter, QUALITY_WINDOW_PREDICTIONS, s(), |s, o| {
+        each_window(s, |w, a| o(w.predictions as f64, a))
+    });
+    gauge(meter, QUALITY_ACCURACY, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(v) = w.accuracy {
+                o(v, a)
+            }
+        })
+    });
+    gauge(meter, QUALITY_PRECISION, s(), |s, o| {
+        prf_gauge(s, o, |p| p.precision)
+    });
+    gauge(meter, QUALITY_RECALL, s(), |s, o| {
+        prf_gauge(s, o, |p| p.recall)
+    });
+    gauge(meter, QUALITY_F1, s(), |s, o| prf_gauge(s, o, |p| p.f1));
+    gauge(meter, QUALITY_ROC_AUC, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(v) = w.roc_auc {
+                let average = if w.binary.is_some() {
+                    "binary"
+                } else {
+                    "macro"
+                };
+                o(v, with(a, &[(attr::AVERAGE, average)]))
+            }
+        })
+    });
+    gauge(meter, QUALITY_LOG_LOSS, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(v) = w.log_loss {
+                o(v, a)
+            }
+        })
+    });
+    gauge(meter, QUALITY_MAE, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(r) = &w.regression {
+                o(r.mae, a)
+            }
+        })
+    });
+    gauge(meter, QUALITY_RMSE, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(r) = &w.regression {
+                o(r.rmse, a)
+            }
+        })
+    });
+    gauge(meter, QUALITY_MAPE, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(r) = &w.regression {
+                o(r.mape, a)
+            }
+        })
+    });
+    gauge(meter, QUALITY_R2, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(v) = w.regression.and_then(|r| r.r2) {
+                o(v, a)
+            }
+        })
+    });
+    gauge(meter, QUALITY_ESTIMATED_ACCURACY, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(e) = &w.estimated {
+                o(e.accuracy, a)
+            }
+        })
+    });
+    gauge(meter, QUALITY_ESTIMATED_PRECISION, s(), |s, o| {
+        estimated_prf_gauge(s, o, |p| p.precision)
+    });
+    gauge(meter, QUALITY_ESTIMATED_RECALL, s(), |s, o| {
+        estimated_prf_gauge(s, o, |p| p.recall)
+    });
+    gauge(meter, QUALITY_ESTIMATED_F1, s(), |s, o| {
+        estimated_prf_gauge(s, o, |p| p.f1)
+    });
+    gauge(meter, QUALITY_ESTIMATION_GAP, s(), |s, o| {
+        each_window(s, |w, a| {
+            if let Some(g) = w.estimated.as_ref().and_then(|e| e.gap) {
+                o(g, a)
+            }
+        })
+    });
+}
