@@ -61,6 +61,9 @@ models() {
     mkdir -p "$TB/models/bc"
     "$V/mlserver/bin/python" "$F/train_breast_cancer.py" "$TB/models/bc/model.joblib"
   fi
+  if [[ ! -f "$TB/models/iris/model.joblib" || ! -f "$TB/models/diabetes/model.joblib" ]]; then
+    "$V/mlserver/bin/python" "$F/train_models.py" "$TB/models"
+  fi
   if [[ ! -x "$V/kserve/bin/python" ]] || ! "$V/kserve/bin/python" -c 'import kserve' 2>/dev/null; then
     echo "testbed: KServe venv"
     python3 -m venv "$V/kserve" && "$V/kserve/bin/pip" install -q kserve==0.21.0 scikit-learn

@@ -8,4 +8,5 @@ mod export;
 mod grpc;
 mod models;
 mod proxy;
+mod quality;
 mod traces;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn testbed() -> PathBuf {
+pub fn testbed() -> PathBuf {
     // .testbed/root/usr/bin/prometheus -> .testbed
     testbed_bin("prometheus")
         .ancestors()
@@ -18,12 +18,12 @@ fn testbed() -> PathBuf {
         .to_path_buf()
 }
 
-fn fixtures() -> PathBuf {
+pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// A model server child process, waited for on `ready_path`.
-async fn model_server(mut cmd: Command, port: u16, ready_path: &str, what: &str) -> Service {
+pub async fn model_server(mut cmd: Command, port: u16, ready_path: &str, what: &str) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
     let child = cmd
