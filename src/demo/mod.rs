@@ -3,7 +3,7 @@
 //! streams, and an Open Inference Protocol classifier), modelwatch in front of
 //! it, and a traffic generator, then prints where to look.
 
-mod model_server;
+pub mod model_server;
 mod traffic;
 
 use std::sync::Arc;

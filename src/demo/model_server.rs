@@ -164,10 +164,15 @@ fn classify(req: &Value) -> Response<DemoBody> {
         probs.extend(p);
     }
     let rows = labels.len();
+    // The response id echoes the request's, as the protocol says.
+    let id = req["id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     full(
         StatusCode::OK,
         json!({
-            "model_name": "demo-classifier", "model_version": "1", "id": "demo",
+            "model_name": "demo-classifier", "model_version": "1", "id": id,
             "outputs": [
                 {"name": "label", "shape": [rows], "datatype": "INT64", "data": labels},
                 {"name": "probabilities", "shape": [rows, 3], "datatype": "FP64", "data": probs},

@@ -202,7 +202,6 @@ async fn window(mw: &Modelwatch, model: &str, window: &str, labelled: u64) -> Va
             .iter()
             .find(|m| m["model"] == model)?
             .clone();
-        assert_eq!(m["model_version"], "v1");
         let w = m["windows"]
             .as_array()?
             .iter()
@@ -388,6 +387,10 @@ async fn figures_match_scikit_learn_across_a_restart() {
         "{report}"
     );
 
+    let q = quality(&mw).await;
+    for m in q["models"].as_array().unwrap() {
+        assert_eq!(m["model_version"], "v1", "{m}");
+    }
     // Binary classifier.
     let r = reference(&json!({
         "task": "classification", "classes": bc_classes, "positive": "benign",
@@ -471,4 +474,303 @@ async fn figures_match_scikit_learn_across_a_restart() {
         &[("model", "bc"), ("window", "1h")]
     )
     .is_some());
+}
+
+/// One classifier request through modelwatch to the demo model server;
+/// returns the predicted class index.
+async fn classify(mw: &Modelwatch, request_id: &str, body_id: Option<&str>) -> i64 {
+    let mut req = json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]});
+    if let Some(id) = body_id {
+        req["id"] = json!(id);
+    }
+    let resp: Value = http()
+        .post(mw.url("/v2/models/demo-classifier/infer"))
+        .header("x-request-id", request_id)
+        .json(&req)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["outputs"][0]["data"][0].as_i64().unwrap()
+}
+
+async fn post(mw: &Modelwatch, body: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = http()
+        .post(mw.admin_url("/v1/feedback"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+const TOKEN: &str = "s3cret-feedback-token";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
+    let upstream = modelwatch::demo::model_server::start().await.unwrap();
+    let config = format!(
+        "quality:\n  refresh_interval: 100ms\n  max_predictions: 20\n  max_feedback_bytes: 1000000\n  min_samples: 5\n  feedback_token: {TOKEN}\n"
+    );
+    let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(&config)).await;
+    let ok_label = r#"{"request_id": "q-25", "label": 0}"#;
+
+    // The token.
+    let (status, body) = post(&mw, ok_label, None).await;
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = post(&mw, ok_label, Some("wrong-token-wrong-token")).await;
+    assert_eq!(status, 401);
+
+    // 30 predictions into a store bounded at 20: the 10 oldest are evicted.
+    let mut predicted = Vec::new();
+    for i in 0..30 {
+        predicted.push(classify(&mw, &format!("q-{i}"), None).await);
+    }
+    stored(&mw, 20).await;
+    let m = mw.metrics().await;
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_quality_pending_removed_total",
+            &[("reason", "evicted")]
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        prom_value(&m, "modelwatch_quality_pending", &[]),
+        Some(20.0)
+    );
+
+    // Single labels: joined, duplicate, unmatched (evicted), wrong types.
+    let (status, body) = post(&mw, ok_label, Some(TOKEN)).await;
+    assert_eq!((status, body["joined"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = post(&mw, ok_label, Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["errors"][0]["reason"].as_str()),
+        (409, Some("duplicate")),
+        "{body}"
+    );
+    let (status, body) = post(&mw, r#"{"request_id": "q-0", "label": 0}"#, Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["errors"][0]["reason"].as_str()),
+        (404, Some("unmatched")),
+        "{body}"
+    );
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+    for bad in [
+        r#"{"request_id": "q-26", "label": ["a"]}"#,
+        r#"{"request_id": "q-26", "label": 2.5}"#,
+        r#"{"request_id": "q-26"}"#,
+        r#"{"request_id": "q-26", "label": 1, "model": "another-model"}"#,
+        r#"{"request_id": "q-26", "label": 1, "timestamp": "last tuesday"}"#,
+    ] {
+        let (status, body) = post(&mw, bad, Some(TOKEN)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["invalid"], 1, "{bad}: {body}");
+        assert!(body["errors"][0]["message"].as_str().is_some());
+    }
+    // A body that is not JSON at all, and one too large.
+    let (status, body) = post(&mw, "{not json", Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (400, Some("invalid_body"))
+    );
+    let huge = format!(r#"{{"items": [{}]}}"#, vec![ok_label; 40_000].join(","));
+    let (status, body) = post(&mw, &huge, Some(TOKEN)).await;
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (413, Some("too_large"))
+    );
+    let resp = http()
+        .get(mw.admin_url("/v1/feedback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+
+    // A batch with a bit of everything; the right ones still join.
+    let batch = json!({"items": [
+        {"request_id": "q-27", "label": predicted[27]},
+        {"request_id": "q-28", "label": predicted[28], "timestamp": "2030-01-01T00:00:00Z"},
+        {"request_id": "q-27", "label": 1},
+        {"request_id": "never-seen", "label": 1},
+        {"request_id": "q-29", "label": {"class": 1}},
+        "not an object",
+    ]});
+    let (status, body) = post(&mw, &batch.to_string(), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            body["received"].as_u64(),
+            body["joined"].as_u64(),
+            body["duplicate"].as_u64(),
+            body["unmatched"].as_u64(),
+            body["invalid"].as_u64()
+        ),
+        (Some(6), Some(2), Some(1), Some(1), Some(2)),
+        "{body}"
+    );
+    let reasons: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "duplicate",
+            "unmatched",
+            "wrong_label_type",
+            "not_an_object"
+        ]
+    );
+
+    // Too few labels for figures: a count, no value (not 0, not NaN).
+    let w = window(&mw, "demo-classifier", "1h", 3).await;
+    assert_eq!(w["enough_labels"], false);
+    assert!(w.get("accuracy").is_none(), "{w}");
+    let m = mw.metrics().await;
+    assert_eq!(
+        prom_value(&m, "modelwatch_quality_samples", &[("window", "1h")]),
+        Some(3.0)
+    );
+    assert!(
+        !m.contains("modelwatch_quality_accuracy_ratio{"),
+        "no accuracy below min_samples"
+    );
+
+    // A flood of labels for unknown ids, larger than the store bound: all
+    // unmatched, the store does not grow, the answer lists the first 100.
+    let flood: Vec<String> = (0..5000)
+        .map(|i| json!({"request_id": format!("flood-{i}"), "label": 1}).to_string())
+        .collect();
+    let resp = http()
+        .post(mw.admin_url("/v1/feedback"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(flood.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["unmatched"].as_u64(), body["joined"].as_u64()),
+        (Some(5000), Some(0))
+    );
+    assert_eq!(body["errors"].as_array().unwrap().len(), 100);
+    assert_eq!(body["errors_truncated"], true);
+    assert_eq!(quality(&mw).await["stored"], 20);
+
+    // Five labels: now there are figures.
+    for i in [20, 21] {
+        let (status, _) = post(
+            &mw,
+            &json!({"request_id": format!("q-{i}"), "label": predicted[i]}).to_string(),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let w = window(&mw, "demo-classifier", "1h", 5).await;
+    // q-25 was labelled 0; the others with what the model predicted.
+    let correct = 4 + (predicted[25] == 0) as u64;
+    close("accuracy", &w["accuracy"], &json!(correct as f64 / 5.0));
+    let m = mw.metrics().await;
+    for (result, n) in [
+        ("joined", 5.0),
+        ("duplicate", 2.0),
+        ("unmatched", 5002.0),
+        ("invalid", 7.0),
+    ] {
+        assert_eq!(
+            prom_value(
+                &m,
+                "modelwatch_quality_feedback_items_total",
+                &[("result", result)]
+            ),
+            Some(n),
+            "{result}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_join_by_the_response_body_id() {
+    let upstream = modelwatch::demo::model_server::start().await.unwrap();
+    let config = "quality:\n  join_key: response-id\n";
+    let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(config)).await;
+    classify(&mw, "header-id-1", Some("body-id-1")).await;
+    stored(&mw, 1).await;
+    let (status, body) = post(&mw, r#"{"request_id": "header-id-1", "label": 0}"#, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(&mw, r#"{"request_id": "body-id-1", "label": 0}"#, None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The figures reach a real Prometheus (scrape) and VictoriaMetrics (OTLP),
+/// labelled with model and version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quality_figures_reach_prometheus_and_otlp() {
+    let upstream = modelwatch::demo::model_server::start().await.unwrap();
+    let vm = victoria_metrics_on(free_port()).await;
+    let config = format!(
+        "quality:\n  refresh_interval: 100ms\n  min_samples: 4\ntelemetry:\n  otlp:\n    endpoint: {}\n    metrics_interval: 1s\n    traces: false\n",
+        vm.url("/opentelemetry")
+    );
+    let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(&config)).await;
+    let prom = prometheus(&[mw.admin]).await;
+    let mut items = Vec::new();
+    for i in 0..8 {
+        let p = classify(&mw, &format!("e-{i}"), None).await;
+        // Six right, two wrong: accuracy 0.75.
+        items.push(
+            json!({"request_id": format!("e-{i}"), "label": if i < 6 { p } else { (p + 1) % 3 }}),
+        );
+    }
+    stored(&mw, 8).await;
+    let (status, _) = post(&mw, &json!({ "items": items }).to_string(), None).await;
+    assert_eq!(status, 200);
+    let q = r#"modelwatch_quality_accuracy_ratio{model="demo-classifier",model_version="1",window="1h"}"#;
+    let v = eventually(
+        "accuracy in Prometheus",
+        Duration::from_secs(30),
+        || async { promql(&prom.url(""), q).await },
+    )
+    .await;
+    assert_eq!(v, 0.75);
+    let v = eventually(
+        "accuracy in VictoriaMetrics over OTLP",
+        Duration::from_secs(30),
+        || async {
+            let _ = http().post(vm.url("/internal/force_flush")).send().await;
+            promql(&vm.url(""), q).await
+        },
+    )
+    .await;
+    assert_eq!(v, 0.75);
+    let cells =
+        r#"sum(modelwatch_quality_confusion_total{model="demo-classifier",model_version="1"})"#;
+    let v = eventually(
+        "confusion counters in VictoriaMetrics",
+        Duration::from_secs(30),
+        || async {
+            let _ = http().post(vm.url("/internal/force_flush")).send().await;
+            promql(&vm.url(""), cells).await.filter(|v| *v == 8.0)
+        },
+    )
+    .await;
+    assert_eq!(v, 8.0);
 }
