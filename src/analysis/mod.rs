@@ -131,7 +131,7 @@ const BATCH_PAUSE: Duration = Duration::from_millis(5);
 /// Gives the analysis thread a lower scheduling priority (nice +10) than the
 /// proxy's event loop, so that on a busy core the model's traffic goes first
 /// and analysis takes the idle time. Failing to lower it is harmless.
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         let tid = rustix::thread::gettid();

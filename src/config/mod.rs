@@ -336,6 +336,8 @@ pub struct QualityConfig {
     /// The embedded store (a redb file on a volume) for predictions waiting for
     /// labels, joined results and totals. Empty: in memory (lost on restart).
     pub store_path: String,
+    /// Memory for the store's page cache (bytes).
+    pub store_cache_bytes: usize,
     /// What a label's `request_id` is matched against: `request-id` (the
     /// request id header) or `response-id` (the `id` in the response body:
     /// Open Inference Protocol and OpenAI responses).
@@ -383,11 +385,12 @@ impl Default for QualityConfig {
         QualityConfig {
             enabled: true,
             store_path: String::new(),
+            store_cache_bytes: 8 * 1024 * 1024,
             join_key: JoinKey::RequestId,
             label_ttl: Duration::from_secs(7 * 24 * 3600),
-            max_predictions: 200_000,
+            max_predictions: 100_000,
             windows: vec![Duration::from_secs(3600), Duration::from_secs(24 * 3600)],
-            max_window_rows: 100_000,
+            max_window_rows: 50_000,
             min_samples: 30,
             refresh_interval: Duration::from_secs(10),
             max_models: 16,
@@ -777,6 +780,7 @@ impl Config {
             ("quality.max_models", q.max_models),
             ("quality.queue_capacity", q.queue_capacity),
             ("quality.max_feedback_bytes", q.max_feedback_bytes),
+            ("quality.store_cache_bytes", q.store_cache_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key, 0, "an integer of at least 1"));

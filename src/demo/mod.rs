@@ -40,6 +40,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.log.level = "warn,modelwatch=info".into();
     // The demo's model is a stand-in: showing its decoded records is harmless.
     config.admin.recent_records = 20;
+    // Short windows and a small reference, so that quality figures and
+    // estimates appear within seconds of starting.
+    config.quality.windows = vec![Duration::from_secs(60), Duration::from_secs(3600)];
+    config.quality.refresh_interval = Duration::from_secs(2);
+    config.quality.min_samples = 10;
+    config.quality.estimation.reference_rows = 30;
+    config.protocol.models.push(crate::config::ModelSettings {
+        name: "demo-classifier".into(),
+        class_names: vec!["setosa".into(), "versicolor".into(), "virginica".into()],
+        ..Default::default()
+    });
     crate::config::env::apply_process_env(&mut config)?;
     crate::cli::init_logging(&config);
 
@@ -63,6 +74,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  status (JSON)          http://{admin}/v1/status");
         println!("  readiness              http://{admin}/readyz");
         println!("  decoded records        http://{admin}/v1/records");
+        println!("  quality (labels)       http://{admin}/v1/quality");
         println!("try:");
         println!(
             "  curl -s http://{proxy}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo-llm\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
@@ -72,8 +84,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         println!("  curl -s http://{admin}/metrics | grep http_server_request_duration_seconds_count");
         println!("  curl -s http://{admin}/metrics | grep -E '^gen_ai_(server_time_to_first_token_seconds|client_token_usage)_sum'");
+        println!("  curl -s http://{admin}/metrics | grep -E '^modelwatch_quality_(accuracy|estimated_accuracy)_ratio'");
+        println!(
+            "  curl -s http://{admin}/v1/feedback -d '{{\"request_id\":\"<x-request-id of a classifier answer>\",\"label\":\"setosa\"}}'"
+        );
         let stop = app.shutdown_token();
-        let generator = tokio::spawn(traffic::run(proxy, args.rate, stop.clone()));
+        let generator = tokio::spawn(traffic::run(proxy, admin, args.rate, stop.clone()));
         let reporter = tokio::spawn(traffic::report(admin, stop.clone()));
         match args.duration {
             Some(d) => {

@@ -9,9 +9,27 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
+/// How long the demo waits before sending a classifier request's true label
+/// (labels come later than predictions in real life too).
+const LABEL_DELAY: Duration = Duration::from_secs(3);
+
+/// The demo's "ground truth" for a classifier row: a rule on the third
+/// feature, which the example model only approximates.
+fn true_class(features: &[f64; 4]) -> u8 {
+    if features[2] < 2.5 {
+        0
+    } else if features[2] < 4.8 {
+        1
+    } else {
+        2
+    }
+}
+
 /// Sends a mix of streaming chat, plain chat and classifier requests through
-/// the proxy at `rate` per second. Returns how many were sent.
-pub async fn run(proxy: SocketAddr, rate: f64, stop: CancellationToken) -> u64 {
+/// the proxy at `rate` per second; a few seconds after each classifier
+/// answer, posts its true label to the feedback API. Returns how many
+/// requests were sent.
+pub async fn run(proxy: SocketAddr, admin: SocketAddr, rate: f64, stop: CancellationToken) -> u64 {
     if rate <= 0.0 {
         stop.cancelled().await;
         return 0;
@@ -24,6 +42,7 @@ pub async fn run(proxy: SocketAddr, rate: f64, stop: CancellationToken) -> u64 {
             _ = ticker.tick() => {},
             _ = stop.cancelled() => return sent,
         }
+        let mut label = None;
         let (path, body) = match sent % 3 {
             0 => (
                 "/v1/chat/completions",
@@ -35,6 +54,7 @@ pub async fn run(proxy: SocketAddr, rate: f64, stop: CancellationToken) -> u64 {
             ),
             _ => {
                 let f = [5.0 + fastrand::f64() * 2.0, 3.0 + fastrand::f64(), 1.0 + fastrand::f64() * 5.0, fastrand::f64() * 2.5];
+                label = Some(true_class(&f));
                 (
                     "/v2/models/demo-classifier/infer",
                     format!(r#"{{"inputs":[{{"name":"features","shape":[1,4],"datatype":"FP32","data":[{},{},{},{}]}}]}}"#, f[0], f[1], f[2], f[3]),
@@ -47,7 +67,29 @@ pub async fn run(proxy: SocketAddr, rate: f64, stop: CancellationToken) -> u64 {
             .body(Full::new(Bytes::from(body)))
             .expect("valid request");
         let c = client.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
+            let Ok(resp) = c.request(req).await else {
+                return;
+            };
+            let id = resp
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let _ = resp.into_body().collect().await;
+            let (Some(id), Some(label)) = (id, label) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(LABEL_DELAY) => {},
+                _ = stop.cancelled() => return,
+            }
+            let body = format!(r#"{{"request_id":"{id}","label":{label}}}"#);
+            let req = http::Request::post(format!("http://{admin}/v1/feedback"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .expect("valid request");
             if let Ok(resp) = c.request(req).await {
                 let _ = resp.into_body().collect().await;
             }
@@ -77,8 +119,19 @@ pub async fn report(admin: SocketAddr, stop: CancellationToken) {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
             continue;
         };
+        let window = v["quality"]["models"]
+            .as_array()
+            .and_then(|m| m.first())
+            .and_then(|m| m["windows"].get(0))
+            .cloned()
+            .unwrap_or_default();
+        let figure = |x: &serde_json::Value| {
+            x.as_f64()
+                .map(|a| format!("{a:.3}"))
+                .unwrap_or_else(|| "n/a".into())
+        };
         println!(
-            "[{:>5.0}s] requests {} | active {} | samples taken {} analyzed {} dropped {} | upstream up: {}",
+            "[{:>5.0}s] requests {} | active {} | samples taken {} analyzed {} dropped {} | upstream up: {} | classifier {}: labels {} accuracy {} estimated {}",
             v["uptime_seconds"].as_f64().unwrap_or(0.0),
             v["proxy"]["requests_total"],
             v["proxy"]["requests_active"],
@@ -86,6 +139,10 @@ pub async fn report(admin: SocketAddr, stop: CancellationToken) {
             v["samples"]["analyzed"],
             v["samples"]["dropped"]["queue_full"],
             v["upstream"]["up"],
+            window["window"].as_str().unwrap_or("-"),
+            window["labelled"],
+            figure(&window["accuracy"]),
+            figure(&window["estimated"]["accuracy"]),
         );
     }
 }

@@ -317,7 +317,7 @@ impl Engine {
     ) -> Result<Engine, StoreError> {
         let path =
             (!config.store_path.is_empty()).then(|| std::path::PathBuf::from(&config.store_path));
-        let store = Store::open(path.as_deref())?;
+        let store = Store::open(path.as_deref(), config.store_cache_bytes)?;
         let longest_window_ms = config
             .windows
             .iter()
@@ -819,6 +819,17 @@ impl Engine {
             min_samples: min,
         };
         *self.snapshot.write().expect("poisoned") = snapshot;
+    }
+
+    /// Memory held by the sliding-window copy of predictions (struct and
+    /// score sizes; allocator overhead not included).
+    pub fn window_bytes(&self) -> usize {
+        self.window.len() * std::mem::size_of::<WindowRow>()
+            + self
+                .window
+                .iter()
+                .map(|r| r.scores.len() * std::mem::size_of::<f64>())
+                .sum::<usize>()
     }
 
     /// A final flush to disk.

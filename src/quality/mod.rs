@@ -143,6 +143,8 @@ pub fn spawn(config: &Config, instruments: Instruments, meter: &Meter) -> anyhow
 const MAX_BATCH: usize = 512;
 
 fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Duration) {
+    // Like analysis: the proxy's event loop goes first on a busy core.
+    crate::analysis::lower_priority();
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     let mut next_refresh = Instant::now() + refresh;

@@ -120,7 +120,8 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store at `path`; `None` keeps it in memory.
-    pub fn open(path: Option<&Path>) -> Result<Store, StoreError> {
+    /// `cache_bytes` bounds redb's page cache (its default is 1 GiB).
+    pub fn open(path: Option<&Path>, cache_bytes: usize) -> Result<Store, StoreError> {
         let shown = path
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(memory)".into());
@@ -132,9 +133,11 @@ impl Store {
                         source: redb::Error::Io(e),
                     })?;
                 }
-                Database::create(p)
+                Database::builder().set_cache_size(cache_bytes).create(p)
             }
-            None => Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()),
+            None => Database::builder()
+                .set_cache_size(cache_bytes)
+                .create_with_backend(redb::backends::InMemoryBackend::new()),
         }
         .map_err(|e| StoreError::Open {
             path: shown.clone(),
@@ -363,7 +366,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.redb");
         {
-            let store = Store::open(Some(&path)).unwrap();
+            let store = Store::open(Some(&path), 1 << 20).unwrap();
             store
                 .write(true, |t| {
                     t.insert(0, &record("a", 10))?;
@@ -381,7 +384,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        let store = Store::open(Some(&path)).unwrap();
+        let store = Store::open(Some(&path), 1 << 20).unwrap();
         let loaded = store.load(15, 10).unwrap();
         assert_eq!(loaded.next_seq, 2);
         assert_eq!((loaded.records, loaded.unlabelled), (2, 2));
