@@ -445,7 +445,13 @@ mod humantime_list {
         let items = Vec::<String>::deserialize(d)?;
         items
             .iter()
-            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .map(|s| {
+                humantime::parse_duration(s).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "{s:?} is not a duration ({e}); write e.g. 15m, 1h, 24h"
+                    ))
+                })
+            })
             .collect()
     }
 }

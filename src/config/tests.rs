@@ -48,6 +48,34 @@ fn refusals_name_the_key_the_value_and_what_is_accepted() {
         ),
         ("sampling:\n  rate: -0.1\n", vec!["sampling.rate", "-0.1"]),
         (
+            "quality:\n  windows: [1h, 0s]\n",
+            vec!["quality.windows", "[1h, 0s]", "durations above zero"],
+        ),
+        (
+            "quality:\n  windows: [soon]\n",
+            vec!["quality.windows", "soon"],
+        ),
+        (
+            "quality:\n  max_classes: 1\n",
+            vec!["quality.max_classes", "1", "from 2 to 1000"],
+        ),
+        (
+            "quality:\n  join_key: header\n",
+            vec!["quality.join_key", "request-id", "response-id"],
+        ),
+        (
+            "quality:\n  feedback_token: short\n",
+            vec!["quality.feedback_token", "(hidden)", "at least 16"],
+        ),
+        (
+            "quality:\n  estimation:\n    reference_rows: 1\n",
+            vec!["quality.estimation.reference_rows", "at least 2"],
+        ),
+        (
+            "protocol:\n  models:\n    - name: m\n      task: ranking\n",
+            vec!["task", "classification", "regression"],
+        ),
+        (
             "sampling:\n  rate: lots\n",
             vec!["sampling.rate", "invalid type"],
         ),

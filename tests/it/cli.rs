@@ -131,6 +131,29 @@ fn a_port_in_use_is_a_clear_error() {
 }
 
 #[test]
+fn a_store_that_cannot_be_opened_is_a_clear_error() {
+    let (_dir, path) = temp_file("m.yaml", "quality:\n  store_path: /dev/null/quality.redb\n");
+    let out = modelwatch()
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("quality.store_path") && err.contains("/dev/null/quality.redb"),
+        "{err}"
+    );
+}
+
+#[test]
 fn demo_runs_and_shows_traffic() {
     let out = modelwatch()
         .args([
