@@ -668,6 +668,7 @@ impl Engine {
                 let mut attrs = m.attrs.to_vec();
                 attrs.push(KeyValue::new(attr::ACTUAL, name(a)));
                 attrs.push(KeyValue::new(attr::PREDICTED, name(p)));
+                attrs.push(KeyValue::new(attr::CORRECT, a == p));
                 i.quality_confusion.add(1, &attrs);
                 if !record.scores.is_empty() {
                     let k = record.scores.len().max(a + 1);

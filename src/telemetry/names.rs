@@ -517,6 +517,7 @@ pub mod attr {
     pub const CLASS: &str = "class";
     pub const ACTUAL: &str = "actual";
     pub const PREDICTED: &str = "predicted";
+    pub const CORRECT: &str = "correct";
     pub const RESULT: &str = "result";
 }
 
