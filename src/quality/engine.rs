@@ -187,7 +187,10 @@ struct ModelState {
     class_names: Vec<String>,
     attrs: [KeyValue; 2],
     dirty_info: bool,
+    /// Labels changed the totals: written with the next transaction.
     dirty_totals: bool,
+    /// Only the prediction count changed: written at the next sync.
+    dirty_count: bool,
     dirty_reference: bool,
 }
 
@@ -209,6 +212,7 @@ impl ModelState {
             attrs,
             dirty_info: true,
             dirty_totals: false,
+            dirty_count: false,
             dirty_reference: false,
         }
     }
@@ -406,7 +410,7 @@ impl Engine {
             for p in batch {
                 e.add_prediction(t, p)?;
             }
-            e.persist_dirty(t)
+            e.persist_dirty(t, sync)
         });
         self.publish_counts();
         result
@@ -504,7 +508,7 @@ impl Engine {
             }
         };
         m.totals.predictions += 1;
-        m.dirty_totals = true;
+        m.dirty_count = true;
         self.instruments.quality_predictions.add(1, &m.attrs);
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -563,7 +567,7 @@ impl Engine {
                     Err(JoinError::Store(err)) => return Err(err),
                 }
             }
-            e.persist_dirty(t)
+            e.persist_dirty(t, sync)
         });
         result?;
         errors.sort_by_key(|e| e.index);
@@ -722,16 +726,19 @@ impl Engine {
         tracing::info!(model = %m.info.model, version = %m.info.version, rows = rows.len(), "score calibration fitted for performance estimation");
     }
 
-    fn persist_dirty(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
+    /// Writes what changed; prediction counts alone only when `sync` (they
+    /// change with every prediction, and a crash may lose a few of them).
+    fn persist_dirty(&mut self, t: &mut Tables<'_>, sync: bool) -> Result<(), StoreError> {
         for (id, m) in self.models.iter_mut().enumerate() {
             let id = id as u16;
             if m.dirty_info {
                 t.put_model(id, &m.info)?;
                 m.dirty_info = false;
             }
-            if m.dirty_totals {
+            if m.dirty_totals || (sync && m.dirty_count) {
                 t.put_totals(id, &postcard::to_stdvec(&m.totals)?)?;
                 m.dirty_totals = false;
+                m.dirty_count = false;
             }
             if m.dirty_reference {
                 t.put_reference(id, &postcard::to_stdvec(&m.reference)?)?;
@@ -760,7 +767,7 @@ impl Engine {
                         .add(1, &[KeyValue::new(attr::REASON, "expired")]);
                 }
             }
-            Ok(())
+            e.persist_dirty(t, sync)
         });
         let window_cutoff = now.saturating_sub(self.longest_window_ms);
         while self
@@ -835,7 +842,7 @@ impl Engine {
 
     /// A final flush to disk.
     pub fn close(&mut self) -> Result<(), StoreError> {
-        self.write(true, |e, t| e.persist_dirty(t))
+        self.write(true, |e, t| e.persist_dirty(t, true))
     }
 
     /// Runs `f` in one write transaction of the store.

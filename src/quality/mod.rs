@@ -141,6 +141,8 @@ pub fn spawn(config: &Config, instruments: Instruments, meter: &Meter) -> anyhow
 
 /// At most this many messages are taken into one store transaction.
 const MAX_BATCH: usize = 512;
+/// Pause after a transaction, so that the next one takes what arrived meanwhile.
+const BATCH_PAUSE: Duration = Duration::from_millis(5);
 
 fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Duration) {
     // Like analysis: the proxy's event loop goes first on a busy core.
@@ -222,6 +224,10 @@ fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Dur
             }
             last_sync = Instant::now();
             unsynced = false;
+        }
+        // Let work pile up a little: one transaction for many samples.
+        if !stop && wrote {
+            std::thread::sleep(BATCH_PAUSE);
         }
     }
     if let Err(e) = engine.close() {

@@ -59,7 +59,10 @@ async fn odd_bodies_are_forwarded_byte_identical() {
         prom_value(
             &m,
             "modelwatch_decode_errors_total",
-            &[("reason", "invalid_json")],
+            &[
+                ("modelwatch_protocol", "open-inference-v2"),
+                ("reason", "invalid_json"),
+            ],
         )
         .map(|_| m)
     })
