@@ -62,7 +62,7 @@ impl App {
                 crate::quality::spawn(&config, telemetry.instruments.clone(), &telemetry.meter)?;
             analyzers.push(Box::new(crate::quality::QualityAnalyzer::new(
                 q.handle.clone(),
-                config.quality.join_key,
+                &config,
                 telemetry.instruments.clone(),
             )));
             Some(q)

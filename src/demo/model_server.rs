@@ -60,9 +60,10 @@ fn chat(req: &Value) -> Response<DemoBody> {
         .min(WORDS.len() as u64) as usize;
     let finish = if max < WORDS.len() { "length" } else { "stop" };
     let prompt_tokens = req["messages"].to_string().len() as u64 / 4;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     if req["stream"].as_bool() == Some(true) {
         let include_usage = req["stream_options"]["include_usage"].as_bool() == Some(true);
-        let stream = async_stream(model, max, finish, prompt_tokens, include_usage);
+        let stream = async_stream(id, model, max, finish, prompt_tokens, include_usage);
         let mut r = Response::new(StreamBody::new(stream).boxed());
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -74,7 +75,7 @@ fn chat(req: &Value) -> Response<DemoBody> {
     full(
         StatusCode::OK,
         json!({
-            "id": "chatcmpl-demo", "object": "chat.completion", "created": 0, "model": model,
+            "id": id, "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max, "total_tokens": prompt_tokens + max as u64},
         }),
@@ -82,6 +83,7 @@ fn chat(req: &Value) -> Response<DemoBody> {
 }
 
 fn async_stream(
+    id: String,
     model: String,
     max: usize,
     finish: &'static str,
@@ -93,17 +95,17 @@ fn async_stream(
         let event = |v: Value| Ok(Frame::data(Bytes::from(format!("data: {v}\n\n"))));
         for (i, w) in WORDS[..max].iter().enumerate() {
             tokio::time::sleep(Duration::from_millis(if i == 0 { 60 } else { 15 })).await;
-            let chunk = json!({"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": model,
+            let chunk = json!({"id": id, "object": "chat.completion.chunk", "model": model,
                 "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]});
             if tx.send(event(chunk)).await.is_err() {
                 return;
             }
         }
-        let last = json!({"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": model,
+        let last = json!({"id": id, "object": "chat.completion.chunk", "model": model,
             "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]});
         let _ = tx.send(event(last)).await;
         if include_usage {
-            let usage = json!({"id": "chatcmpl-demo", "object": "chat.completion.chunk", "model": model, "choices": [],
+            let usage = json!({"id": id, "object": "chat.completion.chunk", "model": model, "choices": [],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max, "total_tokens": prompt_tokens + max as u64}});
             let _ = tx.send(event(usage)).await;
         }

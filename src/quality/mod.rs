@@ -238,18 +238,45 @@ fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Dur
 }
 
 /// Turns decoded records into predictions for the quality thread.
+///
+/// Chat and completion records are kept only for models whose
+/// `protocol.models` entry says `task: classification` (an LLM used as a
+/// classifier: the trimmed generated text is the predicted class); embeddings never.
 pub struct QualityAnalyzer {
     handle: QualityHandle,
     join_key: JoinKey,
+    protocol: crate::config::ProtocolConfig,
     instruments: Instruments,
 }
 
 impl QualityAnalyzer {
-    pub fn new(handle: QualityHandle, join_key: JoinKey, instruments: Instruments) -> Self {
+    pub fn new(handle: QualityHandle, config: &Config, instruments: Instruments) -> Self {
         QualityAnalyzer {
             handle,
-            join_key,
+            join_key: config.quality.join_key,
+            protocol: config.protocol.clone(),
             instruments,
+        }
+    }
+
+    /// The prediction of a record, if it is one quality can use.
+    fn prediction(&self, r: &Inference) -> Option<Option<crate::protocol::Value>> {
+        match r.operation {
+            Operation::Embeddings => None,
+            Operation::Chat | Operation::TextCompletion => {
+                let settings = crate::protocol::model_settings(&self.protocol, r.model.as_deref())?;
+                if settings.task != crate::config::Task::Classification {
+                    return None;
+                }
+                let text = r
+                    .output_text
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())?;
+                Some(Some(crate::protocol::Value::Text(text.to_string())))
+            }
+            _ if r.prediction.is_none() && r.scores.is_empty() => None,
+            _ => Some(r.prediction.clone()),
         }
     }
 
@@ -269,13 +296,9 @@ impl Analyzer for QualityAnalyzer {
         let time_ms = engine::now_ms();
         let mut batch = Vec::new();
         for r in records {
-            if matches!(
-                r.operation,
-                Operation::Chat | Operation::TextCompletion | Operation::Embeddings
-            ) || (r.prediction.is_none() && r.scores.is_empty())
-            {
+            let Some(prediction) = self.prediction(r) else {
                 continue;
-            }
+            };
             let id = match self.join_key {
                 JoinKey::RequestId => sample.request_id.as_str(),
                 JoinKey::ResponseId => match r.response_id.as_deref() {
@@ -291,7 +314,7 @@ impl Analyzer for QualityAnalyzer {
                 time_ms,
                 model: r.model.clone().unwrap_or_else(|| "unknown".into()),
                 version: r.model_version.clone().unwrap_or_default(),
-                prediction: r.prediction.clone(),
+                prediction,
                 scores: r.scores.clone(),
             });
         }

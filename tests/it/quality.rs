@@ -774,3 +774,42 @@ async fn quality_figures_reach_prometheus_and_otlp() {
     .await;
     assert_eq!(v, 8.0);
 }
+
+/// An LLM used as a classifier (`task: classification`): the generated text is
+/// the predicted class, joined by the OpenAI response `id`. Other LLM traffic
+/// is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_classifier_is_joined_by_the_openai_response_id() {
+    let upstream = modelwatch::demo::model_server::start().await.unwrap();
+    let config = "quality:\n  join_key: response-id\n  min_samples: 1\n  refresh_interval: 100ms\nprotocol:\n  models:\n    - name: demo-llm\n      task: classification\n";
+    let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(config)).await;
+    let mut ids = Vec::new();
+    for model in ["demo-llm", "demo-llm", "some-chat-model"] {
+        let resp: Value = http()
+            .post(mw.url("/v1/chat/completions"))
+            .json(&json!({"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "classify this"}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(resp["choices"][0]["message"]["content"], "The model");
+        ids.push(resp["id"].as_str().unwrap().to_string());
+    }
+    stored(&mw, 2).await;
+    let batch = json!({"items": [
+        {"request_id": ids[0], "label": "The model"},
+        {"request_id": ids[1], "label": "Another class"},
+        {"request_id": ids[2], "label": "The model"},
+    ]});
+    let (status, body) = post(&mw, &batch.to_string(), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["joined"].as_u64(), body["unmatched"].as_u64()),
+        (Some(2), Some(1)),
+        "{body}"
+    );
+    let w = window(&mw, "demo-llm", "1h", 2).await;
+    assert_eq!(w["accuracy"], 0.5);
+}
