@@ -1297,4 +1297,37 @@ pub(crate) mod tests {
         let t = snap.models[0].windows.last().unwrap().regression.unwrap();
         assert!((t.r2.unwrap() - r.r2.unwrap()).abs() < 1e-12);
     }
+
+    #[test]
+    fn classes_past_the_cap_fold_into_other() {
+        let config = QualityConfig {
+            max_classes: 3,
+            min_samples: 1,
+            ..QualityConfig::default()
+        };
+        let mut e = engine(config, ProtocolConfig::default());
+        let p = |id: &str, class: &str| Prediction {
+            key: join_key(id, 0),
+            time_ms: now_ms(),
+            model: "many".into(),
+            version: String::new(),
+            prediction: Some(Value::Text(class.into())),
+            scores: Vec::new(),
+        };
+        e.add_predictions(
+            vec![p("1", "a"), p("2", "b"), p("3", "c"), p("4", "d")],
+            false,
+        )
+        .unwrap();
+        e.add_labels(
+            labels(r#"[{"id": "3", "label": "d"}, {"id": "4", "label": "e"}]"#),
+            false,
+        )
+        .unwrap();
+        e.refresh();
+        let snap = e.snapshot.read().unwrap().clone();
+        assert_eq!(snap.models[0].classes, vec!["a", "b", OTHER]);
+        // c, d and e are all `other`: both labelled rows count as right.
+        assert_eq!(snap.models[0].windows[0].accuracy, Some(1.0));
+    }
 }
