@@ -165,8 +165,13 @@ impl Modelwatch {
     }
 
     pub async fn status(&self) -> serde_json::Value {
+        self.admin_json("/v1/status").await
+    }
+
+    /// `GET` of an admin endpoint that answers JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         http()
-            .get(self.admin_url("/v1/status"))
+            .get(self.admin_url(path))
             .send()
             .await
             .unwrap()
@@ -541,6 +546,19 @@ pub fn testbed_bin(name: &str) -> PathBuf {
 }
 
 /// The JSON a helper process printed; its stderr when it failed.
+/// Runs `cmd` with `input` on its standard input; returns what it printed.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 pub fn stdout_json(out: std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),

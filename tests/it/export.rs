@@ -33,21 +33,10 @@ async fn prometheus_scrapes_the_admin_endpoint() {
 
     // promtool accepts the exposition as it is.
     let exposition = mw.metrics().await;
-    let mut child = Command::new(testbed_bin("promtool"))
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        Command::new(testbed_bin("promtool")).args(["check", "metrics"]),
+        exposition.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "promtool check metrics: {}{}",

@@ -37,6 +37,54 @@ pub async fn model_server(mut cmd: Command, port: u16, ready_path: &str, what: &
     svc
 }
 
+/// MLServer serving the testbed's scikit-learn models, each as version v1.
+pub async fn mlserver(models: &[&str]) -> Service {
+    let tb = testbed();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.json"),
+        format!(
+            r#"{{"host":"127.0.0.1","http_port":{port},"grpc_port":{},"metrics_port":{},"parallel_workers":0}}"#,
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    for m in models {
+        let model_dir = dir.path().join(m);
+        std::fs::create_dir_all(&model_dir).unwrap();
+        std::fs::write(
+            model_dir.join("model-settings.json"),
+            format!(
+                r#"{{"name":"{m}","implementation":"mlserver_sklearn.SKLearnModel","parameters":{{"uri":"{}","version":"v1"}}}}"#,
+                tb.join(format!("models/{m}/model.joblib")).display()
+            ),
+        )
+        .unwrap();
+    }
+    let mut cmd = Command::new(tb.join("venvs/mlserver/bin/mlserver"));
+    cmd.arg("start").arg(dir.path());
+    let mut svc = model_server(
+        cmd,
+        port,
+        &format!("/v2/models/{}/ready", models[0]),
+        "mlserver",
+    )
+    .await;
+    for m in &models[1..] {
+        wait_ok(
+            &svc.url(&format!("/v2/models/{m}/ready")),
+            "mlserver model",
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    // Keep the settings folder as long as the server runs.
+    svc.dir = dir;
+    svc
+}
+
 /// Runs tests/fixtures/openai_client.py (the official openai client) and
 /// returns the JSON it prints.
 async fn openai_client(base: String, args: &'static [&'static str]) -> serde_json::Value {
@@ -224,31 +272,9 @@ async fn llama_server_embeddings_through_the_openai_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mlserver_batches_become_one_record_per_row() {
-    let tb = testbed();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("settings.json"),
-        format!(r#"{{"host":"127.0.0.1","http_port":{port},"grpc_port":{},"metrics_port":{},"parallel_workers":0}}"#, free_port(), free_port()),
-    )
-    .unwrap();
-    let model_dir = dir.path().join("bc");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    std::fs::write(
-        model_dir.join("model-settings.json"),
-        format!(
-            r#"{{"name":"bc","implementation":"mlserver_sklearn.SKLearnModel","parameters":{{"uri":"{}","version":"v1"}}}}"#,
-            tb.join("models/bc/model.joblib").display()
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(tb.join("venvs/mlserver/bin/mlserver"));
-    cmd.arg("start").arg(dir.path());
-    let _server = model_server(cmd, port, "/v2/models/bc/ready", "mlserver").await;
-
+    let server = mlserver(&["bc"]).await;
     let config = "admin:\n  recent_records: 50\nprotocol:\n  models:\n    - name: bc\n      class_names: [malignant, benign]\n";
-    let mw =
-        Modelwatch::start(Options::new(format!("http://127.0.0.1:{port}")).config(config)).await;
+    let mw = Modelwatch::start(Options::new(server.url("")).config(config)).await;
     // Five real rows of the breast-cancer data set (30 features each).
     let rows = breast_cancer_rows(5);
     let flat: Vec<f64> = rows.iter().flatten().copied().collect();

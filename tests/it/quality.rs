@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::models::{fixtures, model_server, testbed};
+use crate::models::{fixtures, mlserver, testbed};
 
 /// Equal to 1e-9 (absolute; every figure compared is of order 1 or an error
 /// in the label's unit, where 1e-9 is far below any meaningful difference).
@@ -36,69 +36,9 @@ fn dataset(name: &'static str, loader: &str) -> Dataset {
 }
 
 fn reference(input: &Value) -> Value {
-    use std::io::Write;
-    let mut child = Command::new(testbed().join("venvs/mlserver/bin/python"))
-        .arg(fixtures().join("quality_reference.py"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    stdout_json(child.wait_with_output().unwrap())
-}
-
-/// MLServer serving the testbed's scikit-learn models, each as version v1.
-async fn mlserver(models: &[&str]) -> Service {
-    let tb = testbed();
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("settings.json"),
-        format!(
-            r#"{{"host":"127.0.0.1","http_port":{port},"grpc_port":{},"metrics_port":{},"parallel_workers":0}}"#,
-            free_port(),
-            free_port()
-        ),
-    )
-    .unwrap();
-    for m in models {
-        let model_dir = dir.path().join(m);
-        std::fs::create_dir_all(&model_dir).unwrap();
-        std::fs::write(
-            model_dir.join("model-settings.json"),
-            format!(
-                r#"{{"name":"{m}","implementation":"mlserver_sklearn.SKLearnModel","parameters":{{"uri":"{}","version":"v1"}}}}"#,
-                tb.join(format!("models/{m}/model.joblib")).display()
-            ),
-        )
-        .unwrap();
-    }
-    let mut cmd = Command::new(tb.join("venvs/mlserver/bin/mlserver"));
-    cmd.arg("start").arg(dir.path());
-    let mut svc = model_server(
-        cmd,
-        port,
-        &format!("/v2/models/{}/ready", models[0]),
-        "mlserver",
-    )
-    .await;
-    for m in &models[1..] {
-        wait_ok(
-            &svc.url(&format!("/v2/models/{m}/ready")),
-            "mlserver model",
-            Duration::from_secs(60),
-        )
-        .await;
-    }
-    // Keep the settings folder as long as the server runs.
-    svc.dir = dir;
-    svc
+    let mut cmd = Command::new(testbed().join("venvs/mlserver/bin/python"));
+    cmd.arg(fixtures().join("quality_reference.py"));
+    stdout_json(run_with_input(&mut cmd, input.to_string().as_bytes()))
 }
 
 const CONFIG: &str = r#"
@@ -174,14 +114,7 @@ async fn predict(mw: &Modelwatch, d: &Dataset, classes: &[&str]) -> Answers {
 }
 
 async fn quality(mw: &Modelwatch) -> Value {
-    http()
-        .get(mw.admin_url("/v1/quality"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    mw.admin_json("/v1/quality").await
 }
 
 /// Waits until `n` predictions are stored.
