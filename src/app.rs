@@ -69,6 +69,17 @@ impl App {
         } else {
             None
         };
+        let drift = if config.drift.enabled {
+            let profiles = crate::drift::load_profiles(&config.drift)
+                .map_err(|e| anyhow::anyhow!("{e} (drift.profiles)"))?;
+            let analyzer = crate::drift::DriftAnalyzer::new(config.drift.clone(), profiles);
+            let snapshot = analyzer.snapshot.clone();
+            crate::drift::register_instruments(&telemetry.meter, snapshot.clone());
+            analyzers.push(Box::new(analyzer));
+            Some(snapshot)
+        } else {
+            None
+        };
         if let Some(logger) = telemetry.payload_logger() {
             analyzers.push(Box::new(analysis::payload::PayloadLogger::new(
                 logger,
@@ -98,6 +109,7 @@ impl App {
             counters: proxy.counters.clone(),
             recent,
             quality: quality.as_ref().map(|q| q.handle.clone()),
+            drift,
             started: Instant::now(),
             proxy_addr,
         });

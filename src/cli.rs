@@ -1,4 +1,4 @@
-//! The command line: `run`, `check-config`, `demo`. Reads the config (file,
+//! The command line: `run`, `check-config`, `demo`, `profile`. Reads the config (file,
 //! then environment, then flags), sets up logging, and hands over to `app`.
 
 use std::path::PathBuf;
@@ -31,6 +31,81 @@ pub enum Command {
     /// A self-contained demo: a built-in example model server, modelwatch in
     /// front of it, and a traffic generator, all on loopback.
     Demo(crate::demo::DemoArgs),
+    /// Build a drift reference profile from training or validation data
+    /// (CSV with a header row, or JSON Lines).
+    Profile(ProfileArgs),
+}
+
+/// Flags of `profile`.
+#[derive(Debug, Args, Clone)]
+pub struct ProfileArgs {
+    /// The data: `.csv` (header row) or `.jsonl` / `.ndjson` (one object per line).
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Where to write the profile (JSON).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Values kept per numeric feature (a uniform sample beyond it).
+    #[arg(long, default_value_t = 5000)]
+    pub sample: usize,
+    /// Quantile bins per numeric feature (PSI, Jensen-Shannon, Hellinger).
+    #[arg(long, default_value_t = 10)]
+    pub bins: usize,
+    /// Categories kept per categorical feature (the rest is `other`).
+    #[arg(long, default_value_t = 50)]
+    pub top_categories: usize,
+}
+
+fn profile(args: ProfileArgs) -> Result<(), String> {
+    use crate::drift::profile::{build_from_file, BuildOptions, InputFormat};
+    let format = InputFormat::from_path(&args.input).ok_or_else(|| {
+        format!(
+            "{}: unknown input format (accepted: .csv, .jsonl, .ndjson)",
+            args.input.display()
+        )
+    })?;
+    if args.sample < 10 || !(2..=100).contains(&args.bins) || args.top_categories == 0 {
+        return Err(
+            "--sample must be at least 10, --bins 2 to 100, --top-categories at least 1".into(),
+        );
+    }
+    let total = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
+    let started = std::time::Instant::now();
+    let mut last = started;
+    let options = BuildOptions {
+        sample_size: args.sample,
+        bins: args.bins,
+        top_categories: args.top_categories,
+        ..BuildOptions::default()
+    };
+    let p = build_from_file(&args.input, format, options, |read, rows| {
+        if last.elapsed() >= std::time::Duration::from_millis(500) {
+            last = std::time::Instant::now();
+            let pct = if total > 0 {
+                read as f64 * 100.0 / total as f64
+            } else {
+                0.0
+            };
+            let filled = (pct / 5.0) as usize;
+            eprint!(
+                "\r[{}{}] {pct:5.1}%  {rows} rows",
+                "#".repeat(filled.min(20)),
+                " ".repeat(20 - filled.min(20))
+            );
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let text = serde_json::to_vec(&p).map_err(|e| e.to_string())?;
+    std::fs::write(&args.output, text)
+        .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+    eprintln!(
+        "\rprofiled {} rows, {} features in {:.1} s -> {}",
+        p.rows,
+        p.features.len(),
+        started.elapsed().as_secs_f64(),
+        args.output.display()
+    );
+    Ok(())
 }
 
 /// Flags of `run`; each overrides the environment and the file.
@@ -123,6 +198,13 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Profile(args) => match profile(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("modelwatch profile: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Demo(args) => match crate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

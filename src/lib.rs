@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod drift;
 pub mod protocol;
 pub mod proxy;
 pub mod quality;

@@ -31,6 +31,7 @@ pub struct AdminState {
     pub counters: Arc<ProxyCounters>,
     pub recent: Arc<crate::analysis::RecentRecords>,
     pub quality: Option<crate::quality::QualityHandle>,
+    pub drift: Option<std::sync::Arc<std::sync::RwLock<crate::drift::DriftSnapshot>>>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
 }
@@ -146,6 +147,7 @@ impl AdminState {
                 },
             },
             "quality": self.quality.as_ref().map(|q| q.status()),
+            "drift": self.drift.as_ref().map(|d| serde_json::to_value(&*d.read().expect("poisoned")).unwrap_or_default()),
             "export": {
                 "metrics": self.telemetry.metrics_export.as_ref().map(|s| s.snapshot()),
                 "traces": self.telemetry.traces_export.as_ref().map(|s| s.snapshot()),

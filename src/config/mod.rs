@@ -62,6 +62,8 @@ pub struct Config {
     pub payload_logs: PayloadLogsConfig,
     /// Model quality: predictions joined with ground-truth labels that arrive later.
     pub quality: QualityConfig,
+    /// Drift and data quality against a reference profile.
+    pub drift: DriftConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
@@ -424,6 +426,97 @@ impl Default for EstimationConfig {
     }
 }
 
+/// Drift and data-quality settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Compare features, predictions and LLM figures with a reference.
+    pub enabled: bool,
+    /// Reference profiles (`modelwatch profile`) by model name.
+    pub profiles: BTreeMap<String, String>,
+    /// Without a profile, the first this many records of a model form its
+    /// reference (0: no drift for models without a profile).
+    pub live_reference_rows: usize,
+    /// Values per feature in the current window (count-based, sliding).
+    pub window: usize,
+    /// A feature is tested once its window holds this many values.
+    pub min_samples: usize,
+    /// Statistics are recomputed this often (on the analysis thread).
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// Features tracked per model (a profile's first ones); further ones are dropped and counted.
+    pub max_features: usize,
+    /// Models tracked.
+    pub max_models: usize,
+    /// `auto` (KS up to `large_sample` reference values, then normed
+    /// Wasserstein), `ks`, `wasserstein`, `psi`, `jensenshannon`, `hellinger`.
+    pub numeric_method: DriftMethod,
+    /// `auto` (chi-squared up to `large_sample`, then Jensen-Shannon), `chi2`,
+    /// `jensenshannon`, `psi`, `hellinger`.
+    pub categorical_method: DriftMethod,
+    /// Reference size above which `auto` uses distances instead of p-values.
+    pub large_sample: usize,
+    /// p-value tests: drift when p is below this.
+    pub p_value_threshold: f64,
+    /// Distances: drift when the distance is at least this.
+    pub distance_threshold: f64,
+    /// Correction of p-values across features for the dataset verdict:
+    /// `none`, `bonferroni` or `fdr` (Benjamini-Hochberg).
+    pub correction: crate::drift::stats::Correction,
+    /// The dataset drifts when at least this share of its features drift.
+    pub dataset_share: f64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            enabled: true,
+            profiles: BTreeMap::new(),
+            live_reference_rows: 1000,
+            window: 1000,
+            min_samples: 100,
+            refresh_interval: Duration::from_secs(10),
+            max_features: 200,
+            max_models: 8,
+            numeric_method: DriftMethod::Auto,
+            categorical_method: DriftMethod::Auto,
+            large_sample: 1000,
+            p_value_threshold: 0.05,
+            distance_threshold: 0.1,
+            correction: crate::drift::stats::Correction::Bonferroni,
+            dataset_share: 0.5,
+        }
+    }
+}
+
+/// A drift statistic.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMethod {
+    #[default]
+    Auto,
+    Ks,
+    Wasserstein,
+    Psi,
+    Jensenshannon,
+    Hellinger,
+    Chi2,
+}
+
+impl DriftMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftMethod::Auto => "auto",
+            DriftMethod::Ks => "ks",
+            DriftMethod::Wasserstein => "wasserstein",
+            DriftMethod::Psi => "psi",
+            DriftMethod::Jensenshannon => "jensenshannon",
+            DriftMethod::Hellinger => "hellinger",
+            DriftMethod::Chi2 => "chi2",
+        }
+    }
+}
+
 /// What labels are joined by.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -761,6 +854,7 @@ impl Config {
             ));
         }
         self.validate_quality()?;
+        self.validate_drift()?;
         if self.telemetry.service_name.is_empty() {
             return Err(invalid("telemetry.service_name", "", "a non-empty name"));
         }
@@ -770,6 +864,70 @@ impl Config {
                 &self.log.level,
                 "a RUST_LOG-style filter, e.g. info or modelwatch=debug,info",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_drift(&self) -> Result<(), ConfigError> {
+        let d = &self.drift;
+        positive("drift.refresh_interval", d.refresh_interval)?;
+        for (key, value) in [
+            ("drift.window", d.window),
+            ("drift.min_samples", d.min_samples),
+            ("drift.max_features", d.max_features),
+            ("drift.max_models", d.max_models),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, 0, "an integer of at least 1"));
+            }
+        }
+        if d.min_samples > d.window {
+            return Err(invalid(
+                "drift.min_samples",
+                d.min_samples,
+                "at most drift.window (a window never holds more)",
+            ));
+        }
+        if d.numeric_method == DriftMethod::Chi2 {
+            return Err(invalid(
+                "drift.numeric_method",
+                "chi2",
+                "auto, ks, wasserstein, psi, jensenshannon or hellinger",
+            ));
+        }
+        if matches!(
+            d.categorical_method,
+            DriftMethod::Ks | DriftMethod::Wasserstein
+        ) {
+            return Err(invalid(
+                "drift.categorical_method",
+                d.categorical_method.as_str(),
+                "auto, chi2, jensenshannon, psi or hellinger",
+            ));
+        }
+        for (key, v) in [
+            ("drift.p_value_threshold", d.p_value_threshold),
+            ("drift.dataset_share", d.dataset_share),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(invalid(key, v, "a number above 0 and at most 1"));
+            }
+        }
+        if !(d.distance_threshold > 0.0 && d.distance_threshold.is_finite()) {
+            return Err(invalid(
+                "drift.distance_threshold",
+                d.distance_threshold,
+                "a number above 0",
+            ));
+        }
+        for (model, path) in &d.profiles {
+            if path.is_empty() {
+                return Err(invalid(
+                    &format!("drift.profiles.{model}"),
+                    "",
+                    "the path of a profile written by `modelwatch profile`",
+                ));
+            }
         }
         Ok(())
     }

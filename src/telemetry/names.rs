@@ -413,6 +413,56 @@ metric!(
     "Estimated minus realized accuracy over the window's labelled rows."
 );
 
+// Drift and data quality (per model and feature; features bounded by drift.max_features).
+metric!(DRIFT_SCORE, "modelwatch.drift.score", "", Gauge,
+    "The feature's drift statistic over its current window: a p-value (ks, chi2) or a distance (wasserstein, psi, jensenshannon, hellinger).");
+metric!(
+    DRIFT_THRESHOLD,
+    "modelwatch.drift.threshold",
+    "",
+    Gauge,
+    "The threshold the statistic is compared with."
+);
+metric!(
+    DRIFT_DETECTED,
+    "modelwatch.drift.detected",
+    "",
+    Gauge,
+    "1 when the feature drifted (p below the threshold, or distance at or above it)."
+);
+metric!(
+    DRIFT_SHARE,
+    "modelwatch.drift.share",
+    "1",
+    Gauge,
+    "Share of the model's tested features that drifted (p-value tests corrected across features)."
+);
+metric!(
+    DRIFT_DATASET,
+    "modelwatch.drift.dataset",
+    "",
+    Gauge,
+    "1 when the share of drifted features reaches drift.dataset_share."
+);
+metric!(DRIFT_BIN, "modelwatch.drift.bin", "{value}", Counter,
+    "Values seen per reference bin (quantile bins of numeric features, categories then other): a fleet-wide PSI in PromQL.");
+metric!(
+    DRIFT_REFERENCE_SHARE,
+    "modelwatch.drift.reference.share",
+    "1",
+    Gauge,
+    "The reference's share of each bin (the other side of a fleet-wide PSI)."
+);
+metric!(DATA_QUALITY_ISSUES, "modelwatch.data_quality.issues", "{value}", Counter,
+    "Values with a data-quality issue: missing, non_finite, wrong_type, out_of_range, new_category, not_in_profile.");
+metric!(
+    DRIFT_FEATURES_DROPPED,
+    "modelwatch.drift.features.dropped",
+    "{feature}",
+    Counter,
+    "Feature values not tracked because drift.max_features or drift.max_models were reached."
+);
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -476,6 +526,15 @@ pub const ALL: &[MetricName] = &[
     QUALITY_ESTIMATED_RECALL,
     QUALITY_ESTIMATED_F1,
     QUALITY_ESTIMATION_GAP,
+    DRIFT_SCORE,
+    DRIFT_THRESHOLD,
+    DRIFT_DETECTED,
+    DRIFT_SHARE,
+    DRIFT_DATASET,
+    DRIFT_BIN,
+    DRIFT_REFERENCE_SHARE,
+    DATA_QUALITY_ISSUES,
+    DRIFT_FEATURES_DROPPED,
 ];
 
 /// Attribute keys.
@@ -518,6 +577,10 @@ pub mod attr {
     pub const ACTUAL: &str = "actual";
     pub const PREDICTED: &str = "predicted";
     pub const CORRECT: &str = "correct";
+    pub const FEATURE: &str = "feature";
+    pub const METHOD: &str = "method";
+    pub const BIN: &str = "bin";
+    pub const ISSUE: &str = "issue";
     pub const RESULT: &str = "result";
 }
 

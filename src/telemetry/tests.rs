@@ -57,6 +57,10 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
         )),
         Default::default(),
     );
+    crate::drift::register_instruments(
+        &t.meter,
+        std::sync::Arc::new(std::sync::RwLock::new(crate::drift::tests::full_snapshot())),
+    );
     let text = t.render_prometheus();
     for m in names::ALL {
         let name = prometheus_name(m);

@@ -1,0 +1,859 @@
+//! Drift and data quality: each model's features (and its predictions, and
+//! for LLMs prompt and completion lengths, token counts and finish reasons)
+//! are compared with a reference profile. Runs on the analysis thread: a
+//! value costs a ring-buffer push, a bin lookup and a few counters; the
+//! statistics are computed every `drift.refresh_interval`.
+
+pub mod profile;
+pub mod stats;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use opentelemetry::metrics::Meter;
+use opentelemetry::KeyValue;
+use serde::Serialize;
+
+use crate::analysis::Analyzer;
+use crate::config::{DriftConfig, DriftMethod};
+use crate::protocol::{Inference, Operation, Value};
+use crate::sample::Sample;
+use crate::telemetry::names::{self, attr};
+use profile::{BuildOptions, Builder, Cell, FeatureProfile, Kind, Profile};
+
+/// Data-quality issues, a bounded set (the `issue` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Issue {
+    Missing,
+    NonFinite,
+    WrongType,
+    OutOfRange,
+    NewCategory,
+    NotInProfile,
+}
+
+impl Issue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Issue::Missing => "missing",
+            Issue::NonFinite => "non_finite",
+            Issue::WrongType => "wrong_type",
+            Issue::OutOfRange => "out_of_range",
+            Issue::NewCategory => "new_category",
+            Issue::NotInProfile => "not_in_profile",
+        }
+    }
+}
+
+/// The current window of one feature.
+#[derive(Debug)]
+struct Window {
+    reference: FeatureProfile,
+    /// Numeric values, newest last (at most `drift.window`).
+    values: VecDeque<f64>,
+    /// Categorical: bin index per value (categories of the reference, then `other`).
+    cats: VecDeque<u16>,
+    /// Values seen per reference bin, since start (exported as counters).
+    bins: Vec<u64>,
+    issues: BTreeMap<Issue, u64>,
+}
+
+impl Window {
+    fn new(reference: FeatureProfile) -> Window {
+        let n = reference.bin_counts.len();
+        Window {
+            reference,
+            values: VecDeque::new(),
+            cats: VecDeque::new(),
+            bins: vec![0; n],
+            issues: BTreeMap::new(),
+        }
+    }
+
+    fn issue(&mut self, i: Issue) {
+        *self.issues.entry(i).or_default() += 1;
+    }
+
+    fn push(&mut self, v: &Value, cap: usize) {
+        match (self.reference.kind, v) {
+            (_, Value::Missing) => self.issue(Issue::Missing),
+            (Kind::Numeric, Value::Number(_) | Value::Bool(_)) => {
+                let x = v.as_f64().unwrap_or(f64::NAN);
+                if !x.is_finite() {
+                    self.issue(Issue::NonFinite);
+                    return;
+                }
+                if self.reference.min.is_some_and(|m| x < m)
+                    || self.reference.max.is_some_and(|m| x > m)
+                {
+                    self.issue(Issue::OutOfRange);
+                }
+                self.bins[stats::bin_of(x, &self.reference.edges)] += 1;
+                if self.values.len() == cap {
+                    self.values.pop_front();
+                }
+                self.values.push_back(x);
+            }
+            (Kind::Numeric, _) => self.issue(Issue::WrongType),
+            (Kind::Categorical, v) => {
+                let name = match v {
+                    Value::Text(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                    Value::Bool(b) => std::borrow::Cow::Borrowed(if *b { "true" } else { "false" }),
+                    Value::Number(x) if x.is_finite() => {
+                        std::borrow::Cow::Owned(profile::format_number(*x))
+                    }
+                    _ => {
+                        self.issue(Issue::NonFinite);
+                        return;
+                    }
+                };
+                let bin = match self.reference.categories.iter().position(|c| *c == name) {
+                    Some(i) => i,
+                    None => {
+                        self.issue(Issue::NewCategory);
+                        self.reference.categories.len()
+                    }
+                };
+                self.bins[bin] += 1;
+                if self.cats.len() == cap {
+                    self.cats.pop_front();
+                }
+                self.cats.push_back(bin as u16);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.values.len() + self.cats.len()
+    }
+
+    /// Counts per reference bin over the current window.
+    fn window_counts(&self) -> Vec<f64> {
+        match self.reference.kind {
+            Kind::Numeric => {
+                let v: Vec<f64> = self.values.iter().copied().collect();
+                stats::bin_counts(&v, &self.reference.edges)
+            }
+            Kind::Categorical => {
+                let mut c = vec![0.0; self.reference.bin_counts.len()];
+                for b in &self.cats {
+                    c[*b as usize] += 1.0;
+                }
+                c
+            }
+        }
+    }
+}
+
+/// One feature's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureDrift {
+    pub feature: String,
+    pub kind: Kind,
+    pub method: &'static str,
+    /// The statistic: a p-value for `ks` and `chi2`, a distance otherwise.
+    pub score: f64,
+    pub threshold: f64,
+    pub drifted: bool,
+    pub window: usize,
+    pub reference: usize,
+}
+
+/// One model's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ModelDrift {
+    pub model: String,
+    /// `profile` (a file) or `live` (the first records); `building` while the
+    /// live reference fills.
+    pub reference: &'static str,
+    pub features: Vec<FeatureDrift>,
+    /// Share of tested features that drifted (p-value tests corrected across features).
+    pub share: f64,
+    pub dataset_drift: bool,
+    /// The features that drifted, by the dataset verdict.
+    pub drifted_features: Vec<String>,
+    pub issues: Vec<IssueCount>,
+    #[serde(skip)]
+    pub bins: Vec<(String, Vec<u64>, Vec<f64>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IssueCount {
+    pub feature: String,
+    pub issue: Issue,
+    pub count: u64,
+}
+
+/// What the gauges and `/v1/status` read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DriftSnapshot {
+    pub models: Vec<ModelDrift>,
+    pub features_dropped: u64,
+}
+
+enum Reference {
+    Profile,
+    Building(Builder),
+    Live,
+}
+
+struct ModelState {
+    reference: Reference,
+    profile: Option<Profile>,
+    windows: BTreeMap<String, Window>,
+    not_in_profile: BTreeMap<String, u64>,
+}
+
+/// The drift analyzer (one per process; models keyed by name).
+pub struct DriftAnalyzer {
+    config: DriftConfig,
+    profiles: HashMap<String, Profile>,
+    models: HashMap<String, ModelState>,
+    pub snapshot: Arc<RwLock<DriftSnapshot>>,
+    last_refresh: Instant,
+    features_dropped: u64,
+}
+
+/// Loads the configured profiles (at start, so that a bad file stops it there).
+pub fn load_profiles(
+    config: &DriftConfig,
+) -> Result<HashMap<String, Profile>, profile::ProfileError> {
+    let mut out = HashMap::new();
+    for (model, path) in &config.profiles {
+        out.insert(model.clone(), Profile::load(std::path::Path::new(path))?);
+    }
+    Ok(out)
+}
+
+impl DriftAnalyzer {
+    pub fn new(config: DriftConfig, profiles: HashMap<String, Profile>) -> DriftAnalyzer {
+        DriftAnalyzer {
+            config,
+            profiles,
+            models: HashMap::new(),
+            snapshot: Arc::new(RwLock::new(DriftSnapshot::default())),
+            last_refresh: Instant::now(),
+            features_dropped: 0,
+        }
+    }
+
+    /// The values of one record: its features, its prediction, and for LLM
+    /// requests lengths, token counts and the finish reason.
+    fn values(r: &Inference) -> Vec<(String, Value)> {
+        let mut out = r.features.clone();
+        match r.operation {
+            Operation::Chat | Operation::TextCompletion => {
+                let len = |s: &Option<String>| {
+                    s.as_ref().map(|t| Value::Number(t.chars().count() as f64))
+                };
+                if let Some(v) = len(&r.input_text) {
+                    out.push(("llm.prompt_chars".into(), v));
+                }
+                if let Some(v) = len(&r.output_text) {
+                    out.push(("llm.completion_chars".into(), v));
+                }
+                if let Some(u) = r.usage {
+                    if let Some(n) = u.input {
+                        out.push(("llm.input_tokens".into(), Value::Number(n as f64)));
+                    }
+                    if let Some(n) = u.output {
+                        out.push(("llm.output_tokens".into(), Value::Number(n as f64)));
+                    }
+                }
+                if let Some(f) = r.finish_reasons.first() {
+                    out.push(("llm.finish_reason".into(), Value::Text(f.clone())));
+                }
+            }
+            Operation::Embeddings => {}
+            _ => {
+                if let Some(p) = &r.prediction {
+                    out.push(("prediction".into(), p.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn record(&mut self, r: &Inference) {
+        let model = r.model.clone().unwrap_or_else(|| "unknown".into());
+        if !self.models.contains_key(&model) {
+            if self.models.len() >= self.config.max_models {
+                self.features_dropped += 1;
+                return;
+            }
+            let state = match self.profiles.get(&model) {
+                Some(p) => ModelState {
+                    reference: Reference::Profile,
+                    windows: p
+                        .features
+                        .iter()
+                        .take(self.config.max_features)
+                        .map(|f| (f.name.clone(), Window::new(f.clone())))
+                        .collect(),
+                    profile: Some(p.clone()),
+                    not_in_profile: BTreeMap::new(),
+                },
+                None if self.config.live_reference_rows > 0 => ModelState {
+                    reference: Reference::Building(Builder::new(BuildOptions {
+                        sample_size: self.config.live_reference_rows,
+                        ..BuildOptions::default()
+                    })),
+                    profile: None,
+                    windows: BTreeMap::new(),
+                    not_in_profile: BTreeMap::new(),
+                },
+                None => return,
+            };
+            self.models.insert(model.clone(), state);
+        }
+        let cap = self.config.window;
+        let max_features = self.config.max_features;
+        let live_rows = self.config.live_reference_rows as u64;
+        let values = Self::values(r);
+        let state = self.models.get_mut(&model).expect("inserted");
+        if let Reference::Building(b) = &mut state.reference {
+            for (name, v) in values.iter().take(max_features) {
+                let cell = match v {
+                    Value::Number(x) => Cell::Number(*x),
+                    Value::Bool(x) => Cell::Text(if *x { "true" } else { "false" }),
+                    Value::Text(s) => Cell::Text(s.get(..s.len().min(256)).unwrap_or("")),
+                    Value::Missing => Cell::Missing,
+                };
+                b.add(name, cell);
+            }
+            b.end_row();
+            if b.rows() >= live_rows {
+                let Reference::Building(b) =
+                    std::mem::replace(&mut state.reference, Reference::Live)
+                else {
+                    unreachable!()
+                };
+                let p = b.finish();
+                state.windows = p
+                    .features
+                    .iter()
+                    .map(|f| (f.name.clone(), Window::new(f.clone())))
+                    .collect();
+                state.profile = Some(p);
+                tracing::info!(%model, rows = live_rows, "drift reference taken from live traffic");
+            }
+            return;
+        }
+        let mut seen = 0usize;
+        for (name, v) in &values {
+            match state.windows.get_mut(name) {
+                Some(w) => {
+                    w.push(v, cap);
+                    seen += 1;
+                }
+                None => {
+                    if state.not_in_profile.len() < max_features
+                        || state.not_in_profile.contains_key(name)
+                    {
+                        *state.not_in_profile.entry(name.clone()).or_default() += 1;
+                    } else {
+                        self.features_dropped += 1;
+                    }
+                }
+            }
+        }
+        // Reference features this record did not carry at all.
+        if seen < state.windows.len() {
+            for (name, w) in state.windows.iter_mut() {
+                if name != "prediction"
+                    && !name.starts_with("llm.")
+                    && !values.iter().any(|(n, _)| n == name)
+                {
+                    w.issue(Issue::Missing);
+                }
+            }
+        }
+    }
+
+    /// Computes every model's statistics.
+    pub fn refresh(&mut self) {
+        let c = &self.config;
+        let mut models = Vec::new();
+        for (name, state) in &self.models {
+            let mut m = ModelDrift {
+                model: name.clone(),
+                reference: match state.reference {
+                    Reference::Profile => "profile",
+                    Reference::Live => "live",
+                    Reference::Building(_) => "building",
+                },
+                ..ModelDrift::default()
+            };
+            let mut pvalues = Vec::new();
+            for (feature, w) in &state.windows {
+                for (issue, count) in &w.issues {
+                    m.issues.push(IssueCount {
+                        feature: feature.clone(),
+                        issue: *issue,
+                        count: *count,
+                    });
+                }
+                let ref_shares: Vec<f64> =
+                    stats::shares(&w.reference.bin_counts).unwrap_or_default();
+                m.bins.push((feature.clone(), w.bins.clone(), ref_shares));
+                if w.len() < c.min_samples {
+                    continue;
+                }
+                if let Some(d) = feature_drift(c, feature, w) {
+                    if d.method == "ks" || d.method == "chi2" {
+                        pvalues.push((m.features.len(), d.score));
+                    }
+                    m.features.push(d);
+                }
+            }
+            for (feature, count) in &state.not_in_profile {
+                m.issues.push(IssueCount {
+                    feature: feature.clone(),
+                    issue: Issue::NotInProfile,
+                    count: *count,
+                });
+            }
+            // Dataset verdict: p-value tests corrected across features.
+            let p: Vec<f64> = pvalues.iter().map(|(_, p)| *p).collect();
+            let corrected = stats::significant(&p, c.p_value_threshold, c.correction);
+            let mut drifted = m.features.iter().map(|f| f.drifted).collect::<Vec<bool>>();
+            for ((i, _), sig) in pvalues.iter().zip(corrected) {
+                drifted[*i] = sig;
+            }
+            if !m.features.is_empty() {
+                m.share = drifted.iter().filter(|d| **d).count() as f64 / m.features.len() as f64;
+                m.dataset_drift = m.share >= c.dataset_share;
+                m.drifted_features = m
+                    .features
+                    .iter()
+                    .zip(&drifted)
+                    .filter(|(_, d)| **d)
+                    .map(|(f, _)| f.feature.clone())
+                    .collect();
+            }
+            models.push(m);
+        }
+        models.sort_by(|a, b| a.model.cmp(&b.model));
+        *self.snapshot.write().expect("poisoned") = DriftSnapshot {
+            models,
+            features_dropped: self.features_dropped,
+        };
+    }
+}
+
+/// The statistic for one feature, by kind and reference size (Evidently's
+/// defaults) unless configured.
+fn feature_drift(c: &DriftConfig, feature: &str, w: &Window) -> Option<FeatureDrift> {
+    let r = &w.reference;
+    let reference_n = r.bin_counts.iter().sum::<f64>() as usize;
+    let method = match (r.kind, c.numeric_method, c.categorical_method) {
+        (Kind::Numeric, DriftMethod::Auto, _) => {
+            if reference_n <= c.large_sample {
+                DriftMethod::Ks
+            } else {
+                DriftMethod::Wasserstein
+            }
+        }
+        (Kind::Categorical, _, DriftMethod::Auto) => {
+            if reference_n <= c.large_sample {
+                DriftMethod::Chi2
+            } else {
+                DriftMethod::Jensenshannon
+            }
+        }
+        (Kind::Numeric, m, _) => m,
+        (Kind::Categorical, _, m) => m,
+    };
+    let counts = w.window_counts();
+    let (score, threshold, drifted) = match method {
+        DriftMethod::Ks => {
+            let mut cur: Vec<f64> = w.values.iter().copied().collect();
+            cur.sort_by(f64::total_cmp);
+            let d = stats::ks_statistic(&r.sample, &cur)?;
+            let p = stats::ks_pvalue(d, r.sample.len(), cur.len());
+            (p, c.p_value_threshold, p < c.p_value_threshold)
+        }
+        DriftMethod::Chi2 => {
+            let (_, p) = stats::chi_squared(&r.bin_counts, &counts)?;
+            (p, c.p_value_threshold, p < c.p_value_threshold)
+        }
+        DriftMethod::Wasserstein => {
+            let mut cur: Vec<f64> = w.values.iter().copied().collect();
+            cur.sort_by(f64::total_cmp);
+            let d = stats::wasserstein_normed(&r.sample, &cur)?;
+            (d, c.distance_threshold, d >= c.distance_threshold)
+        }
+        DriftMethod::Psi => {
+            let d = stats::psi(&r.bin_counts, &counts)?;
+            (d, c.distance_threshold, d >= c.distance_threshold)
+        }
+        DriftMethod::Jensenshannon => {
+            let d = stats::jensen_shannon(&r.bin_counts, &counts)?;
+            (d, c.distance_threshold, d >= c.distance_threshold)
+        }
+        DriftMethod::Hellinger => {
+            let d = stats::hellinger(&r.bin_counts, &counts)?;
+            (d, c.distance_threshold, d >= c.distance_threshold)
+        }
+        DriftMethod::Auto => return None,
+    };
+    if !score.is_finite() {
+        return None;
+    }
+    Some(FeatureDrift {
+        feature: feature.to_string(),
+        kind: r.kind,
+        method: method.as_str(),
+        score,
+        threshold,
+        drifted,
+        window: w.len(),
+        reference: reference_n,
+    })
+}
+
+impl Analyzer for DriftAnalyzer {
+    fn name(&self) -> &'static str {
+        "drift"
+    }
+
+    fn analyze(&mut self, _sample: &Sample, records: &[Inference]) {
+        for r in records {
+            self.record(r);
+        }
+        if self.last_refresh.elapsed() >= self.config.refresh_interval {
+            self.refresh();
+            self.last_refresh = Instant::now();
+        }
+    }
+}
+
+/// The drift gauges and counters, read from the snapshot at each collection.
+pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>) {
+    use names::*;
+    let s = snapshot.clone();
+    meter
+        .f64_observable_gauge(DRIFT_SCORE.name)
+        .with_unit(DRIFT_SCORE.unit)
+        .with_description(DRIFT_SCORE.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                for f in &m.features {
+                    o.observe(
+                        f.score,
+                        &feature_attrs(&m.model, &f.feature, Some(f.method)),
+                    );
+                }
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .f64_observable_gauge(DRIFT_THRESHOLD.name)
+        .with_unit(DRIFT_THRESHOLD.unit)
+        .with_description(DRIFT_THRESHOLD.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                for f in &m.features {
+                    o.observe(
+                        f.threshold,
+                        &feature_attrs(&m.model, &f.feature, Some(f.method)),
+                    );
+                }
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .u64_observable_gauge(DRIFT_DETECTED.name)
+        .with_unit(DRIFT_DETECTED.unit)
+        .with_description(DRIFT_DETECTED.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                for f in &m.features {
+                    o.observe(f.drifted as u64, &feature_attrs(&m.model, &f.feature, None));
+                }
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .f64_observable_gauge(DRIFT_SHARE.name)
+        .with_unit(DRIFT_SHARE.unit)
+        .with_description(DRIFT_SHARE.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                if !m.features.is_empty() {
+                    o.observe(m.share, &[KeyValue::new(attr::MODEL, m.model.clone())]);
+                }
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .u64_observable_gauge(DRIFT_DATASET.name)
+        .with_unit(DRIFT_DATASET.unit)
+        .with_description(DRIFT_DATASET.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                if !m.features.is_empty() {
+                    o.observe(
+                        m.dataset_drift as u64,
+                        &[KeyValue::new(attr::MODEL, m.model.clone())],
+                    );
+                }
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .u64_observable_counter(DRIFT_BIN.name)
+        .with_unit(DRIFT_BIN.unit)
+        .with_description(DRIFT_BIN.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                for (feature, bins, _) in &m.bins {
+                    for (i, n) in bins.iter().enumerate() {
+                        let mut a = feature_attrs(&m.model, feature, None);
+                        a.push(KeyValue::new(attr::BIN, i as i64));
+                        o.observe(*n, &a);
+                    }
+                }
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .f64_observable_gauge(DRIFT_REFERENCE_SHARE.name)
+        .with_unit(DRIFT_REFERENCE_SHARE.unit)
+        .with_description(DRIFT_REFERENCE_SHARE.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                for (feature, _, shares) in &m.bins {
+                    for (i, v) in shares.iter().enumerate() {
+                        let mut a = feature_attrs(&m.model, feature, None);
+                        a.push(KeyValue::new(attr::BIN, i as i64));
+                        o.observe(*v, &a);
+                    }
+                }
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
+        .u64_observable_counter(DATA_QUALITY_ISSUES.name)
+        .with_unit(DATA_QUALITY_ISSUES.unit)
+        .with_description(DATA_QUALITY_ISSUES.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                for i in &m.issues {
+                    let mut a = feature_attrs(&m.model, &i.feature, None);
+                    a.push(KeyValue::new(attr::ISSUE, i.issue.as_str()));
+                    o.observe(i.count, &a);
+                }
+            }
+        })
+        .build();
+    meter
+        .u64_observable_counter(DRIFT_FEATURES_DROPPED.name)
+        .with_unit(DRIFT_FEATURES_DROPPED.unit)
+        .with_description(DRIFT_FEATURES_DROPPED.description)
+        .with_callback(move |o| o.observe(snapshot.read().expect("poisoned").features_dropped, &[]))
+        .build();
+}
+
+fn feature_attrs(model: &str, feature: &str, method: Option<&'static str>) -> Vec<KeyValue> {
+    let mut a = vec![
+        KeyValue::new(attr::MODEL, model.to_string()),
+        KeyValue::new(attr::FEATURE, feature.to_string()),
+    ];
+    if let Some(m) = method {
+        a.push(KeyValue::new(attr::METHOD, m));
+    }
+    a
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A snapshot with every kind of figure, for the exporter tests.
+    pub(crate) fn full_snapshot() -> DriftSnapshot {
+        DriftSnapshot {
+            models: vec![ModelDrift {
+                model: "m".into(),
+                reference: "profile",
+                features: vec![FeatureDrift {
+                    feature: "x".into(),
+                    kind: Kind::Numeric,
+                    method: "ks",
+                    score: 0.01,
+                    threshold: 0.05,
+                    drifted: true,
+                    window: 100,
+                    reference: 100,
+                }],
+                share: 1.0,
+                dataset_drift: true,
+                drifted_features: vec!["x".into()],
+                issues: vec![IssueCount {
+                    feature: "x".into(),
+                    issue: Issue::Missing,
+                    count: 1,
+                }],
+                bins: vec![("x".into(), vec![1, 2], vec![0.5, 0.5])],
+            }],
+            features_dropped: 1,
+        }
+    }
+
+    fn numeric_profile(name: &str, values: impl Iterator<Item = f64>) -> Profile {
+        let mut b = Builder::new(BuildOptions::default());
+        for v in values {
+            b.add(name, Cell::Number(v));
+            b.add(
+                "color",
+                Cell::Text(if v as i64 % 2 == 0 { "red" } else { "blue" }),
+            );
+            b.end_row();
+        }
+        b.finish()
+    }
+
+    fn record(x: Value, color: &str) -> Inference {
+        let sample = Sample::from_bodies("/v2/models/m/infer", b"{}", b"{}", "application/json");
+        let mut r = Inference::new(
+            &sample,
+            crate::protocol::Protocol::OpenInferenceV2,
+            Operation::Predict,
+        );
+        r.model = Some("m".into());
+        r.features = vec![("x".into(), x), ("color".into(), Value::Text(color.into()))];
+        r
+    }
+
+    fn config() -> DriftConfig {
+        DriftConfig {
+            window: 200,
+            min_samples: 100,
+            ..DriftConfig::default()
+        }
+    }
+
+    #[test]
+    fn shifted_values_drift_and_unshifted_do_not() {
+        let p = numeric_profile("x", (0..500).map(|i| (i % 100) as f64));
+        let mut d = DriftAnalyzer::new(config(), HashMap::from([("m".to_string(), p)]));
+        for i in 0..200 {
+            d.record(&record(
+                Value::Number(((i * 7) % 100) as f64),
+                if i % 2 == 0 { "red" } else { "blue" },
+            ));
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        let m = &snap.models[0];
+        assert_eq!(m.reference, "profile");
+        let x = m.features.iter().find(|f| f.feature == "x").unwrap();
+        assert_eq!((x.method, x.drifted), ("ks", false), "{x:?}");
+        let color = m.features.iter().find(|f| f.feature == "color").unwrap();
+        assert_eq!((color.method, color.drifted), ("chi2", false), "{color:?}");
+        assert!(!m.dataset_drift);
+        for i in 0..200 {
+            d.record(&record(Value::Number(50.0 + (i % 100) as f64), "red"));
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        let m = &snap.models[0];
+        assert_eq!(m.drifted_features, vec!["color", "x"]);
+        assert!(m.dataset_drift);
+        let issues: Vec<(&str, Issue, u64)> = m
+            .issues
+            .iter()
+            .map(|i| (i.feature.as_str(), i.issue, i.count))
+            .collect();
+        assert!(
+            issues.contains(&("x", Issue::OutOfRange, 100)),
+            "{issues:?}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_counted_and_never_panic() {
+        let p = numeric_profile("x", (0..500).map(|i| (i % 100) as f64));
+        let mut d = DriftAnalyzer::new(
+            DriftConfig {
+                max_features: 3,
+                ..config()
+            },
+            HashMap::from([("m".to_string(), p)]),
+        );
+        let long = "x".repeat(1 << 20);
+        for i in 0..5000 {
+            let x = match i % 5 {
+                0 => Value::Number(f64::NAN),
+                1 => Value::Number(f64::INFINITY),
+                2 => Value::Text("seven".into()),
+                3 => Value::Missing,
+                _ => Value::Number(1.0),
+            };
+            let color = if i % 7 == 0 {
+                long.clone()
+            } else {
+                format!("cat-{i}")
+            };
+            let mut r = record(x, &color);
+            // Thousands of features the profile does not know.
+            r.features.push((format!("extra-{i}"), Value::Number(1.0)));
+            d.record(&r);
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        let count = |f: &str, i: Issue| {
+            snap.models[0]
+                .issues
+                .iter()
+                .find(|c| c.feature == f && c.issue == i)
+                .map(|c| c.count)
+        };
+        assert_eq!(count("x", Issue::NonFinite), Some(2000));
+        assert_eq!(count("x", Issue::WrongType), Some(1000));
+        assert_eq!(count("x", Issue::Missing), Some(1000));
+        assert_eq!(count("color", Issue::NewCategory), Some(5000));
+        // Unknown features: at most max_features tracked by name, the rest counted.
+        let extra = snap.models[0]
+            .issues
+            .iter()
+            .filter(|i| i.issue == Issue::NotInProfile)
+            .count();
+        assert_eq!(extra, 3);
+        assert!(snap.features_dropped >= 4990);
+        // The window of a categorical feature holds bin numbers, not strings.
+        let w = &d.models["m"].windows["color"];
+        assert!(w.cats.len() <= 200);
+    }
+
+    #[test]
+    fn live_reference_from_the_first_records() {
+        let mut d = DriftAnalyzer::new(
+            DriftConfig {
+                live_reference_rows: 150,
+                ..config()
+            },
+            HashMap::new(),
+        );
+        for i in 0..150 {
+            d.record(&record(Value::Number((i % 50) as f64), "red"));
+        }
+        d.refresh();
+        assert_eq!(d.snapshot.read().unwrap().models[0].reference, "live");
+        for i in 0..150 {
+            d.record(&record(Value::Number(100.0 + (i % 50) as f64), "red"));
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        assert_eq!(snap.models[0].drifted_features, vec!["x"]);
+    }
+}
