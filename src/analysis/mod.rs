@@ -27,6 +27,13 @@ pub trait Analyzer: Send {
     /// Looks at one sample and the inference records decoded from it (none
     /// when it was not model traffic or could not be decoded).
     fn analyze(&mut self, sample: &Sample, records: &[Inference]);
+    /// When this analyzer wants [`Analyzer::tick`] called even if no sample
+    /// arrives (periodic work over what it has seen); None: never.
+    fn next_tick(&self) -> Option<std::time::Instant> {
+        None
+    }
+    /// Periodic work; called at or after the time `next_tick` gave.
+    fn tick(&mut self) {}
 }
 
 /// Decodes samples into records and counts what it decoded and what it could not.
@@ -155,8 +162,34 @@ pub fn spawn(
         .name("modelwatch-analysis".into())
         .spawn(move || {
             lower_priority();
-            // Blocks only while the queue is empty; then takes what has piled up.
-            while let Some(first) = queue.blocking_recv() {
+            loop {
+                // Blocks while the queue is empty, unless an analyzer has
+                // periodic work due: then waits only until that time.
+                let due = analyzers.iter().filter_map(|a| a.next_tick()).min();
+                let first = match due {
+                    None => match queue.blocking_recv() {
+                        Some(s) => Some(s),
+                        None => break,
+                    },
+                    Some(at) => match queue.try_recv() {
+                        Ok(s) => Some(s),
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            let now = std::time::Instant::now();
+                            if now >= at {
+                                for a in analyzers.iter_mut() {
+                                    if a.next_tick().is_some_and(|t| t <= now) {
+                                        a.tick();
+                                    }
+                                }
+                            } else {
+                                std::thread::sleep(BATCH_PAUSE.min(at - now));
+                            }
+                            None
+                        }
+                    },
+                };
+                let Some(first) = first else { continue };
                 let mut next = Some(first);
                 while let Some(sample) = next {
                     let records = decoder.decode(&sample);
@@ -171,6 +204,11 @@ pub fn spawn(
                     .sample_queue_depth
                     .store(queue.len() as u64, Ordering::Relaxed);
                 std::thread::sleep(BATCH_PAUSE);
+            }
+            for a in analyzers.iter_mut() {
+                if a.next_tick().is_some() {
+                    a.tick();
+                }
             }
             tracing::debug!("analysis queue closed");
         })

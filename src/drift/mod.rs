@@ -213,6 +213,8 @@ pub struct DriftAnalyzer {
     models: HashMap<String, ModelState>,
     pub snapshot: Arc<RwLock<DriftSnapshot>>,
     last_refresh: Instant,
+    /// Values arrived since the last refresh.
+    dirty: bool,
     features_dropped: u64,
 }
 
@@ -235,6 +237,7 @@ impl DriftAnalyzer {
             models: HashMap::new(),
             snapshot: Arc::new(RwLock::new(DriftSnapshot::default())),
             last_refresh: Instant::now(),
+            dirty: false,
             features_dropped: 0,
         }
     }
@@ -522,11 +525,22 @@ impl Analyzer for DriftAnalyzer {
     fn analyze(&mut self, _sample: &Sample, records: &[Inference]) {
         for r in records {
             self.record(r);
+            self.dirty = true;
         }
-        if self.last_refresh.elapsed() >= self.config.refresh_interval {
-            self.refresh();
-            self.last_refresh = Instant::now();
+        if self.dirty && self.last_refresh.elapsed() >= self.config.refresh_interval {
+            self.tick();
         }
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        self.dirty
+            .then(|| self.last_refresh + self.config.refresh_interval)
+    }
+
+    fn tick(&mut self) {
+        self.refresh();
+        self.last_refresh = Instant::now();
+        self.dirty = false;
     }
 }
 

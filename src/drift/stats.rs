@@ -31,16 +31,69 @@ pub fn ks_statistic(a: &[f64], b: &[f64]) -> Option<f64> {
     Some(d)
 }
 
-/// Two-sided p-value of a two-sample KS statistic `d` from the limiting
-/// Kolmogorov distribution, with Stephens' small-sample correction
-/// (`λ = (√n + 0.12 + 0.11/√n)·d`, `n = n1·n2/(n1+n2)`). SciPy computes an
-/// exact p-value for small samples; the two agree to the tolerance stated in
-/// docs/drift.md.
+/// Above this many pairs (`n1 · n2`), [`ks_pvalue`] uses the limiting
+/// distribution instead of the exact one (which costs `n1 · n2` steps).
+pub const KS_EXACT_LIMIT: usize = 1_000_000;
+
+/// Two-sided p-value of a two-sample KS statistic `d`: exact (the share of
+/// orderings of the pooled samples whose ECDFs come as far apart, as
+/// `scipy.stats.ks_2samp(method="exact")`) when `n1 · n2 ≤ KS_EXACT_LIMIT`;
+/// otherwise the limiting Kolmogorov distribution with Stephens' correction
+/// (`λ = (√n + 0.12 + 0.11/√n)·d`, `n = n1·n2/(n1+n2)`).
 pub fn ks_pvalue(d: f64, n1: usize, n2: usize) -> f64 {
+    if n1 == 0 || n2 == 0 {
+        return 1.0;
+    }
+    if n1.saturating_mul(n2) <= KS_EXACT_LIMIT {
+        return ks_pvalue_exact(d, n1, n2);
+    }
     let en = (n1 as f64 * n2 as f64) / (n1 + n2) as f64;
     let sq = en.sqrt();
     let lambda = (sq + 0.12 + 0.11 / sq) * d;
     kolmogorov_sf(lambda)
+}
+
+/// `P(D ≥ d)` under the null hypothesis, by walking the lattice of merged
+/// orderings: a path from (0, 0) to (n1, n2) stays "inside" while
+/// `|i/n1 − j/n2| < d`; each step's probability is hypergeometric, so the
+/// sums stay in [0, 1] (no binomial coefficients to overflow).
+pub fn ks_pvalue_exact(d: f64, n1: usize, n2: usize) -> f64 {
+    let (m, n) = (n1 as u64, n2 as u64);
+    // d = h / (m n) for an integer h: compare integers, not floats.
+    let h = (d * (m * n) as f64).round() as u64;
+    if h == 0 {
+        return 1.0;
+    }
+    let inside = |i: u64, j: u64| (i * n).abs_diff(j * m) < h;
+    let mut row = vec![0.0f64; n as usize + 1];
+    // i = 0.
+    row[0] = 1.0;
+    for j in 1..=n {
+        row[j as usize] = if inside(0, j) {
+            row[j as usize - 1] * (n - j + 1) as f64 / (m + n - j + 1) as f64
+        } else {
+            0.0
+        };
+    }
+    for i in 1..=m {
+        for j in 0..=n {
+            if !inside(i, j) {
+                row[j as usize] = 0.0;
+                continue;
+            }
+            let rest = (m + n - i - j + 1) as f64;
+            // From (i-1, j) by taking from the first sample, or from (i, j-1)
+            // by taking from the second.
+            let from_up = row[j as usize] * (m - i + 1) as f64 / rest;
+            let from_left = if j > 0 {
+                row[j as usize - 1] * (n - j + 1) as f64 / rest
+            } else {
+                0.0
+            };
+            row[j as usize] = from_up + from_left;
+        }
+    }
+    (1.0 - row[n as usize]).clamp(0.0, 1.0)
 }
 
 /// `Q(λ) = 2 Σ (-1)^(k-1) exp(-2 k² λ²)`, the Kolmogorov survival function.
@@ -284,6 +337,17 @@ mod tests {
         assert!((wasserstein(&[0.0, 1.0], &[0.0, 1.0, 1.0, 1.0]).unwrap() - 0.25).abs() < 1e-12);
         assert_eq!(ks_statistic(&a, &a), Some(0.0));
         assert_eq!(ks_statistic(&[], &a), None);
+    }
+
+    #[test]
+    fn exact_ks_pvalues() {
+        // scipy.stats.ks_2samp([1,2,3], [4,5,6]).pvalue = 0.1 (1 - 18/20).
+        assert!((ks_pvalue_exact(1.0, 3, 3) - 0.1).abs() < 1e-12);
+        // ks_2samp([1,2,3,4], [2.5,5,6]): D = 2/3, p = 0.4.
+        let d = ks_statistic(&[1.0, 2.0, 3.0, 4.0], &[2.5, 5.0, 6.0]).unwrap();
+        assert!((d - 2.0 / 3.0).abs() < 1e-12);
+        assert!((ks_pvalue_exact(d, 4, 3) - 0.4).abs() < 1e-12);
+        assert_eq!(ks_pvalue_exact(0.0, 5, 5), 1.0);
     }
 
     #[test]

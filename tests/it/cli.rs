@@ -154,6 +154,50 @@ fn a_store_that_cannot_be_opened_is_a_clear_error() {
 }
 
 #[test]
+fn a_corrupt_or_newer_profile_is_refused_at_start() {
+    for (text, wants) in [
+        ("{\"format\": \"modelwatch-profile\", \"version\": 1, \"rows\": 3, \"features\": [{\"name\": ", "not a modelwatch profile"),
+        ("{\"format\": \"modelwatch-profile\", \"version\": 99, \"rows\": 3, \"features\": []}", "newer modelwatch"),
+    ] {
+        let (_d1, profile) = temp_file("p.json", text);
+        let (_d2, config) = temp_file(
+            "m.yaml",
+            &format!("drift:\n  profiles:\n    bc: {}\n", profile.display()),
+        );
+        let out = modelwatch()
+            .args([
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--admin-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(wants) && err.contains(profile.to_str().unwrap()) && err.contains("drift.profiles"),
+            "{err}"
+        );
+    }
+    let out = modelwatch()
+        .args([
+            "profile",
+            "--input",
+            "data.parquet",
+            "--output",
+            "/tmp/x.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("accepted: .csv, .jsonl"));
+}
+
+#[test]
 fn demo_runs_and_shows_traffic() {
     let out = modelwatch()
         .args([

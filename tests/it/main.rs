@@ -4,6 +4,7 @@
 
 mod cli;
 mod common;
+mod drift;
 mod export;
 mod grpc;
 mod models;

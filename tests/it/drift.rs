@@ -1,0 +1,334 @@
+//! Drift end to end: statistics against SciPy on scikit-learn's breast-cancer
+//! data (shifted and unshifted halves), and drift injected through a real
+//! MLServer model detected and exported.
+
+use std::process::Command;
+use std::time::Duration;
+
+use modelwatch::drift::stats;
+use serde_json::json;
+
+use crate::common::*;
+use crate::models::{fixtures, mlserver, testbed};
+
+/// Breast cancer, rows in the fixed shuffled order of quality_data.py.
+fn breast_cancer() -> (Vec<String>, Vec<Vec<f64>>) {
+    let out = Command::new(testbed().join("venvs/mlserver/bin/python"))
+        .arg("-c")
+        .arg("import json, numpy as np; from sklearn.datasets import load_breast_cancer as l; d = l(); o = np.random.RandomState(0).permutation(len(d.target)); print(json.dumps({'names': list(d.feature_names), 'X': d.data[o].tolist()}))")
+        .output()
+        .unwrap();
+    let v = stdout_json(out);
+    (
+        serde_json::from_value(v["names"].clone()).unwrap(),
+        serde_json::from_value(v["X"].clone()).unwrap(),
+    )
+}
+
+fn column(rows: &[Vec<f64>], j: usize) -> Vec<f64> {
+    rows.iter().map(|r| r[j]).collect()
+}
+
+/// Features 0, 2, 4, … of the current half are scaled by 1.15 (drift);
+/// the odd ones are left alone.
+fn shift(rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(j, x)| if j % 2 == 0 { x * 1.15 } else { *x })
+                .collect()
+        })
+        .collect()
+}
+
+fn close(what: &str, got: f64, want: f64, tol: f64) {
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: modelwatch {got}, SciPy/NumPy {want} (tolerance {tol})"
+    );
+}
+
+#[test]
+fn statistics_match_scipy_on_breast_cancer() {
+    let (_, x) = breast_cancer();
+    let (reference, current) = x.split_at(285);
+    let shifted = shift(current);
+    let mut pairs = Vec::new();
+    for cur in [current, &shifted[..]] {
+        for j in 0..30 {
+            pairs.push((column(reference, j), column(cur, j)));
+        }
+    }
+    let input = json!({"bins": 10, "pairs": pairs.iter().map(|(r, c)| json!({"ref": r, "cur": c})).collect::<Vec<_>>()});
+    let mut cmd = Command::new(testbed().join("venvs/mlserver/bin/python"));
+    cmd.arg(fixtures().join("drift_reference.py"));
+    let want = stdout_json(run_with_input(&mut cmd, input.to_string().as_bytes()));
+    let mut worst_p = 0.0f64;
+    for (i, (r, c)) in pairs.iter().enumerate() {
+        let w = &want[i];
+        let f = |k: &str| w[k].as_f64().unwrap();
+        let (mut rs, mut cs) = (r.clone(), c.clone());
+        rs.sort_by(f64::total_cmp);
+        cs.sort_by(f64::total_cmp);
+        let what = |k: &str| format!("pair {i} {k}");
+        // Exact methods: 1e-9.
+        let d = stats::ks_statistic(&rs, &cs).unwrap();
+        close(&what("ks statistic"), d, f("ks_statistic"), 1e-9);
+        close(
+            &what("wasserstein"),
+            stats::wasserstein(&rs, &cs).unwrap(),
+            f("wasserstein"),
+            1e-9,
+        );
+        close(
+            &what("normed wasserstein"),
+            stats::wasserstein_normed(&rs, &cs).unwrap(),
+            f("wasserstein_normed"),
+            1e-9,
+        );
+        let edges = stats::quantile_edges(&rs, 10);
+        let want_edges: Vec<f64> = serde_json::from_value(w["edges"].clone()).unwrap();
+        assert_eq!(edges.len(), want_edges.len(), "{}", what("edges"));
+        for (a, b) in edges.iter().zip(&want_edges) {
+            close(&what("edge"), *a, *b, 1e-9);
+        }
+        let rc = stats::bin_counts(&rs, &edges);
+        let cc = stats::bin_counts(&cs, &edges);
+        assert_eq!(
+            rc,
+            serde_json::from_value::<Vec<f64>>(w["ref_counts"].clone()).unwrap(),
+            "{}",
+            what("reference counts")
+        );
+        assert_eq!(
+            cc,
+            serde_json::from_value::<Vec<f64>>(w["cur_counts"].clone()).unwrap(),
+            "{}",
+            what("current counts")
+        );
+        close(&what("psi"), stats::psi(&rc, &cc).unwrap(), f("psi"), 1e-9);
+        close(
+            &what("jensenshannon"),
+            stats::jensen_shannon(&rc, &cc).unwrap(),
+            f("jensenshannon"),
+            1e-9,
+        );
+        close(
+            &what("hellinger"),
+            stats::hellinger(&rc, &cc).unwrap(),
+            f("hellinger"),
+            1e-9,
+        );
+        let (chi, chi_p) = stats::chi_squared(&rc, &cc).unwrap();
+        close(
+            &what("chi2 statistic"),
+            chi,
+            f("chi2_statistic"),
+            1e-9 * chi.max(1.0),
+        );
+        close(&what("chi2 p-value"), chi_p, f("chi2_pvalue"), 1e-9);
+        // Exact p-value at these sizes, as SciPy's default.
+        let p = stats::ks_pvalue(d, rs.len(), cs.len());
+        close(&what("ks p-value"), p, f("ks_pvalue"), 1e-9);
+        // Above KS_EXACT_LIMIT pairs: the limiting distribution, against
+        // SciPy's `method="asymp"`; stated tolerance 0.02.
+        let en = (rs.len() * cs.len()) as f64 / (rs.len() + cs.len()) as f64;
+        let asymp = stats::kolmogorov_sf((en.sqrt() + 0.12 + 0.11 / en.sqrt()) * d);
+        worst_p = worst_p.max((asymp - f("ks_pvalue_asymp")).abs());
+        close(
+            &what("ks p-value (asymptotic)"),
+            asymp,
+            f("ks_pvalue_asymp"),
+            0.02,
+        );
+    }
+    println!("largest asymptotic KS p-value difference from SciPy's asymp: {worst_p:.5}");
+    // The shifted half drifts on the scaled features only (KS at 0.05).
+    for j in 0..30 {
+        let w = &want[30 + j];
+        let drifted = w["ks_pvalue"].as_f64().unwrap() < 0.05;
+        if j % 2 == 1 {
+            assert!(
+                !drifted || w["ks_pvalue"].as_f64().unwrap() > 0.001,
+                "unshifted feature {j} flagged"
+            );
+        }
+    }
+}
+
+/// `modelwatch profile` on the reference half; the current half through a real
+/// MLServer model: first as it is (no dataset drift), then shifted (drift on
+/// the shifted features, exported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_injected_through_a_real_model_is_detected_and_exported() {
+    let (names, x) = breast_cancer();
+    let (reference, current) = x.split_at(285);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("reference.csv");
+    let mut text = names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    text.push('\n');
+    for r in reference {
+        text.push_str(&r.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+        text.push('\n');
+    }
+    std::fs::write(&csv, text).unwrap();
+    let profile = dir.path().join("bc-profile.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+        .args(["profile", "--input"])
+        .arg(&csv)
+        .arg("--output")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("profiled 285 rows, 30 features"));
+
+    let server = mlserver(&["bc"]).await;
+    let features = names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        "drift:\n  profiles:\n    bc: {}\n  window: 250\n  min_samples: 200\n  refresh_interval: 100ms\nprotocol:\n  models:\n    - name: bc\n      features: [{features}]\n",
+        profile.display()
+    );
+    let mw = Modelwatch::start(Options::new(server.url("")).config(&config)).await;
+    let send = |rows: Vec<Vec<f64>>| {
+        let mw = &mw;
+        async move {
+            for chunk in rows.chunks(25) {
+                let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
+                let req = json!({"inputs": [{"name": "input-0", "shape": [chunk.len(), 30], "datatype": "FP64", "data": flat}]});
+                let resp = http()
+                    .post(mw.url("/v2/models/bc/infer"))
+                    .json(&req)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+        }
+    };
+    let drift = |want_window: u64| {
+        let mw = &mw;
+        async move {
+            eventually("drift figures", Duration::from_secs(30), || async {
+                let s = mw.status().await;
+                let m = s["drift"]["models"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["model"] == "bc")?
+                    .clone();
+                let f = m["features"]
+                    .as_array()?
+                    .iter()
+                    .find(|f| f["feature"] == "mean radius")?
+                    .clone();
+                (f["window"].as_u64() == Some(want_window)).then_some(m)
+            })
+            .await
+        }
+    };
+    send(current.to_vec()).await;
+    let m = drift(250).await;
+    assert_eq!(m["reference"], "profile");
+    assert_eq!(m["dataset_drift"], false, "{m}");
+    let ks = m["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["method"] == "ks")
+        .count();
+    assert_eq!(ks, 30, "30 features of 285 reference values: KS");
+
+    send(shift(current)).await;
+    let m = eventually(
+        "shifted features drift",
+        Duration::from_secs(30),
+        || async {
+            let m = drift(250).await;
+            let f = m["features"]
+                .as_array()?
+                .iter()
+                .find(|f| f["feature"] == "mean radius")?
+                .clone();
+            (f["drifted"] == true && m["drifted_features"].as_array()?.len() >= 8).then_some(m)
+        },
+    )
+    .await;
+    println!(
+        "drifted after the shift: {}, share {}",
+        m["drifted_features"], m["share"]
+    );
+    let drifted: Vec<&str> = m["drifted_features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(drifted.contains(&"mean radius"), "{drifted:?}");
+    for (j, name) in names.iter().enumerate() {
+        if j % 2 == 1 {
+            assert!(
+                !drifted.contains(&name.as_str()),
+                "unshifted {name} flagged: {drifted:?}"
+            );
+        }
+    }
+    let metrics = mw.metrics().await;
+    assert_eq!(
+        prom_value(
+            &metrics,
+            "modelwatch_drift_detected",
+            &[("model", "bc"), ("feature", "mean radius")]
+        ),
+        Some(1.0)
+    );
+    // Half the features were shifted; the dataset verdict follows the share
+    // (Bonferroni-corrected) against drift.dataset_share.
+    let share = prom_value(&metrics, "modelwatch_drift_share_ratio", &[("model", "bc")]).unwrap();
+    assert_eq!(share, m["share"].as_f64().unwrap());
+    let dataset = prom_value(&metrics, "modelwatch_drift_dataset", &[("model", "bc")]).unwrap();
+    assert_eq!(dataset, if share >= 0.5 { 1.0 } else { 0.0 });
+    let bins: f64 = (0..10)
+        .filter_map(|b| {
+            prom_value(
+                &metrics,
+                "modelwatch_drift_bin_total",
+                &[("feature", "mean radius"), ("bin", &b.to_string())],
+            )
+        })
+        .sum();
+    assert_eq!(
+        bins,
+        (2 * current.len()) as f64,
+        "every value counted in a reference bin"
+    );
+    // The shifted values leave the reference range.
+    assert!(
+        prom_value(
+            &metrics,
+            "modelwatch_data_quality_issues_total",
+            &[("feature", "mean radius"), ("issue", "out_of_range")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    // The model's predictions are not in this profile: counted, not tracked.
+    assert!(prom_value(
+        &metrics,
+        "modelwatch_data_quality_issues_total",
+        &[("feature", "prediction"), ("issue", "not_in_profile")]
+    )
+    .is_some());
+}
