@@ -216,6 +216,9 @@ async fn drift_injected_through_a_real_model_is_detected_and_exported() {
                     .await
                     .unwrap();
                 assert_eq!(resp.status(), 200);
+                // Read the answer: a client that leaves early aborts the
+                // exchange, and an aborted exchange is not decoded.
+                resp.bytes().await.unwrap();
             }
         }
     };
@@ -300,20 +303,22 @@ async fn drift_injected_through_a_real_model_is_detected_and_exported() {
     assert_eq!(share, m["share"].as_f64().unwrap());
     let dataset = prom_value(&metrics, "modelwatch_drift_dataset", &[("model", "bc")]).unwrap();
     assert_eq!(dataset, if share >= 0.5 { 1.0 } else { 0.0 });
-    let bins: f64 = (0..10)
-        .filter_map(|b| {
-            prom_value(
-                &metrics,
-                "modelwatch_drift_bin_total",
-                &[("feature", "mean radius"), ("bin", &b.to_string())],
-            )
-        })
-        .sum();
-    assert_eq!(
-        bins,
-        (2 * current.len()) as f64,
-        "every value counted in a reference bin"
-    );
+    // Every value lands in a reference bin (wait for the last batch's refresh).
+    let total = (2 * current.len()) as f64;
+    let metrics = eventually("every value binned", Duration::from_secs(30), || async {
+        let metrics = mw.metrics().await;
+        let bins: f64 = (0..10)
+            .filter_map(|b| {
+                prom_value(
+                    &metrics,
+                    "modelwatch_drift_bin_total",
+                    &[("feature", "mean radius"), ("bin", &b.to_string())],
+                )
+            })
+            .sum();
+        (bins == total).then_some(metrics)
+    })
+    .await;
     // The shifted values leave the reference range.
     assert!(
         prom_value(
