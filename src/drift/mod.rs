@@ -202,7 +202,7 @@ enum Reference {
 struct ModelState {
     reference: Reference,
     profile: Option<Profile>,
-    windows: BTreeMap<String, Window>,
+    windows: HashMap<String, Window>,
     not_in_profile: BTreeMap<String, u64>,
 }
 
@@ -242,10 +242,10 @@ impl DriftAnalyzer {
         }
     }
 
-    /// The values of one record: its features, its prediction, and for LLM
-    /// requests lengths, token counts and the finish reason.
-    fn values(r: &Inference) -> Vec<(String, Value)> {
-        let mut out = r.features.clone();
+    /// The values a record adds to its features: its prediction, and for
+    /// LLM requests lengths, token counts and the finish reason.
+    fn extra_values(r: &Inference) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
         match r.operation {
             Operation::Chat | Operation::TextCompletion => {
                 let len = |s: &Option<String>| {
@@ -280,13 +280,13 @@ impl DriftAnalyzer {
     }
 
     fn record(&mut self, r: &Inference) {
-        let model = r.model.clone().unwrap_or_else(|| "unknown".into());
-        if !self.models.contains_key(&model) {
+        let model = r.model.as_deref().unwrap_or("unknown");
+        if !self.models.contains_key(model) {
             if self.models.len() >= self.config.max_models {
                 self.features_dropped += 1;
                 return;
             }
-            let state = match self.profiles.get(&model) {
+            let state = match self.profiles.get(model) {
                 Some(p) => ModelState {
                     reference: Reference::Profile,
                     windows: p
@@ -304,20 +304,21 @@ impl DriftAnalyzer {
                         ..BuildOptions::default()
                     })),
                     profile: None,
-                    windows: BTreeMap::new(),
+                    windows: HashMap::new(),
                     not_in_profile: BTreeMap::new(),
                 },
                 None => return,
             };
-            self.models.insert(model.clone(), state);
+            self.models.insert(model.to_string(), state);
         }
         let cap = self.config.window;
         let max_features = self.config.max_features;
         let live_rows = self.config.live_reference_rows as u64;
-        let values = Self::values(r);
-        let state = self.models.get_mut(&model).expect("inserted");
+        let extra = Self::extra_values(r);
+        let values = || r.features.iter().chain(extra.iter());
+        let state = self.models.get_mut(model).expect("inserted");
         if let Reference::Building(b) = &mut state.reference {
-            for (name, v) in values.iter().take(max_features) {
+            for (name, v) in values().take(max_features) {
                 let cell = match v {
                     Value::Number(x) => Cell::Number(*x),
                     Value::Bool(x) => Cell::Text(if *x { "true" } else { "false" }),
@@ -345,7 +346,7 @@ impl DriftAnalyzer {
             return;
         }
         let mut seen = 0usize;
-        for (name, v) in &values {
+        for (name, v) in values() {
             match state.windows.get_mut(name) {
                 Some(w) => {
                     w.push(v, cap);
@@ -367,7 +368,7 @@ impl DriftAnalyzer {
             for (name, w) in state.windows.iter_mut() {
                 if name != "prediction"
                     && !name.starts_with("llm.")
-                    && !values.iter().any(|(n, _)| n == name)
+                    && !values().any(|(n, _)| n == name)
                 {
                     w.issue(Issue::Missing);
                 }
@@ -390,7 +391,10 @@ impl DriftAnalyzer {
                 ..ModelDrift::default()
             };
             let mut pvalues = Vec::new();
-            for (feature, w) in &state.windows {
+            let mut names: Vec<&String> = state.windows.keys().collect();
+            names.sort();
+            for feature in names {
+                let w = &state.windows[feature];
                 for (issue, count) in &w.issues {
                     m.issues.push(IssueCount {
                         feature: feature.clone(),
@@ -437,6 +441,11 @@ impl DriftAnalyzer {
                     .collect();
             }
             models.push(m);
+        }
+        for m in &mut models {
+            m.issues
+                .sort_by(|a, b| (&a.feature, a.issue).cmp(&(&b.feature, b.issue)));
+            m.bins.sort_by(|a, b| a.0.cmp(&b.0));
         }
         models.sort_by(|a, b| a.model.cmp(&b.model));
         *self.snapshot.write().expect("poisoned") = DriftSnapshot {

@@ -33,7 +33,7 @@ pub fn ks_statistic(a: &[f64], b: &[f64]) -> Option<f64> {
 
 /// Above this many pairs (`n1 · n2`), [`ks_pvalue`] uses the limiting
 /// distribution instead of the exact one (which costs `n1 · n2` steps).
-pub const KS_EXACT_LIMIT: usize = 1_000_000;
+pub const KS_EXACT_LIMIT: usize = 100_000;
 
 /// Two-sided p-value of a two-sample KS statistic `d`: exact (the share of
 /// orderings of the pooled samples whose ECDFs come as far apart, as
@@ -65,8 +65,14 @@ pub fn ks_pvalue_exact(d: f64, n1: usize, n2: usize) -> f64 {
         return 1.0;
     }
     let inside = |i: u64, j: u64| (i * n).abs_diff(j * m) < h;
+    // For row i, only j with |i·n − j·m| < h can be inside: a band that
+    // moves right as i grows. Cells left of it are zeroed once.
+    let band = |i: u64| {
+        let lo = if i * n >= h { (i * n - h) / m + 1 } else { 0 };
+        let hi = ((i * n + h).div_ceil(m)).min(n + 1);
+        (lo.min(n + 1), hi)
+    };
     let mut row = vec![0.0f64; n as usize + 1];
-    // i = 0.
     row[0] = 1.0;
     for j in 1..=n {
         row[j as usize] = if inside(0, j) {
@@ -75,8 +81,14 @@ pub fn ks_pvalue_exact(d: f64, n1: usize, n2: usize) -> f64 {
             0.0
         };
     }
+    let mut zeroed = 0u64;
     for i in 1..=m {
-        for j in 0..=n {
+        let (lo, hi) = band(i);
+        while zeroed < lo {
+            row[zeroed as usize] = 0.0;
+            zeroed += 1;
+        }
+        for j in lo..hi {
             if !inside(i, j) {
                 row[j as usize] = 0.0;
                 continue;

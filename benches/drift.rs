@@ -1,0 +1,82 @@
+//! Cost of drift tracking (`cargo bench --bench drift`): recording feature
+//! values into the current windows, and computing every statistic.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use criterion::Criterion;
+use modelwatch::analysis::Analyzer;
+use modelwatch::config::{DriftConfig, DriftMethod};
+use modelwatch::drift::profile::{BuildOptions, Builder, Cell};
+use modelwatch::drift::DriftAnalyzer;
+use modelwatch::protocol::{Inference, Operation, Protocol, Value};
+use modelwatch::sample::Sample;
+
+const FEATURES: usize = 100;
+
+fn analyzer(method: DriftMethod, window: usize) -> DriftAnalyzer {
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut b = Builder::new(BuildOptions::default());
+    for _ in 0..1000 {
+        for f in 0..FEATURES {
+            b.add(&format!("f{f}"), Cell::Number(rng.f64() * 10.0));
+        }
+        b.end_row();
+    }
+    let config = DriftConfig {
+        window,
+        min_samples: 100,
+        numeric_method: method,
+        refresh_interval: Duration::from_secs(3600),
+        ..DriftConfig::default()
+    };
+    DriftAnalyzer::new(config, HashMap::from([("m".to_string(), b.finish())]))
+}
+
+fn records(n: usize, shift: f64) -> (Sample, Vec<Vec<Inference>>) {
+    let sample = Sample::from_bodies("/v2/models/m/infer", b"{}", b"{}", "application/json");
+    let mut rng = fastrand::Rng::with_seed(5);
+    let rs = (0..n)
+        .map(|_| {
+            let mut r = Inference::new(&sample, Protocol::OpenInferenceV2, Operation::Predict);
+            r.model = Some("m".into());
+            r.features = (0..FEATURES)
+                .map(|f| (format!("f{f}"), Value::Number(rng.f64() * 10.0 + shift)))
+                .collect();
+            vec![r]
+        })
+        .collect();
+    (sample, rs)
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    let (sample, rs) = records(1000, 0.0);
+
+    let mut d = analyzer(DriftMethod::Auto, 1000);
+    let mut i = 0;
+    c.bench_function("drift/record one row of 100 numeric features", |b| {
+        b.iter(|| {
+            d.analyze(&sample, &rs[i % rs.len()]);
+            i += 1;
+        })
+    });
+
+    for (name, method) in [
+        ("ks (auto, reference 1000)", DriftMethod::Auto),
+        ("wasserstein", DriftMethod::Wasserstein),
+        ("psi", DriftMethod::Psi),
+    ] {
+        let mut d = analyzer(method, 1000);
+        for r in &rs {
+            d.analyze(&sample, r);
+        }
+        c.bench_function(
+            &format!("drift/statistics for 100 features, window 1000: {name}"),
+            |b| b.iter(|| d.refresh()),
+        );
+    }
+    c.final_summary();
+}
