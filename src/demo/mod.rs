@@ -49,8 +49,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.protocol.models.push(crate::config::ModelSettings {
         name: "demo-classifier".into(),
         class_names: vec!["setosa".into(), "versicolor".into(), "virginica".into()],
+        features: ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+            .map(String::from)
+            .to_vec(),
         ..Default::default()
     });
+    // Drift: the first 100 classifier rows are the reference; a small window
+    // so the injected drift shows within seconds.
+    config.drift.live_reference_rows = 100;
+    config.drift.window = 100;
+    config.drift.min_samples = 50;
+    config.drift.refresh_interval = Duration::from_secs(2);
     crate::config::env::apply_process_env(&mut config)?;
     crate::cli::init_logging(&config);
 
@@ -89,7 +98,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "  curl -s http://{admin}/v1/feedback -d '{{\"request_id\":\"<x-request-id of a classifier answer>\",\"label\":\"setosa\"}}'"
         );
         let stop = app.shutdown_token();
-        let generator = tokio::spawn(traffic::run(proxy, admin, args.rate, stop.clone()));
+        let generator = tokio::spawn(traffic::run(
+            proxy,
+            admin,
+            args.rate,
+            args.duration.map(|d| d / 2).unwrap_or(Duration::from_secs(60)),
+            stop.clone(),
+        ));
         let reporter = tokio::spawn(traffic::report(admin, stop.clone()));
         match args.duration {
             Some(d) => {

@@ -29,7 +29,18 @@ fn true_class(features: &[f64; 4]) -> u8 {
 /// the proxy at `rate` per second; a few seconds after each classifier
 /// answer, posts its true label to the feedback API. Returns how many
 /// requests were sent.
-pub async fn run(proxy: SocketAddr, admin: SocketAddr, rate: f64, stop: CancellationToken) -> u64 {
+///
+/// From `drift_at` on, the classifier's inputs shift (petal length +2.5,
+/// sepal width −0.8), so that drift shows in the figures.
+pub async fn run(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    rate: f64,
+    drift_at: Duration,
+    stop: CancellationToken,
+) -> u64 {
+    let started = std::time::Instant::now();
+    let mut drifting = false;
     if rate <= 0.0 {
         stop.cancelled().await;
         return 0;
@@ -53,7 +64,15 @@ pub async fn run(proxy: SocketAddr, admin: SocketAddr, rate: f64, stop: Cancella
                 r#"{"model":"demo-llm","max_tokens":8,"messages":[{"role":"user","content":"Summarise."}]}"#.to_string(),
             ),
             _ => {
-                let f = [5.0 + fastrand::f64() * 2.0, 3.0 + fastrand::f64(), 1.0 + fastrand::f64() * 5.0, fastrand::f64() * 2.5];
+                let mut f = [5.0 + fastrand::f64() * 2.0, 3.0 + fastrand::f64(), 1.0 + fastrand::f64() * 5.0, fastrand::f64() * 2.5];
+                if started.elapsed() >= drift_at {
+                    if !drifting {
+                        drifting = true;
+                        println!("[{:>5.0}s] injecting drift: petal_length +2.5, sepal_width -0.8 from now on", started.elapsed().as_secs_f64());
+                    }
+                    f[2] += 2.5;
+                    f[1] -= 0.8;
+                }
                 label = Some(true_class(&f));
                 (
                     "/v2/models/demo-classifier/infer",
@@ -119,6 +138,20 @@ pub async fn report(admin: SocketAddr, stop: CancellationToken) {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
             continue;
         };
+        let drift = v["drift"]["models"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["model"] == "demo-classifier"))
+            .cloned()
+            .unwrap_or_default();
+        let drifted = drift["drifted_features"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
         let window = v["quality"]["models"]
             .as_array()
             .and_then(|m| m.first())
@@ -131,7 +164,7 @@ pub async fn report(admin: SocketAddr, stop: CancellationToken) {
                 .unwrap_or_else(|| "n/a".into())
         };
         println!(
-            "[{:>5.0}s] requests {} | active {} | samples taken {} analyzed {} dropped {} | upstream up: {} | classifier {}: labels {} accuracy {} estimated {}",
+            "[{:>5.0}s] requests {} | active {} | samples taken {} analyzed {} dropped {} | upstream up: {} | classifier {}: labels {} accuracy {} estimated {} | drift ({} reference): [{}]",
             v["uptime_seconds"].as_f64().unwrap_or(0.0),
             v["proxy"]["requests_total"],
             v["proxy"]["requests_active"],
@@ -143,6 +176,8 @@ pub async fn report(admin: SocketAddr, stop: CancellationToken) {
             window["labelled"],
             figure(&window["accuracy"]),
             figure(&window["estimated"]["accuracy"]),
+            drift["reference"].as_str().unwrap_or("none"),
+            drifted,
         );
     }
 }
