@@ -72,9 +72,29 @@ impl App {
         let drift = if config.drift.enabled {
             let profiles = crate::drift::load_profiles(&config.drift)
                 .map_err(|e| anyhow::anyhow!("{e} (drift.profiles)"))?;
-            let analyzer = crate::drift::DriftAnalyzer::new(config.drift.clone(), profiles);
+            let mut analyzer = crate::drift::DriftAnalyzer::new(config.drift.clone(), profiles);
+            if config.anomaly.enabled {
+                analyzer = analyzer.with_outliers(
+                    telemetry.instruments.clone(),
+                    config.anomaly.outlier_threshold,
+                );
+            }
             let snapshot = analyzer.snapshot.clone();
             crate::drift::register_instruments(&telemetry.meter, snapshot.clone());
+            analyzers.push(Box::new(analyzer));
+            Some(snapshot)
+        } else {
+            None
+        };
+        let anomaly = if config.anomaly.enabled {
+            let analyzer = crate::anomaly::AnomalyAnalyzer::new(
+                config.anomaly.clone(),
+                drift.clone(),
+                quality.as_ref().map(|q| q.handle.snapshot.clone()),
+                telemetry.payload_logger(),
+            );
+            let snapshot = analyzer.snapshot.clone();
+            crate::anomaly::register_instruments(&telemetry.meter, snapshot.clone());
             analyzers.push(Box::new(analyzer));
             Some(snapshot)
         } else {
@@ -110,6 +130,7 @@ impl App {
             recent,
             quality: quality.as_ref().map(|q| q.handle.clone()),
             drift,
+            anomaly,
             started: Instant::now(),
             proxy_addr,
         });

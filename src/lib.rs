@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod analysis;
+pub mod anomaly;
 pub mod app;
 pub mod cli;
 pub mod config;

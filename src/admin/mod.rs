@@ -32,6 +32,7 @@ pub struct AdminState {
     pub recent: Arc<crate::analysis::RecentRecords>,
     pub quality: Option<crate::quality::QualityHandle>,
     pub drift: Option<std::sync::Arc<std::sync::RwLock<crate::drift::DriftSnapshot>>>,
+    pub anomaly: Option<std::sync::Arc<std::sync::RwLock<crate::anomaly::AnomalySnapshot>>>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
 }
@@ -147,6 +148,7 @@ impl AdminState {
                 },
             },
             "quality": self.quality.as_ref().map(|q| q.status()),
+            "anomaly": self.anomaly.as_ref().map(|a| serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default()),
             "drift": self.drift.as_ref().map(|d| serde_json::to_value(&*d.read().expect("poisoned")).unwrap_or_default()),
             "export": {
                 "metrics": self.telemetry.metrics_export.as_ref().map(|s| s.snapshot()),

@@ -64,6 +64,8 @@ pub struct Config {
     pub quality: QualityConfig,
     /// Drift and data quality against a reference profile.
     pub drift: DriftConfig,
+    /// Anomalies in the time series modelwatch produces.
+    pub anomaly: AnomalyConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
@@ -489,6 +491,47 @@ impl Default for DriftConfig {
     }
 }
 
+/// Anomaly detection on modelwatch's own time series.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// Score latency, error rate, request and token rates, drift share and accuracy.
+    pub enabled: bool,
+    /// One point per series this often.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Points a series needs before it is scored.
+    pub warmup: usize,
+    /// Weight of the newest point in the EWMA mean and variance (0 to 1).
+    pub ewma_alpha: f64,
+    /// Points of history for the median/MAD detector.
+    pub mad_window: usize,
+    /// A point is an anomaly when both its EWMA z-score and its robust
+    /// (MAD) z-score reach this, in absolute value.
+    pub sensitivity: f64,
+    /// ... and when it differs from the EWMA level by at least this share of
+    /// the level (0: any change).
+    pub min_relative_change: f64,
+    /// Per request: a tabular input is an outlier when its largest robust
+    /// z-distance from the reference (per feature) reaches this.
+    pub outlier_threshold: f64,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            enabled: true,
+            interval: Duration::from_secs(60),
+            warmup: 30,
+            ewma_alpha: 0.1,
+            mad_window: 120,
+            sensitivity: 4.0,
+            min_relative_change: 0.2,
+            outlier_threshold: 6.0,
+        }
+    }
+}
+
 /// A drift statistic.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -855,6 +898,7 @@ impl Config {
         }
         self.validate_quality()?;
         self.validate_drift()?;
+        self.validate_anomaly()?;
         if self.telemetry.service_name.is_empty() {
             return Err(invalid("telemetry.service_name", "", "a non-empty name"));
         }
@@ -864,6 +908,48 @@ impl Config {
                 &self.log.level,
                 "a RUST_LOG-style filter, e.g. info or modelwatch=debug,info",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_anomaly(&self) -> Result<(), ConfigError> {
+        let a = &self.anomaly;
+        positive("anomaly.interval", a.interval)?;
+        if !(a.ewma_alpha > 0.0 && a.ewma_alpha < 1.0) {
+            return Err(invalid(
+                "anomaly.ewma_alpha",
+                a.ewma_alpha,
+                "a number between 0 and 1, e.g. 0.1",
+            ));
+        }
+        if a.mad_window < 3 || a.mad_window > 10_000 {
+            return Err(invalid(
+                "anomaly.mad_window",
+                a.mad_window,
+                "an integer from 3 to 10000",
+            ));
+        }
+        if !(a.min_relative_change >= 0.0 && a.min_relative_change.is_finite()) {
+            return Err(invalid(
+                "anomaly.min_relative_change",
+                a.min_relative_change,
+                "a number of at least 0, e.g. 0.2",
+            ));
+        }
+        if a.warmup < 2 {
+            return Err(invalid(
+                "anomaly.warmup",
+                a.warmup,
+                "an integer of at least 2",
+            ));
+        }
+        for (key, v) in [
+            ("anomaly.sensitivity", a.sensitivity),
+            ("anomaly.outlier_threshold", a.outlier_threshold),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(invalid(key, v, "a number above 0, e.g. 4"));
+            }
         }
         Ok(())
     }

@@ -51,6 +51,9 @@ impl Issue {
 #[derive(Debug)]
 struct Window {
     reference: FeatureProfile,
+    /// Numeric: the reference's median and 1.4826 × MAD (for outlier scores).
+    median: f64,
+    scaled_mad: f64,
     /// Numeric values, newest last (at most `drift.window`).
     values: VecDeque<f64>,
     /// Categorical: bin index per value (categories of the reference, then `other`).
@@ -63,7 +66,13 @@ struct Window {
 impl Window {
     fn new(reference: FeatureProfile) -> Window {
         let n = reference.bin_counts.len();
+        let mut sample = reference.sample.clone();
+        let median = crate::anomaly::median(&mut sample);
+        let mut dev: Vec<f64> = sample.iter().map(|x| (x - median).abs()).collect();
+        let scaled_mad = crate::anomaly::median(&mut dev) * 1.4826;
         Window {
+            median,
+            scaled_mad,
             reference,
             values: VecDeque::new(),
             cats: VecDeque::new(),
@@ -76,14 +85,19 @@ impl Window {
         *self.issues.entry(i).or_default() += 1;
     }
 
-    fn push(&mut self, v: &Value, cap: usize) {
+    /// Adds a value; returns its robust z-distance from the reference
+    /// median (numeric features with a spread only).
+    fn push(&mut self, v: &Value, cap: usize) -> Option<f64> {
         match (self.reference.kind, v) {
-            (_, Value::Missing) => self.issue(Issue::Missing),
+            (_, Value::Missing) => {
+                self.issue(Issue::Missing);
+                None
+            }
             (Kind::Numeric, Value::Number(_) | Value::Bool(_)) => {
                 let x = v.as_f64().unwrap_or(f64::NAN);
                 if !x.is_finite() {
                     self.issue(Issue::NonFinite);
-                    return;
+                    return None;
                 }
                 if self.reference.min.is_some_and(|m| x < m)
                     || self.reference.max.is_some_and(|m| x > m)
@@ -95,8 +109,12 @@ impl Window {
                     self.values.pop_front();
                 }
                 self.values.push_back(x);
+                (self.scaled_mad > 0.0).then(|| (x - self.median).abs() / self.scaled_mad)
             }
-            (Kind::Numeric, _) => self.issue(Issue::WrongType),
+            (Kind::Numeric, _) => {
+                self.issue(Issue::WrongType);
+                None
+            }
             (Kind::Categorical, v) => {
                 let name = match v {
                     Value::Text(s) => std::borrow::Cow::Borrowed(s.as_str()),
@@ -106,7 +124,7 @@ impl Window {
                     }
                     _ => {
                         self.issue(Issue::NonFinite);
-                        return;
+                        return None;
                     }
                 };
                 let bin = match self.reference.categories.iter().position(|c| *c == name) {
@@ -121,6 +139,7 @@ impl Window {
                     self.cats.pop_front();
                 }
                 self.cats.push_back(bin as u16);
+                None
             }
         }
     }
@@ -215,6 +234,8 @@ pub struct DriftAnalyzer {
     last_refresh: Instant,
     /// Values arrived since the last refresh.
     dirty: bool,
+    /// Per-request outlier scores: where to record them, and the threshold.
+    outliers: Option<(crate::telemetry::Instruments, f64)>,
     features_dropped: u64,
 }
 
@@ -238,8 +259,20 @@ impl DriftAnalyzer {
             snapshot: Arc::new(RwLock::new(DriftSnapshot::default())),
             last_refresh: Instant::now(),
             dirty: false,
+            outliers: None,
             features_dropped: 0,
         }
+    }
+
+    /// Records each row's outlier score (`modelwatch.anomaly.outlier_score`)
+    /// and counts rows at or above `threshold`.
+    pub fn with_outliers(
+        mut self,
+        instruments: crate::telemetry::Instruments,
+        threshold: f64,
+    ) -> Self {
+        self.outliers = Some((instruments, threshold));
+        self
     }
 
     /// The values a record adds to its features: its prediction, and for
@@ -346,10 +379,13 @@ impl DriftAnalyzer {
             return;
         }
         let mut seen = 0usize;
+        let mut outlier: Option<f64> = None;
         for (name, v) in values() {
             match state.windows.get_mut(name) {
                 Some(w) => {
-                    w.push(v, cap);
+                    if let Some(z) = w.push(v, cap) {
+                        outlier = Some(outlier.map_or(z, |o| o.max(z)));
+                    }
                     seen += 1;
                 }
                 None => {
@@ -361,6 +397,13 @@ impl DriftAnalyzer {
                         self.features_dropped += 1;
                     }
                 }
+            }
+        }
+        if let (Some(z), Some((instruments, threshold))) = (outlier, &self.outliers) {
+            let attrs = [KeyValue::new(attr::MODEL, model.to_string())];
+            instruments.outlier_score.record(z, &attrs);
+            if z >= *threshold {
+                instruments.outliers.add(1, &attrs);
             }
         }
         // Reference features this record did not carry at all.

@@ -89,6 +89,8 @@ pub struct Instruments {
     pub quality_label_delay: Histogram<f64>,
     pub quality_pending_removed: Counter<u64>,
     pub quality_window_evicted: Counter<u64>,
+    pub outlier_score: Histogram<f64>,
+    pub outliers: Counter<u64>,
 }
 
 fn describe<T>(
@@ -163,6 +165,8 @@ impl Instruments {
             quality_label_delay: f64_hist(QUALITY_LABEL_DELAY, LABEL_DELAY_BUCKETS),
             quality_pending_removed: counter(QUALITY_PENDING_REMOVED),
             quality_window_evicted: counter(QUALITY_WINDOW_EVICTED),
+            outlier_score: f64_hist(OUTLIER_SCORE, OUTLIER_BUCKETS),
+            outliers: counter(OUTLIERS),
         }
     }
 }

@@ -463,6 +463,28 @@ metric!(
     "Feature values not tracked because drift.max_features or drift.max_models were reached."
 );
 
+// Anomalies in modelwatch's own series, and per-request outliers.
+metric!(ANOMALY_SCORE, "modelwatch.anomaly.score", "", Gauge,
+    "The last point's score: a z-score from the EWMA detector or a robust z-score from the median/MAD detector.");
+metric!(ANOMALY_VALUE, "modelwatch.anomaly.value", "", Gauge,
+    "The last point of each scored series (latency_p95 in seconds, error_rate, request_rate and output_tokens_rate per second, drift_share, accuracy).");
+metric!(
+    ANOMALY_EVENTS,
+    "modelwatch.anomaly.events",
+    "{event}",
+    Counter,
+    "Points both detectors scored at or above anomaly.sensitivity."
+);
+metric!(OUTLIER_SCORE, "modelwatch.anomaly.outlier_score", "", Histogram,
+    "Per request with tabular inputs: the largest robust z-distance of a feature from its reference median (|x - median| / (1.4826 MAD)).");
+metric!(
+    OUTLIERS,
+    "modelwatch.anomaly.outliers",
+    "{row}",
+    Counter,
+    "Rows whose outlier score reached anomaly.outlier_threshold."
+);
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -535,6 +557,11 @@ pub const ALL: &[MetricName] = &[
     DRIFT_REFERENCE_SHARE,
     DATA_QUALITY_ISSUES,
     DRIFT_FEATURES_DROPPED,
+    ANOMALY_SCORE,
+    ANOMALY_VALUE,
+    ANOMALY_EVENTS,
+    OUTLIER_SCORE,
+    OUTLIERS,
 ];
 
 /// Attribute keys.
@@ -581,6 +608,8 @@ pub mod attr {
     pub const METHOD: &str = "method";
     pub const BIN: &str = "bin";
     pub const ISSUE: &str = "issue";
+    pub const SERIES: &str = "series";
+    pub const DETECTOR: &str = "detector";
     pub const RESULT: &str = "result";
 }
 
@@ -589,6 +618,9 @@ pub const SCORE_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85,
     0.9, 0.95,
 ];
+
+/// Buckets of `modelwatch.anomaly.outlier_score` (robust z units).
+pub const OUTLIER_BUCKETS: &[f64] = &[0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0, 50.0];
 
 /// Buckets (seconds) of `modelwatch.quality.label.delay`: one second to 30 days.
 pub const LABEL_DELAY_BUCKETS: &[f64] = &[

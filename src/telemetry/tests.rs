@@ -61,6 +61,14 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
         &t.meter,
         std::sync::Arc::new(std::sync::RwLock::new(crate::drift::tests::full_snapshot())),
     );
+    i.outlier_score.record(1.0, &[]);
+    i.outliers.add(1, &[]);
+    crate::anomaly::register_instruments(
+        &t.meter,
+        std::sync::Arc::new(std::sync::RwLock::new(
+            crate::anomaly::tests::full_snapshot(),
+        )),
+    );
     let text = t.render_prometheus();
     for m in names::ALL {
         let name = prometheus_name(m);
