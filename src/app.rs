@@ -69,10 +69,19 @@ impl App {
         } else {
             None
         };
+        let mut reference_writer = None;
         let drift = if config.drift.enabled {
             let profiles = crate::drift::load_profiles(&config.drift)
                 .map_err(|e| anyhow::anyhow!("{e} (drift.profiles)"))?;
             let mut analyzer = crate::drift::DriftAnalyzer::new(config.drift.clone(), profiles);
+            if !config.drift.reference_dir.is_empty() {
+                let (saver, writer) = crate::drift::spawn_reference_writer(
+                    std::path::PathBuf::from(&config.drift.reference_dir),
+                )
+                .context("cannot start the drift reference writer")?;
+                analyzer = analyzer.with_saver(saver);
+                reference_writer = Some(writer);
+            }
             if config.anomaly.enabled {
                 analyzer = analyzer.with_outliers(
                     telemetry.instruments.clone(),
@@ -147,6 +156,10 @@ impl App {
                 .is_err()
             {
                 tracing::warn!("analysis thread failed");
+            }
+            // Its sender went with the analysis thread: saves what is queued, then ends.
+            if let Some(w) = reference_writer {
+                let _ = tokio::task::spawn_blocking(move || w.join()).await;
             }
             side.cancel();
             let _ = probe.await;

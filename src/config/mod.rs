@@ -439,6 +439,9 @@ pub struct DriftConfig {
     /// Without a profile, the first this many records of a model form its
     /// reference (0: no drift for models without a profile).
     pub live_reference_rows: usize,
+    /// A folder (on a volume) where live references are written once taken,
+    /// and read back at start, so a restart keeps them. Empty: kept in memory.
+    pub reference_dir: String,
     /// Values per feature in the current window (count-based, sliding).
     pub window: usize,
     /// A feature is tested once its window holds this many values.
@@ -475,6 +478,7 @@ impl Default for DriftConfig {
             enabled: true,
             profiles: BTreeMap::new(),
             live_reference_rows: 1000,
+            reference_dir: String::new(),
             window: 1000,
             min_samples: 100,
             refresh_interval: Duration::from_secs(10),

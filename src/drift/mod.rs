@@ -193,6 +193,9 @@ pub struct ModelDrift {
     pub dataset_drift: bool,
     /// The features that drifted, by the dataset verdict.
     pub drifted_features: Vec<String>,
+    /// Features whose whole current window holds one value while the
+    /// reference varied (a stuck sensor, a default filled in upstream).
+    pub constant_features: Vec<String>,
     pub issues: Vec<IssueCount>,
     #[serde(skip)]
     pub bins: Vec<(String, Vec<u64>, Vec<f64>)>,
@@ -236,14 +239,93 @@ pub struct DriftAnalyzer {
     dirty: bool,
     /// Per-request outlier scores: where to record them, and the threshold.
     outliers: Option<(crate::telemetry::Instruments, f64)>,
+    /// Where finished live references go to be saved.
+    saver: Option<ReferenceSaver>,
     features_dropped: u64,
 }
 
-/// Loads the configured profiles (at start, so that a bad file stops it there).
+/// The file of a model's live reference in `drift.reference_dir`: the model
+/// name with every byte outside `[A-Za-z0-9._-]` written as `%XX`.
+pub fn live_reference_file(dir: &std::path::Path, model: &str) -> std::path::PathBuf {
+    let mut name = String::new();
+    for b in model.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-' {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    dir.join(format!("{name}.profile.json"))
+}
+
+fn model_of_file(file: &str) -> Option<String> {
+    let stem = file.strip_suffix(".profile.json")?;
+    let bytes = stem.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
+            out.push(u8::from_str_radix(stem.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Where finished live references are handed over to be saved.
+pub type ReferenceSaver = std::sync::mpsc::SyncSender<(String, Profile)>;
+
+/// Writes live references handed over by the analysis thread (on a thread of
+/// its own: the analysis thread does no I/O). Ends when the sender is dropped.
+pub fn spawn_reference_writer(
+    dir: std::path::PathBuf,
+) -> std::io::Result<(ReferenceSaver, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Profile)>(64);
+    let thread = std::thread::Builder::new()
+        .name("modelwatch-references".into())
+        .spawn(move || {
+            for (model, profile) in rx {
+                let path = live_reference_file(&dir, &model);
+                let tmp = path.with_extension("json.tmp");
+                let written = serde_json::to_vec(&profile)
+                    .map_err(std::io::Error::other)
+                    .and_then(|bytes| std::fs::write(&tmp, bytes))
+                    .and_then(|()| std::fs::rename(&tmp, &path));
+                match written {
+                    Ok(()) => tracing::info!(%model, path = %path.display(), "live drift reference saved"),
+                    Err(e) => tracing::warn!(%model, path = %path.display(), error = %e, "cannot save the live drift reference"),
+                }
+            }
+        })?;
+    Ok((tx, thread))
+}
+
+/// Loads the configured profiles, then saved live references for models
+/// without one (at start, so that a bad file stops it there).
 pub fn load_profiles(
     config: &DriftConfig,
 ) -> Result<HashMap<String, Profile>, profile::ProfileError> {
     let mut out = HashMap::new();
+    if !config.reference_dir.is_empty() {
+        let dir = std::path::Path::new(&config.reference_dir);
+        std::fs::create_dir_all(dir).map_err(|source| profile::ProfileError::Read {
+            path: config.reference_dir.clone(),
+            source,
+        })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| profile::ProfileError::Read {
+            path: config.reference_dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(model) = model_of_file(&name) {
+                out.insert(model, Profile::load(&entry.path())?);
+            }
+        }
+    }
     for (model, path) in &config.profiles {
         out.insert(model.clone(), Profile::load(std::path::Path::new(path))?);
     }
@@ -260,6 +342,7 @@ impl DriftAnalyzer {
             last_refresh: Instant::now(),
             dirty: false,
             outliers: None,
+            saver: None,
             features_dropped: 0,
         }
     }
@@ -272,6 +355,12 @@ impl DriftAnalyzer {
         threshold: f64,
     ) -> Self {
         self.outliers = Some((instruments, threshold));
+        self
+    }
+
+    /// Hands each finished live reference to `saver` (see [`spawn_reference_writer`]).
+    pub fn with_saver(mut self, saver: ReferenceSaver) -> Self {
+        self.saver = Some(saver);
         self
     }
 
@@ -373,6 +462,9 @@ impl DriftAnalyzer {
                     .iter()
                     .map(|f| (f.name.clone(), Window::new(f.clone())))
                     .collect();
+                if let Some(saver) = &self.saver {
+                    let _ = saver.try_send((model.to_string(), p.clone()));
+                }
                 state.profile = Some(p);
                 tracing::info!(%model, rows = live_rows, "drift reference taken from live traffic");
             }
@@ -450,6 +542,20 @@ impl DriftAnalyzer {
                 m.bins.push((feature.clone(), w.bins.clone(), ref_shares));
                 if w.len() < c.min_samples {
                     continue;
+                }
+                // A feature stuck at one value while the reference varied.
+                let constant = match w.reference.kind {
+                    Kind::Numeric => {
+                        w.values.iter().all(|v| *v == w.values[0])
+                            && w.reference.sample.first() != w.reference.sample.last()
+                    }
+                    Kind::Categorical => {
+                        w.cats.iter().all(|v| *v == w.cats[0])
+                            && w.reference.bin_counts.iter().filter(|n| **n > 0.0).count() > 1
+                    }
+                };
+                if constant {
+                    m.constant_features.push(feature.clone());
                 }
                 if let Some(d) = feature_drift(c, feature, w) {
                     if d.method == "ks" || d.method == "chi2" {
@@ -709,6 +815,20 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
         .build();
     let s = snapshot.clone();
     meter
+        .u64_observable_gauge(DATA_QUALITY_CONSTANT.name)
+        .with_unit(DATA_QUALITY_CONSTANT.unit)
+        .with_description(DATA_QUALITY_CONSTANT.description)
+        .with_callback(move |o| {
+            for m in &s.read().expect("poisoned").models {
+                for f in &m.features {
+                    let stuck = m.constant_features.contains(&f.feature);
+                    o.observe(stuck as u64, &feature_attrs(&m.model, &f.feature, None));
+                }
+            }
+        })
+        .build();
+    let s = snapshot.clone();
+    meter
         .u64_observable_counter(DATA_QUALITY_ISSUES.name)
         .with_unit(DATA_QUALITY_ISSUES.unit)
         .with_description(DATA_QUALITY_ISSUES.description)
@@ -764,6 +884,7 @@ pub(crate) mod tests {
                 share: 1.0,
                 dataset_drift: true,
                 drifted_features: vec!["x".into()],
+                constant_features: vec!["x".into()],
                 issues: vec![IssueCount {
                     feature: "x".into(),
                     issue: Issue::Missing,
@@ -899,6 +1020,33 @@ pub(crate) mod tests {
         // The window of a categorical feature holds bin numbers, not strings.
         let w = &d.models["m"].windows["color"];
         assert!(w.cats.len() <= 200);
+    }
+
+    #[test]
+    fn live_reference_files_round_trip_model_names() {
+        let dir = std::path::Path::new("/r");
+        let f = live_reference_file(dir, "team/model v2");
+        assert_eq!(f, std::path::Path::new("/r/team%2Fmodel%20v2.profile.json"));
+        assert_eq!(
+            model_of_file("team%2Fmodel%20v2.profile.json").as_deref(),
+            Some("team/model v2")
+        );
+        assert_eq!(model_of_file("x.json"), None);
+    }
+
+    #[test]
+    fn a_stuck_feature_is_reported_constant() {
+        let p = numeric_profile("x", (0..500).map(|i| (i % 100) as f64));
+        let mut d = DriftAnalyzer::new(config(), HashMap::from([("m".to_string(), p)]));
+        for i in 0..150 {
+            d.record(&record(
+                Value::Number(7.0),
+                if i % 2 == 0 { "red" } else { "blue" },
+            ));
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        assert_eq!(snap.models[0].constant_features, vec!["x"]);
     }
 
     #[test]

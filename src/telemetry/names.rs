@@ -456,6 +456,13 @@ metric!(
 metric!(DATA_QUALITY_ISSUES, "modelwatch.data_quality.issues", "{value}", Counter,
     "Values with a data-quality issue: missing, non_finite, wrong_type, out_of_range, new_category, not_in_profile.");
 metric!(
+    DATA_QUALITY_CONSTANT,
+    "modelwatch.data_quality.constant",
+    "",
+    Gauge,
+    "1 when a tested feature's whole current window holds one value while its reference varied."
+);
+metric!(
     DRIFT_FEATURES_DROPPED,
     "modelwatch.drift.features.dropped",
     "{feature}",
@@ -556,6 +563,7 @@ pub const ALL: &[MetricName] = &[
     DRIFT_BIN,
     DRIFT_REFERENCE_SHARE,
     DATA_QUALITY_ISSUES,
+    DATA_QUALITY_CONSTANT,
     DRIFT_FEATURES_DROPPED,
     ANOMALY_SCORE,
     ANOMALY_VALUE,

@@ -394,3 +394,61 @@ async fn a_latency_jump_is_an_anomaly() {
         "the anomaly is in modelwatch's log"
     );
 }
+
+/// A live reference (no profile file) is saved to `drift.reference_dir` and
+/// used again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_reference_survives_a_restart() {
+    let upstream = modelwatch::demo::model_server::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "drift:\n  live_reference_rows: 20\n  reference_dir: {}\n  window: 20\n  min_samples: 10\n  refresh_interval: 100ms\n",
+        dir.path().display()
+    );
+    let classify = |mw: &Modelwatch, x: f64| {
+        let url = mw.url("/v2/models/demo-classifier/infer");
+        async move {
+            let req = json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [5.0 + x, 3.0, 1.0 + x, 0.2]}]});
+            let r = http().post(url).json(&req).send().await.unwrap();
+            r.bytes().await.unwrap();
+        }
+    };
+    let mut mw =
+        Modelwatch::start(Options::new(format!("http://{upstream}")).config(&config)).await;
+    for i in 0..20 {
+        classify(&mw, (i % 10) as f64 / 10.0).await;
+    }
+    let file = dir.path().join("demo-classifier.profile.json");
+    eventually(
+        "the live reference saved",
+        Duration::from_secs(20),
+        || async { file.exists().then_some(()) },
+    )
+    .await;
+    assert!(mw.terminate().success());
+    let saved = modelwatch::drift::profile::Profile::load(&file).unwrap();
+    assert_eq!(saved.rows, 20);
+
+    let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(&config)).await;
+    for i in 0..20 {
+        classify(&mw, 5.0 + (i % 10) as f64 / 10.0).await;
+    }
+    let m = eventually(
+        "drift against the saved reference",
+        Duration::from_secs(20),
+        || async {
+            let s = mw.status().await;
+            let m = s["drift"]["models"]
+                .as_array()?
+                .iter()
+                .find(|m| m["model"] == "demo-classifier")?
+                .clone();
+            (!m["drifted_features"].as_array()?.is_empty()).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        m["reference"], "profile",
+        "loaded from the saved file, not rebuilt: {m}"
+    );
+}
