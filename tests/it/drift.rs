@@ -452,3 +452,60 @@ async fn a_live_reference_survives_a_restart() {
         "loaded from the saved file, not rebuilt: {m}"
     );
 }
+
+/// LLM traffic: completion length, token counts and the finish-reason mix
+/// drift when answers change (a live reference of short, truncated answers,
+/// then full ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_answers_that_change_drift() {
+    let upstream = modelwatch::demo::model_server::start().await.unwrap();
+    let config = "drift:\n  live_reference_rows: 30\n  window: 30\n  min_samples: 20\n  refresh_interval: 100ms\n";
+    let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(config)).await;
+    let chat = |max_tokens: u64| {
+        let url = mw.url("/v1/chat/completions");
+        async move {
+            let req = json!({"model": "demo-llm", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hello"}]});
+            http()
+                .post(url)
+                .json(&req)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+        }
+    };
+    for i in 0..30 {
+        chat(2 + i % 3).await;
+    }
+    for _ in 0..30 {
+        chat(50).await;
+    }
+    let m = eventually("LLM drift", Duration::from_secs(20), || async {
+        let s = mw.status().await;
+        let m = s["drift"]["models"]
+            .as_array()?
+            .iter()
+            .find(|m| m["model"] == "demo-llm")?
+            .clone();
+        let d: Vec<String> = m["drifted_features"]
+            .as_array()?
+            .iter()
+            .filter_map(|f| f.as_str().map(String::from))
+            .collect();
+        (d.len() >= 3).then_some(d)
+    })
+    .await;
+    for f in [
+        "llm.completion_chars",
+        "llm.output_tokens",
+        "llm.finish_reason",
+    ] {
+        assert!(m.contains(&f.to_string()), "{f} not in {m:?}");
+    }
+    assert!(
+        !m.contains(&"llm.prompt_chars".to_string()),
+        "the prompts did not change: {m:?}"
+    );
+}

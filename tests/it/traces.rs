@@ -292,3 +292,49 @@ async fn payload_logs_are_redacted_and_linked_to_traces() {
     assert!(attr("gen_ai.request.temperature").contains("0.3"));
     assert!(attr("gen_ai.request.max_tokens").contains("50"));
 }
+
+/// An anomaly reaches the OTLP log receiver as a `modelwatch.anomaly` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalies_are_otlp_log_events() {
+    let (receiver, _spans, logs) = receiver().await;
+    let up = TestUpstream::start().await;
+    let config = format!(
+        "telemetry:\n  otlp:\n    endpoint: http://{receiver}\n    metrics_interval: 1h\n    traces: false\nanomaly:\n  interval: 200ms\n  warmup: 8\n"
+    );
+    let mw = Modelwatch::start(Options::new(up.url()).config(&config)).await;
+    let client = http();
+    let fast_until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < fast_until {
+        client
+            .get(mw.url("/slow?ms=2"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let event = eventually("an anomaly event", Duration::from_secs(30), || async {
+        client
+            .get(mw.url("/slow?ms=150"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let l = logs.lock().unwrap();
+        l.iter()
+            .find(|r| {
+                r.event_name == "modelwatch.anomaly"
+                    && format!("{:?}", r.attributes).contains("latency_p95")
+            })
+            .cloned()
+    })
+    .await;
+    assert!(
+        any_text(&event.body).contains("anomaly in latency_p95"),
+        "{event:?}"
+    );
+    assert_eq!(event.severity_text, "WARN");
+}
