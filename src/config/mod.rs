@@ -442,6 +442,9 @@ pub struct DriftConfig {
     /// A folder (on a volume) where live references are written once taken,
     /// and read back at start, so a restart keeps them. Empty: kept in memory.
     pub reference_dir: String,
+    /// Expected ranges by model and feature (`[min, max]`), used for
+    /// `out_of_range` instead of the reference's observed range.
+    pub ranges: BTreeMap<String, BTreeMap<String, [f64; 2]>>,
     /// Values per feature in the current window (count-based, sliding).
     pub window: usize,
     /// A feature is tested once its window holds this many values.
@@ -479,6 +482,7 @@ impl Default for DriftConfig {
             profiles: BTreeMap::new(),
             live_reference_rows: 1000,
             reference_dir: String::new(),
+            ranges: BTreeMap::new(),
             window: 1000,
             min_samples: 100,
             refresh_interval: Duration::from_secs(10),
@@ -1009,6 +1013,17 @@ impl Config {
                 d.distance_threshold,
                 "a number above 0",
             ));
+        }
+        for (model, features) in &d.ranges {
+            for (feature, [lo, hi]) in features {
+                if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                    return Err(invalid(
+                        &format!("drift.ranges.{model}.{feature}"),
+                        format!("[{lo}, {hi}]"),
+                        "[min, max] with finite numbers and min <= max",
+                    ));
+                }
+            }
         }
         for (model, path) in &d.profiles {
             if path.is_empty() {

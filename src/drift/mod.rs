@@ -415,7 +415,7 @@ impl DriftAnalyzer {
                         .features
                         .iter()
                         .take(self.config.max_features)
-                        .map(|f| (f.name.clone(), Window::new(f.clone())))
+                        .map(|f| (f.name.clone(), window_for(&self.config, model, f)))
                         .collect(),
                     profile: Some(p.clone()),
                     not_in_profile: BTreeMap::new(),
@@ -460,7 +460,7 @@ impl DriftAnalyzer {
                 state.windows = p
                     .features
                     .iter()
-                    .map(|f| (f.name.clone(), Window::new(f.clone())))
+                    .map(|f| (f.name.clone(), window_for(&self.config, model, f)))
                     .collect();
                 if let Some(saver) = &self.saver {
                     let _ = saver.try_send((model.to_string(), p.clone()));
@@ -602,6 +602,17 @@ impl DriftAnalyzer {
             features_dropped: self.features_dropped,
         };
     }
+}
+
+/// A feature's window; a configured range replaces the reference's for
+/// `out_of_range`.
+fn window_for(config: &DriftConfig, model: &str, f: &FeatureProfile) -> Window {
+    let mut f = f.clone();
+    if let Some([lo, hi]) = config.ranges.get(model).and_then(|m| m.get(&f.name)) {
+        f.min = Some(*lo);
+        f.max = Some(*hi);
+    }
+    Window::new(f)
 }
 
 /// The statistic for one feature, by kind and reference size (Evidently's
@@ -1032,6 +1043,27 @@ pub(crate) mod tests {
             Some("team/model v2")
         );
         assert_eq!(model_of_file("x.json"), None);
+    }
+
+    #[test]
+    fn configured_ranges_replace_the_reference_range() {
+        let p = numeric_profile("x", (0..500).map(|i| (i % 100) as f64));
+        let config = DriftConfig {
+            ranges: [("m".to_string(), [("x".to_string(), [10.0, 20.0])].into())].into(),
+            ..config()
+        };
+        let mut d = DriftAnalyzer::new(config, HashMap::from([("m".to_string(), p)]));
+        for x in [5.0, 15.0, 25.0, 50.0] {
+            d.record(&record(Value::Number(x), "red"));
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        let out = snap.models[0]
+            .issues
+            .iter()
+            .find(|i| i.feature == "x" && i.issue == Issue::OutOfRange)
+            .map(|i| i.count);
+        assert_eq!(out, Some(3));
     }
 
     #[test]
