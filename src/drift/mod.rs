@@ -444,7 +444,13 @@ impl DriftAnalyzer {
                 let cell = match v {
                     Value::Number(x) => Cell::Number(*x),
                     Value::Bool(x) => Cell::Text(if *x { "true" } else { "false" }),
-                    Value::Text(s) => Cell::Text(s.get(..s.len().min(256)).unwrap_or("")),
+                    Value::Text(s) => {
+                        let mut end = s.len().min(256);
+                        while !s.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        Cell::Text(&s[..end])
+                    }
                     Value::Missing => Cell::Missing,
                 };
                 b.add(name, cell);
