@@ -421,41 +421,26 @@ impl Analyzer for AnomalyAnalyzer {
 pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<AnomalySnapshot>>) {
     use names::*;
     let s = snapshot.clone();
-    meter
-        .f64_observable_gauge(ANOMALY_SCORE.name)
-        .with_unit(ANOMALY_SCORE.unit)
-        .with_description(ANOMALY_SCORE.description)
-        .with_callback(move |o| {
-            for f in &s.read().expect("poisoned").series {
-                for (detector, v) in [("ewma", f.point.ewma), ("mad", f.point.mad)] {
-                    if let Some(v) = v.filter(|v| v.is_finite()) {
-                        o.observe(v, &series_attrs(f, Some(detector)));
-                    }
+    crate::telemetry::f64_gauge(meter, ANOMALY_SCORE, move |o| {
+        for f in &s.read().expect("poisoned").series {
+            for (detector, v) in [("ewma", f.point.ewma), ("mad", f.point.mad)] {
+                if let Some(v) = v.filter(|v| v.is_finite()) {
+                    o.observe(v, &series_attrs(f, Some(detector)));
                 }
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .f64_observable_gauge(ANOMALY_VALUE.name)
-        .with_unit(ANOMALY_VALUE.unit)
-        .with_description(ANOMALY_VALUE.description)
-        .with_callback(move |o| {
-            for f in &s.read().expect("poisoned").series {
-                o.observe(f.point.value, &series_attrs(f, None));
-            }
-        })
-        .build();
-    meter
-        .u64_observable_counter(ANOMALY_EVENTS.name)
-        .with_unit(ANOMALY_EVENTS.unit)
-        .with_description(ANOMALY_EVENTS.description)
-        .with_callback(move |o| {
-            for f in &snapshot.read().expect("poisoned").series {
-                o.observe(f.events, &series_attrs(f, None));
-            }
-        })
-        .build();
+    crate::telemetry::f64_gauge(meter, ANOMALY_VALUE, move |o| {
+        for f in &s.read().expect("poisoned").series {
+            o.observe(f.point.value, &series_attrs(f, None));
+        }
+    });
+    crate::telemetry::u64_counter(meter, ANOMALY_EVENTS, move |o| {
+        for f in &snapshot.read().expect("poisoned").series {
+            o.observe(f.events, &series_attrs(f, None));
+        }
+    });
 }
 
 fn series_attrs(f: &SeriesFigures, detector: Option<&'static str>) -> Vec<KeyValue> {

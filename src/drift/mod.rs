@@ -723,148 +723,100 @@ impl Analyzer for DriftAnalyzer {
 pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>) {
     use names::*;
     let s = snapshot.clone();
-    meter
-        .f64_observable_gauge(DRIFT_SCORE.name)
-        .with_unit(DRIFT_SCORE.unit)
-        .with_description(DRIFT_SCORE.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                for f in &m.features {
-                    o.observe(
-                        f.score,
-                        &feature_attrs(&m.model, &f.feature, Some(f.method)),
-                    );
-                }
+    crate::telemetry::f64_gauge(meter, DRIFT_SCORE, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            for f in &m.features {
+                o.observe(
+                    f.score,
+                    &feature_attrs(&m.model, &f.feature, Some(f.method)),
+                );
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .f64_observable_gauge(DRIFT_THRESHOLD.name)
-        .with_unit(DRIFT_THRESHOLD.unit)
-        .with_description(DRIFT_THRESHOLD.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                for f in &m.features {
-                    o.observe(
-                        f.threshold,
-                        &feature_attrs(&m.model, &f.feature, Some(f.method)),
-                    );
-                }
+    crate::telemetry::f64_gauge(meter, DRIFT_THRESHOLD, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            for f in &m.features {
+                o.observe(
+                    f.threshold,
+                    &feature_attrs(&m.model, &f.feature, Some(f.method)),
+                );
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .u64_observable_gauge(DRIFT_DETECTED.name)
-        .with_unit(DRIFT_DETECTED.unit)
-        .with_description(DRIFT_DETECTED.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                for f in &m.features {
-                    o.observe(f.drifted as u64, &feature_attrs(&m.model, &f.feature, None));
-                }
+    crate::telemetry::u64_gauge(meter, DRIFT_DETECTED, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            for f in &m.features {
+                o.observe(f.drifted as u64, &feature_attrs(&m.model, &f.feature, None));
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .f64_observable_gauge(DRIFT_SHARE.name)
-        .with_unit(DRIFT_SHARE.unit)
-        .with_description(DRIFT_SHARE.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                if !m.features.is_empty() {
-                    o.observe(m.share, &[KeyValue::new(attr::MODEL, m.model.clone())]);
-                }
+    crate::telemetry::f64_gauge(meter, DRIFT_SHARE, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            if !m.features.is_empty() {
+                o.observe(m.share, &[KeyValue::new(attr::MODEL, m.model.clone())]);
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .u64_observable_gauge(DRIFT_DATASET.name)
-        .with_unit(DRIFT_DATASET.unit)
-        .with_description(DRIFT_DATASET.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                if !m.features.is_empty() {
-                    o.observe(
-                        m.dataset_drift as u64,
-                        &[KeyValue::new(attr::MODEL, m.model.clone())],
-                    );
-                }
+    crate::telemetry::u64_gauge(meter, DRIFT_DATASET, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            if !m.features.is_empty() {
+                o.observe(
+                    m.dataset_drift as u64,
+                    &[KeyValue::new(attr::MODEL, m.model.clone())],
+                );
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .u64_observable_counter(DRIFT_BIN.name)
-        .with_unit(DRIFT_BIN.unit)
-        .with_description(DRIFT_BIN.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                for (feature, bins, _) in &m.bins {
-                    for (i, n) in bins.iter().enumerate() {
-                        let mut a = feature_attrs(&m.model, feature, None);
-                        a.push(KeyValue::new(attr::BIN, i as i64));
-                        o.observe(*n, &a);
-                    }
+    crate::telemetry::u64_counter(meter, DRIFT_BIN, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            for (feature, bins, _) in &m.bins {
+                for (i, n) in bins.iter().enumerate() {
+                    let mut a = feature_attrs(&m.model, feature, None);
+                    a.push(KeyValue::new(attr::BIN, i as i64));
+                    o.observe(*n, &a);
                 }
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .f64_observable_gauge(DRIFT_REFERENCE_SHARE.name)
-        .with_unit(DRIFT_REFERENCE_SHARE.unit)
-        .with_description(DRIFT_REFERENCE_SHARE.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                for (feature, _, shares) in &m.bins {
-                    for (i, v) in shares.iter().enumerate() {
-                        let mut a = feature_attrs(&m.model, feature, None);
-                        a.push(KeyValue::new(attr::BIN, i as i64));
-                        o.observe(*v, &a);
-                    }
+    crate::telemetry::f64_gauge(meter, DRIFT_REFERENCE_SHARE, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            for (feature, _, shares) in &m.bins {
+                for (i, v) in shares.iter().enumerate() {
+                    let mut a = feature_attrs(&m.model, feature, None);
+                    a.push(KeyValue::new(attr::BIN, i as i64));
+                    o.observe(*v, &a);
                 }
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .u64_observable_gauge(DATA_QUALITY_CONSTANT.name)
-        .with_unit(DATA_QUALITY_CONSTANT.unit)
-        .with_description(DATA_QUALITY_CONSTANT.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                for f in &m.features {
-                    let stuck = m.constant_features.contains(&f.feature);
-                    o.observe(stuck as u64, &feature_attrs(&m.model, &f.feature, None));
-                }
+    crate::telemetry::u64_gauge(meter, DATA_QUALITY_CONSTANT, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            for f in &m.features {
+                let stuck = m.constant_features.contains(&f.feature);
+                o.observe(stuck as u64, &feature_attrs(&m.model, &f.feature, None));
             }
-        })
-        .build();
+        }
+    });
     let s = snapshot.clone();
-    meter
-        .u64_observable_counter(DATA_QUALITY_ISSUES.name)
-        .with_unit(DATA_QUALITY_ISSUES.unit)
-        .with_description(DATA_QUALITY_ISSUES.description)
-        .with_callback(move |o| {
-            for m in &s.read().expect("poisoned").models {
-                for i in &m.issues {
-                    let mut a = feature_attrs(&m.model, &i.feature, None);
-                    a.push(KeyValue::new(attr::ISSUE, i.issue.as_str()));
-                    o.observe(i.count, &a);
-                }
+    crate::telemetry::u64_counter(meter, DATA_QUALITY_ISSUES, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            for i in &m.issues {
+                let mut a = feature_attrs(&m.model, &i.feature, None);
+                a.push(KeyValue::new(attr::ISSUE, i.issue.as_str()));
+                o.observe(i.count, &a);
             }
-        })
-        .build();
-    meter
-        .u64_observable_counter(DRIFT_FEATURES_DROPPED.name)
-        .with_unit(DRIFT_FEATURES_DROPPED.unit)
-        .with_description(DRIFT_FEATURES_DROPPED.description)
-        .with_callback(move |o| o.observe(snapshot.read().expect("poisoned").features_dropped, &[]))
-        .build();
+        }
+    });
+    crate::telemetry::u64_counter(meter, DRIFT_FEATURES_DROPPED, move |o| {
+        o.observe(snapshot.read().expect("poisoned").features_dropped, &[])
+    });
 }
 
 fn feature_attrs(model: &str, feature: &str, method: Option<&'static str>) -> Vec<KeyValue> {

@@ -341,19 +341,14 @@ fn gauge(
     snapshot: Arc<RwLock<Snapshot>>,
     read: fn(&Snapshot, Observe<'_>),
 ) {
-    meter
-        .f64_observable_gauge(m.name)
-        .with_unit(m.unit)
-        .with_description(m.description)
-        .with_callback(move |o| {
-            let snap = snapshot.read().expect("poisoned");
-            read(&snap, &mut |v, attrs| {
-                if v.is_finite() {
-                    o.observe(v, &attrs)
-                }
-            });
-        })
-        .build();
+    crate::telemetry::f64_gauge(meter, m, move |o| {
+        let snap = snapshot.read().expect("poisoned");
+        read(&snap, &mut |v, attrs| {
+            if v.is_finite() {
+                o.observe(v, &attrs)
+            }
+        });
+    });
 }
 
 /// Calls `f` for each (model, window) with its base attributes.
@@ -425,19 +420,13 @@ fn estimated_prf_gauge(s: &Snapshot, o: Observe<'_>, pick: fn(&metrics::Prf) -> 
 pub fn register_gauges(meter: &Meter, snapshot: Arc<RwLock<Snapshot>>, stats: Arc<QualityStats>) {
     use names::*;
     let st = stats.clone();
-    meter
-        .u64_observable_gauge(QUALITY_PENDING.name)
-        .with_unit(QUALITY_PENDING.unit)
-        .with_description(QUALITY_PENDING.description)
-        .with_callback(move |o| o.observe(st.pending.load(Ordering::Relaxed), &[]))
-        .build();
+    crate::telemetry::u64_gauge(meter, QUALITY_PENDING, move |o| {
+        o.observe(st.pending.load(Ordering::Relaxed), &[])
+    });
     let snap = snapshot.clone();
-    meter
-        .u64_observable_gauge(QUALITY_STORE_SIZE.name)
-        .with_unit(QUALITY_STORE_SIZE.unit)
-        .with_description(QUALITY_STORE_SIZE.description)
-        .with_callback(move |o| o.observe(snap.read().expect("poisoned").store_bytes, &[]))
-        .build();
+    crate::telemetry::u64_gauge(meter, QUALITY_STORE_SIZE, move |o| {
+        o.observe(snap.read().expect("poisoned").store_bytes, &[])
+    });
     let s = || snapshot.clone();
     gauge(meter, QUALITY_SAMPLES, s(), |s, o| {
         each_window(s, |w, a| o(w.labelled as f64, a))

@@ -483,38 +483,24 @@ fn register_observables(
 ) {
     use names::*;
     let g = gauges.clone();
-    meter
-        .u64_observable_gauge(SAMPLE_QUEUE_DEPTH.name)
-        .with_unit(SAMPLE_QUEUE_DEPTH.unit)
-        .with_description(SAMPLE_QUEUE_DEPTH.description)
-        .with_callback(move |o| o.observe(g.sample_queue_depth.load(Ordering::Relaxed), &[]))
-        .build();
+    u64_gauge(meter, SAMPLE_QUEUE_DEPTH, move |o| {
+        o.observe(g.sample_queue_depth.load(Ordering::Relaxed), &[])
+    });
     let g = gauges.clone();
-    meter
-        .u64_observable_gauge(SAMPLE_QUEUE_CAPACITY.name)
-        .with_unit(SAMPLE_QUEUE_CAPACITY.unit)
-        .with_description(SAMPLE_QUEUE_CAPACITY.description)
-        .with_callback(move |o| o.observe(g.sample_queue_capacity.load(Ordering::Relaxed), &[]))
-        .build();
+    u64_gauge(meter, SAMPLE_QUEUE_CAPACITY, move |o| {
+        o.observe(g.sample_queue_capacity.load(Ordering::Relaxed), &[])
+    });
     let g = gauges.clone();
-    meter
-        .u64_observable_gauge(UPSTREAM_UP.name)
-        .with_unit(UPSTREAM_UP.unit)
-        .with_description(UPSTREAM_UP.description)
-        .with_callback(move |o| o.observe(g.upstream_up.load(Ordering::Relaxed) as u64, &[]))
-        .build();
+    u64_gauge(meter, UPSTREAM_UP, move |o| {
+        o.observe(g.upstream_up.load(Ordering::Relaxed) as u64, &[])
+    });
 
     let logs_dropped = logs_export.clone();
-    meter
-        .u64_observable_counter(LOGS_DROPPED.name)
-        .with_unit(LOGS_DROPPED.unit)
-        .with_description(LOGS_DROPPED.description)
-        .with_callback(move |o| {
-            if let Some(st) = &logs_dropped {
-                o.observe(st.dropped.load(Ordering::Relaxed), &[]);
-            }
-        })
-        .build();
+    u64_counter(meter, LOGS_DROPPED, move |o| {
+        if let Some(st) = &logs_dropped {
+            o.observe(st.dropped.load(Ordering::Relaxed), &[]);
+        }
+    });
     let signals: Vec<(&'static str, Arc<ExportState>)> = [
         ("metrics", metrics_export),
         ("traces", traces_export),
@@ -524,45 +510,69 @@ fn register_observables(
     .filter_map(|(s, st)| st.map(|st| (s, st)))
     .collect();
     let failures = signals.clone();
-    meter
-        .u64_observable_counter(EXPORT_FAILURES.name)
-        .with_unit(EXPORT_FAILURES.unit)
-        .with_description(EXPORT_FAILURES.description)
-        .with_callback(move |o| {
-            for (signal, st) in &failures {
-                o.observe(
-                    st.failures.load(Ordering::Relaxed),
-                    &[KeyValue::new(attr::SIGNAL, *signal)],
-                );
-            }
-        })
-        .build();
+    u64_counter(meter, EXPORT_FAILURES, move |o| {
+        for (signal, st) in &failures {
+            o.observe(
+                st.failures.load(Ordering::Relaxed),
+                &[KeyValue::new(attr::SIGNAL, *signal)],
+            );
+        }
+    });
     let dropped = signals
         .iter()
         .find(|(s, _)| *s == "traces")
         .map(|(_, st)| st.clone());
+    u64_counter(meter, SPANS_DROPPED, move |o| {
+        if let Some(st) = &dropped {
+            o.observe(st.dropped.load(Ordering::Relaxed), &[]);
+        }
+    });
+    u64_counter(meter, EXPORT_SKIPPED, move |o| {
+        for (signal, st) in &signals {
+            o.observe(
+                st.skipped.load(Ordering::Relaxed),
+                &[KeyValue::new(attr::SIGNAL, *signal)],
+            );
+        }
+    });
+}
+
+/// Registers an observable f64 gauge described by `m`, read by `f` at each collection.
+pub fn f64_gauge<F>(meter: &Meter, m: MetricName, f: F)
+where
+    F: Fn(&dyn opentelemetry::metrics::AsyncInstrument<f64>) + Send + Sync + 'static,
+{
     meter
-        .u64_observable_counter(SPANS_DROPPED.name)
-        .with_unit(SPANS_DROPPED.unit)
-        .with_description(SPANS_DROPPED.description)
-        .with_callback(move |o| {
-            if let Some(st) = &dropped {
-                o.observe(st.dropped.load(Ordering::Relaxed), &[]);
-            }
-        })
+        .f64_observable_gauge(m.name)
+        .with_unit(m.unit)
+        .with_description(m.description)
+        .with_callback(f)
         .build();
+}
+
+/// Registers an observable u64 gauge described by `m`.
+pub fn u64_gauge<F>(meter: &Meter, m: MetricName, f: F)
+where
+    F: Fn(&dyn opentelemetry::metrics::AsyncInstrument<u64>) + Send + Sync + 'static,
+{
     meter
-        .u64_observable_counter(EXPORT_SKIPPED.name)
-        .with_unit(EXPORT_SKIPPED.unit)
-        .with_description(EXPORT_SKIPPED.description)
-        .with_callback(move |o| {
-            for (signal, st) in &signals {
-                o.observe(
-                    st.skipped.load(Ordering::Relaxed),
-                    &[KeyValue::new(attr::SIGNAL, *signal)],
-                );
-            }
-        })
+        .u64_observable_gauge(m.name)
+        .with_unit(m.unit)
+        .with_description(m.description)
+        .with_callback(f)
+        .build();
+}
+
+/// Registers an observable (cumulative) u64 counter described by `m`.
+pub fn u64_counter<F>(meter: &Meter, m: MetricName, f: F)
+where
+    F: Fn(&dyn opentelemetry::metrics::AsyncInstrument<u64>) + Send + Sync + 'static,
+{
+    meter
+        .u64_observable_counter(m.name)
+        .with_unit(m.unit)
+        .with_description(m.description)
+        .with_callback(f)
         .build();
 }
 
