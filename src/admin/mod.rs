@@ -177,6 +177,90 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl AdminState {
+    /// `POST /v1/quality/reference/reset` with `{"model": …, "model_version": …}`:
+    /// the next labelled rows of that model version form a new calibration
+    /// reference (after a change the team accepts as the new normal).
+    pub async fn reset_reference(&self, req: Request<Incoming>) -> AdminResponse {
+        use http_body_util::BodyExt;
+        let Some(q) = &self.quality else {
+            return quality_disabled();
+        };
+        if let Some(r) = self.check_token(q, &req) {
+            return r;
+        }
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the body could not be read (64 KiB at most)",
+                )
+            }
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let (Some(model), version) = (
+            v["model"].as_str(),
+            v["model_version"].as_str().unwrap_or(""),
+        ) else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "send {\"model\": \"name\", \"model_version\": \"version\"} (model_version may be omitted when the model reports none)",
+            );
+        };
+        match q
+            .reset_reference(model.to_string(), version.to_string())
+            .await
+        {
+            Ok(true) => json_response(
+                StatusCode::OK,
+                json!({"reset": true, "model": model, "model_version": version}),
+            ),
+            Ok(false) => error_response(
+                StatusCode::NOT_FOUND,
+                "unknown_model",
+                "no predictions of this model version were stored",
+            ),
+            Err(e) => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &e.to_string(),
+            ),
+        }
+    }
+
+    /// The bearer-token check of the quality endpoints: a 401 answer when it fails.
+    fn check_token(
+        &self,
+        q: &crate::quality::QualityHandle,
+        req: &Request<Incoming>,
+    ) -> Option<AdminResponse> {
+        let token = q.token.as_ref()?;
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+            return None;
+        }
+        let mut r = error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this endpoint needs `Authorization: Bearer <quality.feedback_token>`",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Some(r)
+    }
+
     /// `POST /v1/feedback`: labels for earlier predictions.
     pub async fn feedback(&self, req: Request<Incoming>) -> AdminResponse {
         use http_body_util::BodyExt;
@@ -190,25 +274,8 @@ impl AdminState {
                 "send labels with POST /v1/feedback",
             );
         }
-        if let Some(token) = &q.token {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-                let mut r = error_response(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "this endpoint needs `Authorization: Bearer <quality.feedback_token>`",
-                );
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer"),
-                );
-                return r;
-            }
+        if let Some(r) = self.check_token(q, &req) {
+            return r;
         }
         let ndjson = req
             .headers()
@@ -301,6 +368,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
             async move {
                 if req.uri().path() == "/v1/feedback" && req.method() == Method::POST {
                     return Ok::<_, Infallible>(st.feedback(req).await);
+                }
+                if req.uri().path() == "/v1/quality/reference/reset" && req.method() == Method::POST
+                {
+                    return Ok::<_, Infallible>(st.reset_reference(req).await);
                 }
                 Ok::<_, Infallible>(st.route(&req))
             }

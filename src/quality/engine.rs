@@ -840,6 +840,21 @@ impl Engine {
                 .sum::<usize>()
     }
 
+    /// Forgets the calibration reference of one model version (persisted);
+    /// false when the model version is unknown.
+    pub fn reset_reference(&mut self, model: &str, version: &str) -> Result<bool, StoreError> {
+        let Some(&id) = self.by_name.get(&(model.to_string(), version.to_string())) else {
+            return Ok(false);
+        };
+        let m = &mut self.models[id as usize];
+        m.reference.clear();
+        m.calibration = None;
+        m.dirty_reference = true;
+        tracing::info!(%model, %version, "calibration reference reset");
+        self.write(true, |e, t| e.persist_dirty(t, true))?;
+        Ok(true)
+    }
+
     /// A final flush to disk.
     pub fn close(&mut self) -> Result<(), StoreError> {
         self.write(true, |e, t| e.persist_dirty(t, true))
@@ -1296,6 +1311,43 @@ pub(crate) mod tests {
         assert!((r.r2.unwrap() - 0.948_608_137_044_967_9).abs() < 1e-12);
         let t = snap.models[0].windows.last().unwrap().regression.unwrap();
         assert!((t.r2.unwrap() - r.r2.unwrap()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_reset_reference_is_rebuilt_from_the_next_labels() {
+        let config = QualityConfig {
+            min_samples: 1,
+            estimation: crate::config::EstimationConfig {
+                enabled: true,
+                reference_rows: 2,
+            },
+            ..QualityConfig::default()
+        };
+        let mut e = engine(config, ProtocolConfig::default());
+        let batch = (0..4)
+            .map(|i| prediction(&format!("r{i}"), "b", 0.6))
+            .collect();
+        e.add_predictions(batch, false).unwrap();
+        e.add_labels(
+            labels(r#"[{"id": "r0", "label": "b"}, {"id": "r1", "label": "a"}]"#),
+            false,
+        )
+        .unwrap();
+        e.refresh();
+        assert!(e.snapshot.read().unwrap().models[0].calibrated);
+        assert!(e.reset_reference("m", "v1").unwrap());
+        assert!(!e.reset_reference("m", "v9").unwrap());
+        e.refresh();
+        let m = e.snapshot.read().unwrap().models[0].clone();
+        assert_eq!((m.calibrated, m.reference_rows), (false, 0));
+        e.add_labels(
+            labels(r#"[{"id": "r2", "label": "b"}, {"id": "r3", "label": "b"}]"#),
+            false,
+        )
+        .unwrap();
+        e.refresh();
+        let m = e.snapshot.read().unwrap().models[0].clone();
+        assert_eq!((m.calibrated, m.reference_rows), (true, 2));
     }
 
     #[test]

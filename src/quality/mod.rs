@@ -43,6 +43,13 @@ pub enum Msg {
         feedback::Parsed,
         tokio::sync::oneshot::Sender<Result<FeedbackReport, String>>,
     ),
+    /// Forget a model version's calibration reference: the next labelled
+    /// rows form a new one. Answers whether the model version was known.
+    ResetReference(
+        String,
+        String,
+        tokio::sync::oneshot::Sender<Result<bool, String>>,
+    ),
     Shutdown,
 }
 
@@ -78,6 +85,25 @@ impl QualityHandle {
         }
         match rx.await {
             Ok(Ok(report)) => Ok(report),
+            Ok(Err(e)) => Err(SubmitError::Store(e)),
+            Err(_) => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// Asks the quality thread to forget a model version's CBPE reference.
+    pub async fn reset_reference(
+        &self,
+        model: String,
+        version: String,
+    ) -> Result<bool, SubmitError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(Msg::ResetReference(model, version, tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped),
+        }
+        match rx.await {
+            Ok(Ok(known)) => Ok(known),
             Ok(Err(e)) => Err(SubmitError::Store(e)),
             Err(_) => Err(SubmitError::Stopped),
         }
@@ -169,6 +195,12 @@ fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Dur
             match msg {
                 Msg::Predictions(p) => predictions.extend(p),
                 Msg::Feedback(parsed, reply) => feedback.push((parsed, reply)),
+                Msg::ResetReference(model, version, reply) => {
+                    let result = engine
+                        .reset_reference(&model, &version)
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(result);
+                }
                 Msg::Shutdown => stop = true,
             }
             taken += 1;

@@ -621,6 +621,21 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
     // q-25 was labelled 0; the others with what the model predicted.
     let correct = 4 + (predicted[25] == 0) as u64;
     close("accuracy", &w["accuracy"], &json!(correct as f64 / 5.0));
+    // The calibration reference can be reset (token required, like feedback).
+    let reset = |body: Value, token: Option<&'static str>| {
+        let mut req = http()
+            .post(mw.admin_url("/v1/quality/reference/reset"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let known = json!({"model": "demo-classifier", "model_version": "1"});
+    assert_eq!(reset(known.clone(), None).await, 401);
+    assert_eq!(reset(known, Some(TOKEN)).await, 200);
+    assert_eq!(reset(json!({"model": "nope"}), Some(TOKEN)).await, 404);
+    assert_eq!(reset(json!({"version": 1}), Some(TOKEN)).await, 400);
     let m = mw.metrics().await;
     for (result, n) in [
         ("joined", 5.0),
