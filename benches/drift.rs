@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use modelwatch::analysis::Analyzer;
-use modelwatch::config::{DriftConfig, DriftMethod};
+use modelwatch::config::{DriftConfig, DriftMethod, WindowMode};
 use modelwatch::drift::profile::{BuildOptions, Builder, Cell};
 use modelwatch::drift::DriftAnalyzer;
 use modelwatch::protocol::{Inference, Operation, Protocol, Value};
@@ -15,6 +15,10 @@ use modelwatch::sample::Sample;
 const FEATURES: usize = 100;
 
 fn analyzer(method: DriftMethod, window: usize) -> DriftAnalyzer {
+    analyzer_with(method, window, WindowMode::Values)
+}
+
+fn analyzer_with(method: DriftMethod, window: usize, mode: WindowMode) -> DriftAnalyzer {
     let mut rng = fastrand::Rng::with_seed(3);
     let mut b = Builder::new(BuildOptions::default());
     for _ in 0..1000 {
@@ -28,6 +32,7 @@ fn analyzer(method: DriftMethod, window: usize) -> DriftAnalyzer {
         min_samples: 100,
         numeric_method: method,
         refresh_interval: Duration::from_secs(3600),
+        window_mode: mode,
         ..DriftConfig::default()
     };
     DriftAnalyzer::new(config, HashMap::from([("m".to_string(), b.finish())]))
@@ -78,5 +83,35 @@ fn main() {
             |b| b.iter(|| d.refresh()),
         );
     }
+    // Sketch windows: 10,000 values per feature in 4 panes of sketches.
+    let (sample, big) = records(10_000, 0.0);
+    let mut d = analyzer_with(DriftMethod::Auto, 10_000, WindowMode::Sketch);
+    for r in &big {
+        d.analyze(&sample, r);
+    }
+    let mut s = modelwatch::drift::sketch::Sketch::new();
+    let mut rng = fastrand::Rng::with_seed(8);
+    for _ in 0..2_500 {
+        s.add(rng.f64() * 10.0);
+    }
+    println!(
+        "sketch window: one pane of 2,500 values in [0, 10) holds {} bytes of bins (4 panes: {} bytes per feature, for any window size)",
+        s.bin_bytes(),
+        4 * s.bin_bytes()
+    );
+    c.bench_function(
+        "drift/statistics for 100 features, sketch windows of 10,000: ks",
+        |b| b.iter(|| d.refresh()),
+    );
+    let mut i = 0;
+    c.bench_function(
+        "drift/record one row of 100 numeric features, sketch windows",
+        |b| {
+            b.iter(|| {
+                d.analyze(&sample, &big[i % big.len()]);
+                i += 1;
+            })
+        },
+    );
     c.final_summary();
 }

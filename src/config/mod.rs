@@ -447,6 +447,14 @@ pub struct DriftConfig {
     pub ranges: BTreeMap<String, BTreeMap<String, [f64; 2]>>,
     /// Values per feature in the current window (count-based, sliding).
     pub window: usize,
+    /// `values`: numeric windows keep their raw values (8 bytes each; every
+    /// statistic exact). `sketch`: they keep `sketch_panes` mergeable quantile
+    /// sketches instead (memory independent of the window size; statistics
+    /// within a stated tolerance), for large windows.
+    pub window_mode: WindowMode,
+    /// Sketch mode: the window is this many sketches of `window / panes`
+    /// values each; the oldest is dropped as a new one starts.
+    pub sketch_panes: usize,
     /// A feature is tested once its window holds this many values.
     pub min_samples: usize,
     /// Statistics are recomputed this often (on the analysis thread).
@@ -484,6 +492,8 @@ impl Default for DriftConfig {
             reference_dir: String::new(),
             ranges: BTreeMap::new(),
             window: 1000,
+            window_mode: WindowMode::Values,
+            sketch_panes: 4,
             min_samples: 100,
             refresh_interval: Duration::from_secs(10),
             max_features: 200,
@@ -538,6 +548,15 @@ impl Default for AnomalyConfig {
             outlier_threshold: 6.0,
         }
     }
+}
+
+/// How numeric drift windows hold their values.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowMode {
+    #[default]
+    Values,
+    Sketch,
 }
 
 /// A drift statistic.
@@ -970,6 +989,7 @@ impl Config {
             ("drift.min_samples", d.min_samples),
             ("drift.max_features", d.max_features),
             ("drift.max_models", d.max_models),
+            ("drift.sketch_panes", d.sketch_panes),
         ] {
             if value == 0 {
                 return Err(invalid(key, 0, "an integer of at least 1"));

@@ -5,6 +5,7 @@
 //! statistics are computed every `drift.refresh_interval`.
 
 pub mod profile;
+pub mod sketch;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -47,6 +48,14 @@ impl Issue {
     }
 }
 
+/// Part of a sketch-mode window.
+#[derive(Debug)]
+struct Pane {
+    sketch: sketch::Sketch,
+    count: usize,
+    bins: Vec<u32>,
+}
+
 /// The current window of one feature.
 #[derive(Debug)]
 struct Window {
@@ -56,6 +65,10 @@ struct Window {
     scaled_mad: f64,
     /// Numeric values, newest last (at most `drift.window`).
     values: VecDeque<f64>,
+    /// Sketch mode: numeric values as panes (newest last), each a sketch with
+    /// its count and its exact counts per reference bin; with the most panes
+    /// and the most values a pane takes.
+    panes: Option<(VecDeque<Pane>, usize, usize)>,
     /// Categorical: bin index per value (categories of the reference, then `other`).
     cats: VecDeque<u16>,
     /// Values seen per reference bin, since start (exported as counters).
@@ -64,7 +77,8 @@ struct Window {
 }
 
 impl Window {
-    fn new(reference: FeatureProfile) -> Window {
+    /// `panes`: sketch mode with (number of panes, values per pane).
+    fn new(reference: FeatureProfile, panes: Option<(usize, usize)>) -> Window {
         let n = reference.bin_counts.len();
         let mut sample = reference.sample.clone();
         let median = crate::anomaly::median(&mut sample);
@@ -73,6 +87,9 @@ impl Window {
         Window {
             median,
             scaled_mad,
+            panes: panes
+                .filter(|_| reference.kind == Kind::Numeric)
+                .map(|(n, per)| (VecDeque::new(), n, per.max(1))),
             reference,
             values: VecDeque::new(),
             cats: VecDeque::new(),
@@ -104,11 +121,29 @@ impl Window {
                 {
                     self.issue(Issue::OutOfRange);
                 }
-                self.bins[stats::bin_of(x, &self.reference.edges)] += 1;
-                if self.values.len() == cap {
-                    self.values.pop_front();
+                let bin = stats::bin_of(x, &self.reference.edges);
+                self.bins[bin] += 1;
+                if let Some((panes, max_panes, per)) = &mut self.panes {
+                    if panes.back().is_none_or(|p| p.count >= *per) {
+                        if panes.len() == *max_panes {
+                            panes.pop_front();
+                        }
+                        panes.push_back(Pane {
+                            sketch: sketch::Sketch::new(),
+                            count: 0,
+                            bins: vec![0; self.bins.len()],
+                        });
+                    }
+                    let p = panes.back_mut().expect("just pushed");
+                    p.sketch.add(x);
+                    p.count += 1;
+                    p.bins[bin] += 1;
+                } else {
+                    if self.values.len() == cap {
+                        self.values.pop_front();
+                    }
+                    self.values.push_back(x);
                 }
-                self.values.push_back(x);
                 (self.scaled_mad > 0.0).then(|| (x - self.median).abs() / self.scaled_mad)
             }
             (Kind::Numeric, _) => {
@@ -145,12 +180,36 @@ impl Window {
     }
 
     fn len(&self) -> usize {
-        self.values.len() + self.cats.len()
+        let in_panes: usize = self
+            .panes
+            .as_ref()
+            .map(|(p, _, _)| p.iter().map(|p| p.count).sum())
+            .unwrap_or(0);
+        self.values.len() + self.cats.len() + in_panes
+    }
+
+    /// Sketch mode: the window as one sketch.
+    fn merged(&self) -> Option<sketch::Sketch> {
+        let (panes, _, _) = self.panes.as_ref()?;
+        let mut all = sketch::Sketch::new();
+        for p in panes {
+            all.merge(&p.sketch);
+        }
+        Some(all)
     }
 
     /// Counts per reference bin over the current window.
     fn window_counts(&self) -> Vec<f64> {
         match self.reference.kind {
+            Kind::Numeric if self.panes.is_some() => {
+                let mut c = vec![0.0; self.bins.len()];
+                for p in self.panes.iter().flat_map(|(p, _, _)| p) {
+                    for (i, n) in p.bins.iter().enumerate() {
+                        c[i] += *n as f64;
+                    }
+                }
+                c
+            }
             Kind::Numeric => {
                 let v: Vec<f64> = self.values.iter().copied().collect();
                 stats::bin_counts(&v, &self.reference.edges)
@@ -551,6 +610,11 @@ impl DriftAnalyzer {
                 }
                 // A feature stuck at one value while the reference varied.
                 let constant = match w.reference.kind {
+                    Kind::Numeric if w.panes.is_some() => {
+                        let m = w.merged().unwrap_or_default();
+                        m.quantile(0.0) == m.quantile(1.0)
+                            && w.reference.sample.first() != w.reference.sample.last()
+                    }
                     Kind::Numeric => {
                         w.values.iter().all(|v| *v == w.values[0])
                             && w.reference.sample.first() != w.reference.sample.last()
@@ -618,7 +682,13 @@ fn window_for(config: &DriftConfig, model: &str, f: &FeatureProfile) -> Window {
         f.min = Some(*lo);
         f.max = Some(*hi);
     }
-    Window::new(f)
+    let panes = (config.window_mode == crate::config::WindowMode::Sketch).then(|| {
+        (
+            config.sketch_panes,
+            config.window.div_ceil(config.sketch_panes),
+        )
+    });
+    Window::new(f, panes)
 }
 
 /// The statistic for one feature, by kind and reference size (Evidently's
@@ -647,10 +717,15 @@ fn feature_drift(c: &DriftConfig, feature: &str, w: &Window) -> Option<FeatureDr
     let counts = w.window_counts();
     let (score, threshold, drifted) = match method {
         DriftMethod::Ks => {
-            let mut cur: Vec<f64> = w.values.iter().copied().collect();
-            cur.sort_by(f64::total_cmp);
-            let d = stats::ks_statistic(&r.sample, &cur)?;
-            let p = stats::ks_pvalue(d, r.sample.len(), cur.len());
+            let d = match w.merged() {
+                Some(s) => sketch::ks(&r.sample, &s)?,
+                None => {
+                    let mut cur: Vec<f64> = w.values.iter().copied().collect();
+                    cur.sort_by(f64::total_cmp);
+                    stats::ks_statistic(&r.sample, &cur)?
+                }
+            };
+            let p = stats::ks_pvalue(d, r.sample.len(), w.len());
             (p, c.p_value_threshold, p < c.p_value_threshold)
         }
         DriftMethod::Chi2 => {
@@ -658,9 +733,17 @@ fn feature_drift(c: &DriftConfig, feature: &str, w: &Window) -> Option<FeatureDr
             (p, c.p_value_threshold, p < c.p_value_threshold)
         }
         DriftMethod::Wasserstein => {
-            let mut cur: Vec<f64> = w.values.iter().copied().collect();
-            cur.sort_by(f64::total_cmp);
-            let d = stats::wasserstein_normed(&r.sample, &cur)?;
+            let d = match w.merged() {
+                Some(s) => {
+                    let sd = stats::std_dev(&r.sample).filter(|sd| *sd > 0.0)?;
+                    sketch::wasserstein(&r.sample, &s)? / sd
+                }
+                None => {
+                    let mut cur: Vec<f64> = w.values.iter().copied().collect();
+                    cur.sort_by(f64::total_cmp);
+                    stats::wasserstein_normed(&r.sample, &cur)?
+                }
+            };
             (d, c.distance_threshold, d >= c.distance_threshold)
         }
         DriftMethod::Psi => {
@@ -1022,6 +1105,46 @@ pub(crate) mod tests {
             .find(|i| i.feature == "x" && i.issue == Issue::OutOfRange)
             .map(|i| i.count);
         assert_eq!(out, Some(3));
+    }
+
+    #[test]
+    fn sketch_windows_detect_drift_too() {
+        let p = numeric_profile("x", (0..500).map(|i| (i % 100) as f64));
+        let config = DriftConfig {
+            window_mode: crate::config::WindowMode::Sketch,
+            ..config()
+        };
+        let mut d = DriftAnalyzer::new(config, HashMap::from([("m".to_string(), p)]));
+        for i in 0..200 {
+            d.record(&record(Value::Number(((i * 7) % 100) as f64), "red"));
+        }
+        d.refresh();
+        let x = |d: &DriftAnalyzer| {
+            d.snapshot.read().unwrap().models[0]
+                .features
+                .iter()
+                .find(|f| f.feature == "x")
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(
+            (x(&d).method, x(&d).drifted, x(&d).window),
+            ("ks", false, 200)
+        );
+        for i in 0..200 {
+            d.record(&record(Value::Number(50.0 + (i % 100) as f64), "red"));
+        }
+        d.refresh();
+        assert!(x(&d).drifted, "{:?}", x(&d));
+        // Four panes of 50: the window slid to the newest 200 values.
+        assert_eq!(x(&d).window, 200);
+        // Binned statistics use exact counts per pane: the same as raw values.
+        let w = &d.models["m"].windows["x"];
+        let raw: Vec<f64> = (0..200).map(|i| 50.0 + (i % 100) as f64).collect();
+        assert_eq!(
+            w.window_counts(),
+            stats::bin_counts(&raw, &w.reference.edges)
+        );
     }
 
     #[test]

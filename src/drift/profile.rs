@@ -58,6 +58,10 @@ pub struct FeatureProfile {
     /// Categorical: the most frequent categories, in bin order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categories: Vec<String>,
+    /// Numeric: a mergeable quantile sketch of every value (not only the
+    /// sample); `quantiles` in `/v1/status` come from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch: Option<super::sketch::Sketch>,
 }
 
 /// A profile that cannot be used.
@@ -169,6 +173,7 @@ struct Column {
     sum_sq: f64,
     categories: HashMap<String, u64>,
     overflow: u64,
+    sketch: super::sketch::Sketch,
 }
 
 /// Builds a profile from rows of named values, one at a time.
@@ -233,6 +238,7 @@ impl Builder {
                 c.max = c.max.max(x);
                 c.sum += x;
                 c.sum_sq += x * x;
+                c.sketch.add(x);
                 // Algorithm R.
                 if c.reservoir.len() < sample_size {
                     c.reservoir.push(x);
@@ -280,6 +286,7 @@ impl Builder {
                         edges,
                         bin_counts,
                         categories: Vec::new(),
+                        sketch: Some(c.sketch),
                     }
                 } else {
                     let mut cats: Vec<(String, u64)> = c.categories.into_iter().collect();
@@ -306,6 +313,7 @@ impl Builder {
                         edges: Vec::new(),
                         bin_counts,
                         categories: cats.into_iter().map(|(s, _)| s).collect(),
+                        sketch: None,
                     }
                 }
             })
