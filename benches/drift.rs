@@ -89,15 +89,16 @@ fn main() {
     for r in &big {
         d.analyze(&sample, r);
     }
-    let mut s = modelwatch::drift::sketch::Sketch::new();
+    // Uniform on [0, 10): standardised by its median 5 and 1.4826 MAD (2.5).
+    let mut s = modelwatch::drift::sketch::Scaled::new(5.0, 1.4826 * 2.5);
     let mut rng = fastrand::Rng::with_seed(8);
     for _ in 0..2_500 {
         s.add(rng.f64() * 10.0);
     }
     println!(
         "sketch window: one pane of 2,500 values in [0, 10) holds {} bytes of bins (4 panes: {} bytes per feature, for any window size)",
-        s.bin_bytes(),
-        4 * s.bin_bytes()
+        s.sketch.bin_bytes(),
+        4 * s.sketch.bin_bytes()
     );
     c.bench_function(
         "drift/statistics for 100 features, sketch windows of 10,000: ks",

@@ -51,7 +51,7 @@ impl Issue {
 /// Part of a sketch-mode window.
 #[derive(Debug)]
 struct Pane {
-    sketch: sketch::Sketch,
+    sketch: sketch::Scaled,
     count: usize,
     bins: Vec<u32>,
 }
@@ -129,7 +129,7 @@ impl Window {
                             panes.pop_front();
                         }
                         panes.push_back(Pane {
-                            sketch: sketch::Sketch::new(),
+                            sketch: sketch::Scaled::new(self.median, self.scaled_mad),
                             count: 0,
                             bins: vec![0; self.bins.len()],
                         });
@@ -189,9 +189,9 @@ impl Window {
     }
 
     /// Sketch mode: the window as one sketch.
-    fn merged(&self) -> Option<sketch::Sketch> {
+    fn merged(&self) -> Option<sketch::Scaled> {
         let (panes, _, _) = self.panes.as_ref()?;
-        let mut all = sketch::Sketch::new();
+        let mut all = sketch::Scaled::new(self.median, self.scaled_mad);
         for p in panes {
             all.merge(&p.sketch);
         }
@@ -612,7 +612,7 @@ impl DriftAnalyzer {
                 let constant = match w.reference.kind {
                     Kind::Numeric if w.panes.is_some() => {
                         let m = w.merged().unwrap_or_default();
-                        m.quantile(0.0) == m.quantile(1.0)
+                        m.sketch.quantile(0.0) == m.sketch.quantile(1.0)
                             && w.reference.sample.first() != w.reference.sample.last()
                     }
                     Kind::Numeric => {

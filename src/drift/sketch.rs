@@ -1,4 +1,5 @@
-//! Mergeable quantile sketches (DDSketch, relative accuracy 0.2%) for
+//! Mergeable quantile sketches (DDSketch, relative accuracy 2%, values below 0.001 in
+//! magnitude counted as zero) for
 //! reference profiles built from all rows, and for drift windows kept as
 //! sketches (`drift.window_mode: sketch`) when raw values would take too much
 //! memory. Statistics on a sketch read its quantile function on a grid;
@@ -9,7 +10,7 @@ use sketches_ddsketch::{Config, DDSketch};
 
 /// At most this many points are read from a sketch to stand for its
 /// distribution (a sketch of fewer values gives one point per value).
-pub const MAX_POINTS: usize = 10_000;
+pub const MAX_POINTS: usize = 1_000;
 
 /// A DDSketch with the operations drift needs.
 #[derive(Clone, Serialize, Deserialize)]
@@ -36,9 +37,10 @@ impl Default for Sketch {
 }
 
 impl Sketch {
-    /// 0.2% relative accuracy, at most 2,048 bins.
+    /// 2% relative accuracy, magnitudes below 0.001 as zero, at most 2,048
+    /// bins (a pane of standardised values takes about 4 KB).
     pub fn new() -> Sketch {
-        Sketch(DDSketch::new(Config::new(0.002, 2048, 1e-9)))
+        Sketch(DDSketch::new(Config::new(0.02, 2048, 1e-3)))
     }
 
     pub fn add(&mut self, x: f64) {
@@ -97,16 +99,63 @@ impl Sketch {
     }
 }
 
-/// The KS statistic between a sorted sample and a sketch (read as [`Sketch::points`]).
-pub fn ks(reference: &[f64], window: &Sketch) -> Option<f64> {
-    let q = window.points();
-    super::stats::ks_statistic(reference, &q)
+/// A sketch of values standardised by a reference's center and scale:
+/// DDSketch's error is relative to a value's magnitude, so a feature that
+/// lives far from zero in a narrow band (0.05 to 0.10) would fall into a few
+/// bins; centred and scaled, its values spread around zero where the bins are
+/// fine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scaled {
+    pub sketch: Sketch,
+    pub center: f64,
+    pub scale: f64,
 }
 
-/// Wasserstein distance between a sorted sample and a sketch.
-pub fn wasserstein(reference: &[f64], window: &Sketch) -> Option<f64> {
-    let q = window.points();
-    super::stats::wasserstein(reference, &q)
+impl Scaled {
+    /// `scale` must be above zero (1 is used otherwise).
+    pub fn new(center: f64, scale: f64) -> Scaled {
+        Scaled {
+            sketch: Sketch::new(),
+            center,
+            scale: if scale > 0.0 && scale.is_finite() {
+                scale
+            } else {
+                1.0
+            },
+        }
+    }
+
+    pub fn add(&mut self, x: f64) {
+        self.sketch.add((x - self.center) / self.scale);
+    }
+
+    /// Merges a sketch standardised the same way.
+    pub fn merge(&mut self, other: &Scaled) {
+        self.sketch.merge(&other.sketch);
+    }
+
+    pub fn count(&self) -> usize {
+        self.sketch.count()
+    }
+
+    /// The distribution as points on the original scale (see [`Sketch::points`]).
+    pub fn points(&self) -> Vec<f64> {
+        self.sketch
+            .points()
+            .into_iter()
+            .map(|y| y * self.scale + self.center)
+            .collect()
+    }
+}
+
+/// The KS statistic between a sorted sample and a sketch.
+pub fn ks(reference: &[f64], window: &Scaled) -> Option<f64> {
+    super::stats::ks_statistic(reference, &window.points())
+}
+
+/// The Wasserstein distance between a sorted sample and a sketch.
+pub fn wasserstein(reference: &[f64], window: &Scaled) -> Option<f64> {
+    super::stats::wasserstein(reference, &window.points())
 }
 
 #[cfg(test)]
@@ -127,7 +176,7 @@ mod tests {
     }
 
     /// Merging the sketches of two samples gives the sketch of their union:
-    /// every quantile within the sketch's relative error bound (0.2%) of the
+    /// every quantile within the sketch's error bound (2%, or 0.001 near zero) of the
     /// union's (200 random cases; in fact equal, as the bins are the same).
     #[test]
     fn merging_equals_sketching_the_union() {
@@ -146,14 +195,14 @@ mod tests {
                 let q = i as f64 / 100.0;
                 let (m, u) = (sa.quantile(q).unwrap(), su.quantile(q).unwrap());
                 assert!(
-                    (m - u).abs() <= 0.01 * u.abs().max(1e-9),
+                    (m - u).abs() <= 0.02 * u.abs() + 1e-3,
                     "case {case} q {q}: {m} vs {u}"
                 );
             }
         }
     }
 
-    /// A sketch's quantiles are within 0.2% (relative) of the exact ones.
+    /// A sketch's quantiles are within 2% (relative, or 0.001 near zero) of the exact ones.
     #[test]
     fn quantiles_within_the_relative_error_bound() {
         let mut rng = fastrand::Rng::with_seed(4);
@@ -167,7 +216,7 @@ mod tests {
             let exact = v[rank];
             let got = s.quantile(q).unwrap();
             assert!(
-                (got - exact).abs() <= 0.0101 * exact.abs(),
+                (got - exact).abs() <= 0.0201 * exact.abs() + 1e-3,
                 "q {q}: {got} vs {exact}"
             );
         }
