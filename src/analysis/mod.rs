@@ -135,6 +135,12 @@ impl Analyzer for HttpAnalyzer {
 /// Batching keeps the proxy from waking this thread once per sample.
 const BATCH_PAUSE: Duration = Duration::from_millis(5);
 
+/// The longest the analysis thread sleeps between polls of an empty queue
+/// while periodic work is pending. A burst after a quiet spell waits at most
+/// this long; beyond `sampling.queue_capacity` samples in that time, the
+/// newest are dropped and counted.
+const MAX_IDLE_POLL: Duration = Duration::from_millis(50);
+
 /// Gives the analysis thread a lower scheduling priority (nice +10) than the
 /// proxy's event loop, so that on a busy core the model's traffic goes first
 /// and analysis takes the idle time. Failing to lower it is harmless.
@@ -162,6 +168,10 @@ pub fn spawn(
         .name("modelwatch-analysis".into())
         .spawn(move || {
             lower_priority();
+            // While idle with periodic work pending, the queue is polled at an
+            // interval that doubles from BATCH_PAUSE up to MAX_IDLE_POLL (an idle
+            // sidecar wakes 20 times a second, not 200), and resets when a sample comes.
+            let mut idle_poll = BATCH_PAUSE;
             loop {
                 // Blocks while the queue is empty, unless an analyzer has
                 // periodic work due: then waits only until that time.
@@ -183,13 +193,15 @@ pub fn spawn(
                                     }
                                 }
                             } else {
-                                std::thread::sleep(BATCH_PAUSE.min(at - now));
+                                std::thread::sleep(idle_poll.min(at - now));
+                                idle_poll = (idle_poll * 2).min(MAX_IDLE_POLL);
                             }
                             None
                         }
                     },
                 };
                 let Some(first) = first else { continue };
+                idle_poll = BATCH_PAUSE;
                 let mut next = Some(first);
                 while let Some(sample) = next {
                     let records = decoder.decode(&sample);
