@@ -188,6 +188,13 @@ impl Window {
         self.values.len() + self.cats.len() + in_panes
     }
 
+    /// Values mode: the window's values, sorted.
+    fn sorted_values(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.values.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
     /// Sketch mode: the window as one sketch.
     fn merged(&self) -> Option<sketch::Scaled> {
         let (panes, _, _) = self.panes.as_ref()?;
@@ -719,11 +726,7 @@ fn feature_drift(c: &DriftConfig, feature: &str, w: &Window) -> Option<FeatureDr
         DriftMethod::Ks => {
             let d = match w.merged() {
                 Some(s) => sketch::ks(&r.sample, &s)?,
-                None => {
-                    let mut cur: Vec<f64> = w.values.iter().copied().collect();
-                    cur.sort_by(f64::total_cmp);
-                    stats::ks_statistic(&r.sample, &cur)?
-                }
+                None => stats::ks_statistic(&r.sample, &w.sorted_values())?,
             };
             let p = stats::ks_pvalue(d, r.sample.len(), w.len());
             (p, c.p_value_threshold, p < c.p_value_threshold)
@@ -738,11 +741,7 @@ fn feature_drift(c: &DriftConfig, feature: &str, w: &Window) -> Option<FeatureDr
                     let sd = stats::std_dev(&r.sample).filter(|sd| *sd > 0.0)?;
                     sketch::wasserstein(&r.sample, &s)? / sd
                 }
-                None => {
-                    let mut cur: Vec<f64> = w.values.iter().copied().collect();
-                    cur.sort_by(f64::total_cmp);
-                    stats::wasserstein_normed(&r.sample, &cur)?
-                }
+                None => stats::wasserstein_normed(&r.sample, &w.sorted_values())?,
             };
             (d, c.distance_threshold, d >= c.distance_threshold)
         }

@@ -497,7 +497,7 @@ impl Engine {
             }
             let class = match &p.prediction {
                 Some(v) => m.class_of(v, max_classes),
-                None => metrics_argmax(&scores).map(|c| c as u16),
+                None => crate::protocol::argmax(&scores).map(|c| c as u16),
             };
             match class {
                 Some(c) => (Target::Class(c), scores),
@@ -891,10 +891,6 @@ impl From<StoreError> for JoinError {
     fn from(e: StoreError) -> Self {
         JoinError::Store(e)
     }
-}
-
-fn metrics_argmax(scores: &[f64]) -> Option<usize> {
-    crate::protocol::argmax(scores)
 }
 
 fn class_name(m: &ModelState, c: usize) -> String {

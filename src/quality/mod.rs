@@ -77,17 +77,7 @@ pub enum SubmitError {
 impl QualityHandle {
     /// Hands a parsed feedback body to the quality thread and waits for its report.
     pub async fn submit(&self, parsed: feedback::Parsed) -> Result<FeedbackReport, SubmitError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.tx.try_send(Msg::Feedback(parsed, tx)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped),
-        }
-        match rx.await {
-            Ok(Ok(report)) => Ok(report),
-            Ok(Err(e)) => Err(SubmitError::Store(e)),
-            Err(_) => Err(SubmitError::Stopped),
-        }
+        self.ask(|reply| Msg::Feedback(parsed, reply)).await
     }
 
     /// Asks the quality thread to forget a model version's CBPE reference.
@@ -96,14 +86,24 @@ impl QualityHandle {
         model: String,
         version: String,
     ) -> Result<bool, SubmitError> {
+        self.ask(|reply| Msg::ResetReference(model, version, reply))
+            .await
+    }
+
+    /// Sends a request that carries its reply channel, without waiting for
+    /// room in the queue, and awaits the answer.
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> Msg,
+    ) -> Result<T, SubmitError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.tx.try_send(Msg::ResetReference(model, version, tx)) {
+        match self.tx.try_send(msg(tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped),
         }
         match rx.await {
-            Ok(Ok(known)) => Ok(known),
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(SubmitError::Store(e)),
             Err(_) => Err(SubmitError::Stopped),
         }

@@ -130,23 +130,23 @@ fn a_port_in_use_is_a_clear_error() {
     assert!(err.contains("proxy.listen") && err.contains(&addr), "{err}");
 }
 
-#[test]
-fn a_store_that_cannot_be_opened_is_a_clear_error() {
-    let (_dir, path) = temp_file("m.yaml", "quality:\n  store_path: /dev/null/quality.redb\n");
+/// Runs `modelwatch run` with `config` on free ports, expects it to refuse
+/// to start, and returns what it wrote to stderr.
+fn refused_at_start(config: &std::path::Path) -> String {
     let out = modelwatch()
-        .args([
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--admin-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_store_that_cannot_be_opened_is_a_clear_error() {
+    let (_dir, path) = temp_file("m.yaml", "quality:\n  store_path: /dev/null/quality.redb\n");
+    let err = refused_at_start(&path);
     assert!(
         err.contains("quality.store_path") && err.contains("/dev/null/quality.redb"),
         "{err}"
@@ -164,20 +164,7 @@ fn a_corrupt_or_newer_profile_is_refused_at_start() {
             "m.yaml",
             &format!("drift:\n  profiles:\n    bc: {}\n", profile.display()),
         );
-        let out = modelwatch()
-            .args([
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{}", free_port()),
-                "--admin-listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused_at_start(&config);
         assert!(
             err.contains(wants) && err.contains(profile.to_str().unwrap()) && err.contains("drift.profiles"),
             "{err}"
