@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real backends the integration tests talk to, into .testbed/ of
-# this checkout: Prometheus + promtool and VictoriaMetrics (its OTLP/HTTP
-# receiver), from Debian trixie packages unpacked with dpkg -x. The system's
+# this checkout: Prometheus + promtool, Alertmanager and VictoriaMetrics (its
+# OTLP/HTTP receiver), from Debian trixie packages unpacked with dpkg -x. The system's
 # apt sources are not touched. Idempotent: a second run does nothing.
 #
 # The model servers the protocol tests put behind modelwatch: MLServer 1.7 with
@@ -10,7 +10,7 @@
 # with a tiny random-weight GGUF model, and the official openai Python client.
 #
 #   scripts/testbed.sh install     # everything (about 3 min, 1.2 GB the first time)
-#   scripts/testbed.sh backends    # only Prometheus, promtool, VictoriaMetrics
+#   scripts/testbed.sh backends    # only Prometheus, promtool, Alertmanager, VictoriaMetrics
 #   scripts/testbed.sh path        # print the bin folder the tests use
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,11 +19,26 @@ BIN="$TB/root/usr/bin"
 
 install() {
   backends
+  alertmanager_templates
   models
 }
 
+# Debian's Alertmanager reads its default notification templates from a fixed
+# path, /usr/share/prometheus/alertmanager/ (where its package puts them).
+alertmanager_templates() {
+  local want=/usr/share/prometheus/alertmanager/default.tmpl
+  if [[ -f "$want" ]]; then return; fi
+  if [[ -w /usr/share || $(id -u) -eq 0 ]]; then
+    mkdir -p /usr/share/prometheus/alertmanager
+    cp "$TB/root/usr/share/prometheus/alertmanager/"*.tmpl /usr/share/prometheus/alertmanager/
+  else
+    echo "testbed: Alertmanager needs $want; run as root once, or: sudo cp $TB/root/usr/share/prometheus/alertmanager/*.tmpl /usr/share/prometheus/alertmanager/" >&2
+    exit 1
+  fi
+}
+
 backends() {
-  if [[ -x "$BIN/prometheus" && -x "$BIN/promtool" && -x "$BIN/victoria-metrics" ]]; then
+  if [[ -x "$BIN/prometheus" && -x "$BIN/promtool" && -x "$BIN/victoria-metrics" && -x "$BIN/prometheus-alertmanager" ]]; then
     echo "testbed: already installed in $BIN"
     return
   fi
@@ -36,10 +51,11 @@ backends() {
            -o "Dir::State::Lists=$T/lists" -o "Dir::Cache=$T/cache" -o Debug::NoLocking=1)
   echo "testbed: fetching the package index (Debian trixie)"
   apt-get "${o[@]}" -qq update
-  (cd "$TB/debs" && apt-get "${o[@]}" -qq download prometheus promtool victoria-metrics)
+  (cd "$TB/debs" && apt-get "${o[@]}" -qq download prometheus promtool victoria-metrics prometheus-alertmanager)
   for d in "$TB"/debs/*.deb; do dpkg -x "$d" "$TB/root"; done
   "$BIN/prometheus" --version 2>&1 | head -1
   "$BIN/victoria-metrics" -version 2>&1 | head -1
+  "$BIN/prometheus-alertmanager" --version 2>&1 | head -1
   echo "testbed: installed in $BIN"
 }
 

@@ -52,8 +52,13 @@ impl App {
             telemetry.tracer.clone(),
         ));
         let recent = analysis::RecentRecords::new(config.admin.recent_records);
-        let mut analyzers: Vec<Box<dyn Analyzer>> =
-            vec![Box::new(HttpAnalyzer::new(telemetry.instruments.clone()))];
+        let mut analyzers: Vec<Box<dyn Analyzer>> = vec![
+            Box::new(HttpAnalyzer::new(telemetry.instruments.clone())),
+            Box::new(analysis::VersionAnalyzer::new(
+                telemetry.instruments.clone(),
+                &config.protocol,
+            )),
+        ];
         if recent.enabled() {
             analyzers.push(Box::new(analysis::RecentRecordsAnalyzer(recent.clone())));
         }
@@ -100,7 +105,7 @@ impl App {
                 config.anomaly.clone(),
                 drift.clone(),
                 quality.as_ref().map(|q| q.handle.snapshot.clone()),
-                telemetry.payload_logger(),
+                telemetry.logger(),
             );
             let snapshot = analyzer.snapshot.clone();
             crate::anomaly::register_instruments(&telemetry.meter, snapshot.clone());
@@ -109,7 +114,7 @@ impl App {
         } else {
             None
         };
-        if let Some(logger) = telemetry.payload_logger() {
+        if let Some(logger) = telemetry.logger().filter(|_| config.payload_logs.enabled) {
             analyzers.push(Box::new(analysis::payload::PayloadLogger::new(
                 logger,
                 &config.payload_logs,
@@ -124,6 +129,8 @@ impl App {
         )
         .context("cannot start the analysis thread")?;
 
+        let alerts = crate::alerts::spawn(&config, &telemetry)
+            .context("cannot start the alert evaluator")?;
         let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
         let side = CancellationToken::new();
         let probe = tokio::spawn(readiness::run(
@@ -140,6 +147,7 @@ impl App {
             quality: quality.as_ref().map(|q| q.handle.clone()),
             drift,
             anomaly,
+            alerts: alerts.as_ref().map(|a| a.snapshot.clone()),
             started: Instant::now(),
             proxy_addr,
         });
@@ -164,6 +172,9 @@ impl App {
             side.cancel();
             let _ = probe.await;
             let _ = admin.await;
+            if let Some(a) = alerts {
+                a.stop(std::time::Duration::from_secs(2)).await;
+            }
             // Last: the quality thread flushes the store once nothing feeds it.
             if let Some(q) = quality {
                 let _ = tokio::task::spawn_blocking(move || q.stop()).await;

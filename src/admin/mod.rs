@@ -33,6 +33,7 @@ pub struct AdminState {
     pub quality: Option<crate::quality::QualityHandle>,
     pub drift: Option<std::sync::Arc<std::sync::RwLock<crate::drift::DriftSnapshot>>>,
     pub anomaly: Option<std::sync::Arc<std::sync::RwLock<crate::anomaly::AnomalySnapshot>>>,
+    pub alerts: Option<Arc<std::sync::RwLock<crate::alerts::Snapshot>>>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
 }
@@ -91,6 +92,17 @@ impl AdminState {
                 Some(q) => json_response(StatusCode::OK, q.status()),
                 None => quality_disabled(),
             },
+            "/v1/alerts" => match &self.alerts {
+                Some(a) => json_response(
+                    StatusCode::OK,
+                    serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default(),
+                ),
+                None => error_response(
+                    StatusCode::NOT_FOUND,
+                    "disabled",
+                    "no alert rules are configured: add them under alerts.rules",
+                ),
+            },
             "/v1/feedback" => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -107,11 +119,11 @@ impl AdminState {
             "/" => respond(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
-                "modelwatch admin: /metrics /healthz /readyz /v1/status /v1/quality, POST /v1/feedback\n",
+                "modelwatch admin: /metrics /healthz /readyz /v1/status /v1/quality /v1/alerts /v1/gate, POST /v1/feedback\n",
             ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": {"type": "not_found", "message": "admin endpoints: /metrics /healthz /readyz /v1/status /v1/quality, POST /v1/feedback"}}),
+                json!({"error": {"type": "not_found", "message": "admin endpoints: /metrics /healthz /readyz /v1/status /v1/quality /v1/alerts /v1/gate, POST /v1/feedback"}}),
             ),
         }
     }
@@ -149,6 +161,10 @@ impl AdminState {
             },
             "quality": self.quality.as_ref().map(|q| q.status()),
             "anomaly": self.anomaly.as_ref().map(|a| serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default()),
+            "alerts": self.alerts.as_ref().map(|a| {
+                let a = a.read().expect("poisoned");
+                json!({"evaluations": a.evaluations, "last_evaluation_ms": a.last_evaluation_ms, "rules": a.rules, "notifications_dropped": a.notifications_dropped})
+            }),
             "drift": self.drift.as_ref().map(|d| serde_json::to_value(&*d.read().expect("poisoned")).unwrap_or_default()),
             "export": {
                 "metrics": self.telemetry.metrics_export.as_ref().map(|s| s.snapshot()),

@@ -65,7 +65,8 @@ impl Decoder {
             None => Err(protocol::DecodeError::Unrecognised),
         };
         match decoded {
-            Ok(records) => {
+            Ok(mut records) => {
+                self.fill_model_version(sample, &mut records);
                 if let Some(first) = records.first() {
                     self.instruments.inferences.add(
                         records.len() as u64,
@@ -90,6 +91,37 @@ impl Decoder {
                 );
                 tracing::debug!(request_id = %sample.request_id, reason = e.reason(), "sample not decoded");
                 Vec::new()
+            }
+        }
+    }
+}
+
+impl Decoder {
+    /// Records whose protocol reported no model version take it from the
+    /// configured header (response first, then request), else the configured default.
+    fn fill_model_version(&self, sample: &Sample, records: &mut [Inference]) {
+        if records.iter().all(|r| r.model_version.is_some()) {
+            return;
+        }
+        let header = &self.config.model_version_header;
+        let from_header = (!header.is_empty())
+            .then(|| {
+                sample
+                    .response_headers
+                    .get(header.as_str())
+                    .or_else(|| sample.request_headers.get(header.as_str()))
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+            })
+            .flatten();
+        let version = from_header.or_else(|| {
+            (!self.config.default_model_version.is_empty())
+                .then(|| self.config.default_model_version.clone())
+        });
+        if let Some(v) = version {
+            for r in records.iter_mut().filter(|r| r.model_version.is_none()) {
+                r.model_version = Some(v.clone());
             }
         }
     }
@@ -128,6 +160,97 @@ impl Analyzer for HttpAnalyzer {
                     .add(1, &[KeyValue::new(attr::DIRECTION, direction)]);
             }
         }
+    }
+}
+
+/// Per model version: request durations and results of sampled model
+/// requests, for comparing versions (`GET /v1/gate`). At most
+/// `MAX_VERSION_PAIRS` (model, version) pairs get their own labels; later
+/// ones share `_OTHER`.
+pub struct VersionAnalyzer {
+    instruments: Instruments,
+    default_version: String,
+    header: String,
+    seen: std::collections::HashSet<(String, String)>,
+}
+
+pub const MAX_VERSION_PAIRS: usize = 64;
+const OTHER: &str = "_OTHER";
+
+impl VersionAnalyzer {
+    pub fn new(instruments: Instruments, config: &ProtocolConfig) -> VersionAnalyzer {
+        VersionAnalyzer {
+            instruments,
+            default_version: config.default_model_version.clone(),
+            header: config.model_version_header.clone(),
+            seen: Default::default(),
+        }
+    }
+
+    fn labels(&mut self, model: &str, version: &str) -> (String, String) {
+        let key = (model.to_string(), version.to_string());
+        if self.seen.contains(&key) {
+            return key;
+        }
+        if self.seen.len() < MAX_VERSION_PAIRS {
+            self.seen.insert(key.clone());
+            return key;
+        }
+        (OTHER.into(), OTHER.into())
+    }
+}
+
+impl Analyzer for VersionAnalyzer {
+    fn name(&self) -> &'static str {
+        "version"
+    }
+
+    fn analyze(&mut self, sample: &Sample, records: &[Inference]) {
+        if matches!(
+            sample.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        ) {
+            return;
+        }
+        let (model, version) = match records.first() {
+            Some(r) => (
+                r.model.clone().unwrap_or_default(),
+                r.model_version.clone().unwrap_or_default(),
+            ),
+            // Not decoded (often an error body): the header or the default still names the version.
+            None => {
+                let header = (!self.header.is_empty())
+                    .then(|| sample.response_headers.get(self.header.as_str()))
+                    .flatten()
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match header.or_else(|| {
+                    (!self.default_version.is_empty()).then(|| self.default_version.clone())
+                }) {
+                    Some(v) => (String::new(), v),
+                    None => return,
+                }
+            }
+        };
+        let (model, version) = self.labels(&model, &version);
+        let error = sample.status >= 500
+            || matches!(sample.outcome, crate::sample::Outcome::UpstreamError(_));
+        let attrs = [
+            KeyValue::new(attr::MODEL, model),
+            KeyValue::new(attr::MODEL_VERSION, version),
+        ];
+        self.instruments
+            .model_request_duration
+            .record(sample.timings.total.as_secs_f64(), &attrs);
+        let [a, b] = attrs;
+        self.instruments.model_requests.add(
+            1,
+            &[
+                a,
+                b,
+                KeyValue::new(attr::RESULT, if error { "error" } else { "ok" }),
+            ],
+        );
     }
 }
 

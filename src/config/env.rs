@@ -16,6 +16,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MODELWATCH_LOG_FORMAT", "log.format"),
     ("MODELWATCH_STORE_PATH", "quality.store_path"),
     ("MODELWATCH_FEEDBACK_TOKEN", "quality.feedback_token"),
+    ("MODELWATCH_MODEL_VERSION", "protocol.default_model_version"),
+    ("MODELWATCH_ALERTMANAGER_URL", "alerts.alertmanager.url"),
     ("RUST_LOG", "log.level"),
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
     (
@@ -98,6 +100,12 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
     }
     if let Some(v) = get("MODELWATCH_FEEDBACK_TOKEN") {
         config.quality.feedback_token = v.trim().to_string();
+    }
+    if let Some(v) = get("MODELWATCH_MODEL_VERSION") {
+        config.protocol.default_model_version = v.trim().to_string();
+    }
+    if let Some(v) = get("MODELWATCH_ALERTMANAGER_URL") {
+        config.alerts.alertmanager.url = v.trim().to_string();
     }
     if let Some(v) = get("MODELWATCH_LOG_FORMAT") {
         config.log.format = match v.trim() {

@@ -5,7 +5,10 @@
 //! environment variables, the YAML file, the defaults written here. Every key
 //! is listed with its default in docs/configuration.md; a test keeps the two equal.
 
+pub mod alerts;
 pub mod env;
+
+pub use alerts::{AlertsConfig, RolloutConfig};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -66,6 +69,10 @@ pub struct Config {
     pub drift: DriftConfig,
     /// Anomalies in the time series modelwatch produces.
     pub anomaly: AnomalyConfig,
+    /// Alert rules over any figure, and where alerts go.
+    pub alerts: AlertsConfig,
+    /// Model updates: canary gates and shadow traffic.
+    pub rollout: RolloutConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
@@ -283,6 +290,12 @@ pub struct ProtocolConfig {
     pub models: Vec<ModelSettings>,
     /// Where things live in any other JSON API (used when `kind` is `json-paths`).
     pub json_paths: JsonPathsConfig,
+    /// A response (or else request) header that carries the model version,
+    /// used when the protocol reports none. Empty: not read.
+    pub model_version_header: String,
+    /// The model version when neither the protocol nor the header gives one
+    /// (e.g. the image tag, set by the Helm chart).
+    pub default_model_version: String,
 }
 
 /// The configured protocol.
@@ -926,6 +939,16 @@ impl Config {
         self.validate_quality()?;
         self.validate_drift()?;
         self.validate_anomaly()?;
+        self.alerts.validate()?;
+        self.rollout.validate()?;
+        let header = &self.protocol.model_version_header;
+        if !header.is_empty() && http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(invalid(
+                "protocol.model_version_header",
+                header,
+                "empty or a valid HTTP header name, e.g. x-model-version",
+            ));
+        }
         if self.telemetry.service_name.is_empty() {
             return Err(invalid("telemetry.service_name", "", "a non-empty name"));
         }

@@ -91,6 +91,17 @@ pub struct Instruments {
     pub quality_window_evicted: Counter<u64>,
     pub outlier_score: Histogram<f64>,
     pub outliers: Counter<u64>,
+    pub model_request_duration: Histogram<f64>,
+    pub model_requests: Counter<u64>,
+    pub alert_transitions: Counter<u64>,
+    pub alert_notifications: Counter<u64>,
+    pub alert_series_dropped: Counter<u64>,
+    pub shadow_requests: Counter<u64>,
+    pub shadow_duration: Histogram<f64>,
+    pub shadow_comparisons: Counter<u64>,
+    pub shadow_difference: Histogram<f64>,
+    pub shadow_latency_difference: Histogram<f64>,
+    pub shadow_output_length_ratio: Histogram<f64>,
 }
 
 fn describe<T>(
@@ -167,6 +178,20 @@ impl Instruments {
             quality_window_evicted: counter(QUALITY_WINDOW_EVICTED),
             outlier_score: f64_hist(OUTLIER_SCORE, OUTLIER_BUCKETS),
             outliers: counter(OUTLIERS),
+            model_request_duration: f64_hist(MODEL_REQUEST_DURATION, DURATION_BUCKETS),
+            model_requests: counter(MODEL_REQUESTS),
+            alert_transitions: counter(ALERT_TRANSITIONS),
+            alert_notifications: counter(ALERT_NOTIFICATIONS),
+            alert_series_dropped: counter(ALERT_SERIES_DROPPED),
+            shadow_requests: counter(SHADOW_REQUESTS),
+            shadow_duration: f64_hist(SHADOW_DURATION, DURATION_BUCKETS),
+            shadow_comparisons: counter(SHADOW_COMPARISONS),
+            shadow_difference: f64_hist(SHADOW_DIFFERENCE, DIFFERENCE_BUCKETS),
+            shadow_latency_difference: f64_hist(
+                SHADOW_LATENCY_DIFFERENCE,
+                LATENCY_DIFFERENCE_BUCKETS,
+            ),
+            shadow_output_length_ratio: f64_hist(SHADOW_OUTPUT_LENGTH_RATIO, DIFFERENCE_BUCKETS),
         }
     }
 }
@@ -356,7 +381,11 @@ impl Telemetry {
 
         let mut logger_provider = None;
         let mut logs_export = None;
-        if config.payload_logs.enabled {
+        // Logs carry payloads and events (anomalies, alert transitions).
+        let wants_logs = config.payload_logs.enabled
+            || config.anomaly.enabled
+            || !config.alerts.rules.is_empty();
+        if wants_logs {
             if let Some(url) = signal_endpoint(&otlp.endpoint, "", otlp.protocol, "/v1/logs") {
                 let exporter = otlp_exporter!(LogExporter, "logs", otlp, &url, runtime)?;
                 let state = Arc::new(ExportState::default());
@@ -385,7 +414,7 @@ impl Telemetry {
                     .build();
                 logger_provider = Some(provider);
                 logs_export = Some(state);
-                tracing::info!(%url, protocol = ?otlp.protocol, "OTLP payload logs on");
+                tracing::info!(%url, protocol = ?otlp.protocol, "OTLP logs (payloads and events) on");
             }
         }
 
@@ -416,6 +445,11 @@ impl Telemetry {
         })
     }
 
+    /// The registry `/metrics` reads: alert rules and the gate read it too.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition of every instrument.
     pub fn render_prometheus(&self) -> String {
         use prometheus::Encoder;
@@ -427,8 +461,8 @@ impl Telemetry {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// The logger for payload log records, when OTLP logs are on.
-    pub fn payload_logger(&self) -> Option<opentelemetry_sdk::logs::SdkLogger> {
+    /// The logger for payload records and events, when OTLP logs are on.
+    pub fn logger(&self) -> Option<opentelemetry_sdk::logs::SdkLogger> {
         use opentelemetry::logs::LoggerProvider as _;
         self.logger_provider
             .as_ref()

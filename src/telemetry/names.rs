@@ -492,6 +492,71 @@ metric!(
     "Rows whose outlier score reached anomaly.outlier_threshold."
 );
 
+// Per model version (for comparing versions and canary gates).
+metric!(MODEL_REQUEST_DURATION, "modelwatch.model.request.duration", "s", Histogram,
+    "Sampled model requests by model and model_version: time from arrival to the last response byte.");
+metric!(MODEL_REQUESTS, "modelwatch.model.requests", "{request}", Counter,
+    "Sampled model requests by model, model_version and result (ok, or error for a 5xx answer or an unreachable model server).");
+
+// Alerts.
+metric!(
+    ALERTS,
+    "modelwatch.alerts",
+    "{alert}",
+    Gauge,
+    "Alert series by alertname, severity and alertstate (pending or firing)."
+);
+metric!(
+    ALERT_TRANSITIONS,
+    "modelwatch.alert.transitions",
+    "{transition}",
+    Counter,
+    "Alert state changes by alertname and alertstate (pending, firing, resolved)."
+);
+metric!(ALERT_NOTIFICATIONS, "modelwatch.alert.notifications", "{notification}", Counter,
+    "Notification calls by sink (alertmanager, webhook:NAME, action:NAME) and result (sent, failed, dropped).");
+metric!(
+    ALERT_SERIES_DROPPED,
+    "modelwatch.alert.series_dropped",
+    "{series}",
+    Counter,
+    "Series a rule did not follow because it already followed alerts.max_series, by alertname."
+);
+
+// Shadow traffic.
+metric!(SHADOW_REQUESTS, "modelwatch.shadow.requests", "{request}", Counter,
+    "Requests mirrored to the shadow upstream, by result (ok, error, timeout, skipped_busy, skipped_body).");
+metric!(
+    SHADOW_DURATION,
+    "modelwatch.shadow.request.duration",
+    "s",
+    Histogram,
+    "Shadow upstream: time from sending the mirrored request to its last response byte."
+);
+metric!(SHADOW_COMPARISONS, "modelwatch.shadow.comparisons", "{comparison}", Counter,
+    "Primary and shadow outputs compared, by model and agreement (true or false; classifiers and LLM finish reasons).");
+metric!(
+    SHADOW_DIFFERENCE,
+    "modelwatch.shadow.difference",
+    "1",
+    Histogram,
+    "Absolute difference between primary and shadow numeric predictions (regressors), by model."
+);
+metric!(
+    SHADOW_LATENCY_DIFFERENCE,
+    "modelwatch.shadow.latency_difference",
+    "s",
+    Histogram,
+    "Shadow duration minus primary duration of the same request, by model."
+);
+metric!(
+    SHADOW_OUTPUT_LENGTH_RATIO,
+    "modelwatch.shadow.output_length_ratio",
+    "1",
+    Histogram,
+    "LLMs: shadow output characters divided by primary output characters, by model."
+);
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -570,6 +635,18 @@ pub const ALL: &[MetricName] = &[
     ANOMALY_EVENTS,
     OUTLIER_SCORE,
     OUTLIERS,
+    MODEL_REQUEST_DURATION,
+    MODEL_REQUESTS,
+    ALERTS,
+    ALERT_TRANSITIONS,
+    ALERT_NOTIFICATIONS,
+    ALERT_SERIES_DROPPED,
+    SHADOW_REQUESTS,
+    SHADOW_DURATION,
+    SHADOW_COMPARISONS,
+    SHADOW_DIFFERENCE,
+    SHADOW_LATENCY_DIFFERENCE,
+    SHADOW_OUTPUT_LENGTH_RATIO,
 ];
 
 /// Attribute keys.
@@ -619,7 +696,22 @@ pub mod attr {
     pub const SERIES: &str = "series";
     pub const DETECTOR: &str = "detector";
     pub const RESULT: &str = "result";
+    pub const ALERTNAME: &str = "alertname";
+    pub const SEVERITY: &str = "severity";
+    pub const ALERTSTATE: &str = "alertstate";
+    pub const SINK: &str = "sink";
+    pub const AGREEMENT: &str = "agreement";
 }
+
+/// Buckets of `modelwatch.shadow.difference` and `modelwatch.shadow.output_length_ratio`.
+pub const DIFFERENCE_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 5.0, 10.0, 100.0,
+];
+
+/// Buckets (seconds) of `modelwatch.shadow.latency_difference`, both signs.
+pub const LATENCY_DIFFERENCE_BUCKETS: &[f64] = &[
+    -10.0, -1.0, -0.5, -0.1, -0.05, -0.01, -0.001, 0.0, 0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0,
+];
 
 /// Buckets of `modelwatch.quality.score`: twenty equal bins of [0, 1].
 pub const SCORE_BUCKETS: &[f64] = &[

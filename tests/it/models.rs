@@ -366,3 +366,13 @@ fn breast_cancer_rows(n: usize) -> Vec<Vec<f64>> {
         .unwrap();
     serde_json::from_value(stdout_json(out)).unwrap()
 }
+
+/// The breast-cancer data set's feature rows (scikit-learn's `load_breast_cancer`).
+pub fn bc_data() -> Vec<Vec<f64>> {
+    let out = Command::new(testbed().join("venvs/mlserver/bin/python"))
+        .arg(fixtures().join("quality_data.py"))
+        .arg("breast_cancer")
+        .output()
+        .unwrap();
+    serde_json::from_value(stdout_json(out)["X"].clone()).unwrap()
+}

@@ -1,0 +1,476 @@
+//! Alert rules end to end: a real scikit-learn model served by MLServer
+//! behind modelwatch, labels sent through the feedback API that make its
+//! accuracy fall, and the alert read back from a real Prometheus
+//! Alertmanager (API v2) and from Alertmanager's own webhook notification;
+//! then more labels bring accuracy back and the alert resolves.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::models::mlserver;
+
+/// A POST receiver standing in for "some webhook endpoint": keeps every
+/// call's path, headers and JSON body.
+pub struct Hooks {
+    pub addr: SocketAddr,
+    pub calls: Arc<Mutex<Vec<(String, http::HeaderMap, Bytes)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Hooks {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Hooks {
+    pub async fn start() -> Hooks {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls: Arc<Mutex<Vec<(String, http::HeaderMap, Bytes)>>> = Default::default();
+        let c = calls.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                            let c = c.clone();
+                            async move {
+                                let path = req.uri().path().to_string();
+                                let headers = req.headers().clone();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                c.lock().unwrap().push((path, headers, body));
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::from_static(b"ok"),
+                                )))
+                            }
+                        });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Hooks { addr, calls, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The calls to `path`: headers and JSON body.
+    pub fn on(&self, path: &str) -> Vec<(http::HeaderMap, Value)> {
+        self.raw(path)
+            .into_iter()
+            .map(|(h, b)| (h, serde_json::from_slice(&b).unwrap_or(Value::Null)))
+            .collect()
+    }
+
+    /// The calls to `path`: headers and the exact body bytes.
+    pub fn raw(&self, path: &str) -> Vec<(http::HeaderMap, Bytes)> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, h, b)| (h.clone(), b.clone()))
+            .collect()
+    }
+}
+
+/// A real Alertmanager on `port`, notifying `hook` (firing and resolved) within a second.
+pub async fn alertmanager_on(port: u16, hook: &str) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {hook}\n        send_resolved: true\n"
+    );
+    std::fs::write(dir.path().join("alertmanager.yml"), config).unwrap();
+    let log = std::fs::File::create(dir.path().join("alertmanager.log")).unwrap();
+    let child = Command::new(testbed_bin("prometheus-alertmanager"))
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("alertmanager.yml").display()
+        ))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start alertmanager");
+    let svc = Service { child, port, dir };
+    wait_ok(
+        &svc.url("/-/ready"),
+        "alertmanager ready",
+        Duration::from_secs(30),
+    )
+    .await;
+    svc
+}
+
+const BC_CONFIG: &str = r#"
+quality:
+  refresh_interval: 100ms
+  windows: [1h]
+  min_samples: 30
+protocol:
+  models:
+    - name: bc
+      class_names: [malignant, benign]
+      label_output: predict
+      scores_output: predict_proba
+alerts:
+  evaluation_interval: 500ms
+  alertmanager:
+    url: ALERTMANAGER
+    resend_interval: 2s
+  webhooks:
+    - name: team
+      url: WEBHOOK
+      secret: s3cret
+  actions:
+    - name: rollback
+      url: ACTION
+  rules:
+    - name: ModelAccuracyLow
+      figure: modelwatch.quality.accuracy
+      match: {model: bc, window: 1h}
+      below: 0.8
+      for: 1s
+      hysteresis: 0.02
+      min_samples: 30
+      severity: critical
+      labels: {team: ml}
+      action: rollback
+      annotations:
+        summary: "accuracy of {{ labels.model }} is {{ value }} (below {{ threshold }})"
+        runbook_url: https://runbooks.example/model-accuracy
+"#;
+
+/// Sends rows of the breast-cancer data through modelwatch; returns the
+/// predicted class names, row by row (request ids `bc-{batch}`).
+async fn predict(mw: &Modelwatch, x: &[Vec<f64>], first_batch: usize) -> Vec<String> {
+    let mut pred = Vec::new();
+    for (b, chunk) in x.chunks(50).enumerate() {
+        let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
+        let req = json!({
+            "inputs": [{"name": "input-0", "shape": [chunk.len(), chunk[0].len()], "datatype": "FP64", "data": flat}],
+            "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+        });
+        let resp: Value = http()
+            .post(mw.url("/v2/models/bc/infer"))
+            .header("x-request-id", format!("bc-{}", first_batch + b))
+            .json(&req)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let outs = resp["outputs"].as_array().expect("outputs");
+        let p = outs.iter().find(|o| o["name"] == "predict").unwrap();
+        for v in p["data"].as_array().unwrap() {
+            pred.push(["malignant", "benign"][v.as_f64().unwrap() as usize].to_string());
+        }
+    }
+    pred
+}
+
+/// Labels rows `rows` of batches starting at `first_batch`: the predicted
+/// class when `right`, the other class otherwise.
+async fn label(
+    mw: &Modelwatch,
+    pred: &[String],
+    rows: std::ops::Range<usize>,
+    first_batch: usize,
+    right: bool,
+) {
+    let items: Vec<String> = rows
+        .map(|i| {
+            let p = pred[i].as_str();
+            let l = if right { p } else if p == "benign" { "malignant" } else { "benign" };
+            json!({"request_id": format!("bc-{}", first_batch + i / 50), "row": i % 50, "label": l, "model": "bc"}).to_string()
+        })
+        .collect();
+    let resp = http()
+        .post(mw.admin_url("/v1/feedback"))
+        .header("content-type", "application/x-ndjson")
+        .body(items.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+}
+
+async fn am_alerts(am: &Service) -> Vec<Value> {
+    let v: Value = http()
+        .get(am.url("/api/v2/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accuracy_drop_reaches_a_real_alertmanager_and_resolves() {
+    let data = crate::models::bc_data();
+    let model = mlserver(&["bc"]).await;
+    let hooks = Hooks::start().await;
+    // Alertmanager is down when the alert fires: it must still arrive.
+    let am_port = free_port();
+    let config = BC_CONFIG
+        .replace("ALERTMANAGER", &format!("http://127.0.0.1:{am_port}"))
+        .replace("WEBHOOK", &hooks.url("/team"))
+        .replace("ACTION", &hooks.url("/rollback"));
+    let mw = Modelwatch::start(Options::new(model.url("")).config(&config)).await;
+
+    let pred = predict(&mw, &data[..100], 0).await;
+    eventually("predictions stored", Duration::from_secs(30), || async {
+        (mw.admin_json("/v1/quality").await["stored"].as_u64() == Some(100)).then_some(())
+    })
+    .await;
+    // 40 right, 60 wrong: accuracy 0.4 over 100 labelled rows.
+    label(&mw, &pred, 0..40, 0, true).await;
+    label(&mw, &pred, 40..100, 0, false).await;
+
+    let firing = eventually(
+        "alert firing in modelwatch",
+        Duration::from_secs(30),
+        || async {
+            let a = mw.admin_json("/v1/alerts").await;
+            a["alerts"]
+                .as_array()?
+                .iter()
+                .find(|x| x["state"] == "firing")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(firing["labels"]["model"], "bc");
+    assert!(
+        (firing["value"].as_f64().unwrap() - 0.4).abs() < 1e-9,
+        "{firing}"
+    );
+    let metrics = mw.metrics().await;
+    assert_eq!(
+        prom_value(
+            &metrics,
+            "modelwatch_alerts",
+            &[
+                ("alertname", "ModelAccuracyLow"),
+                ("alertstate", "firing"),
+                ("severity", "critical")
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // Alertmanager down: calls fail and are counted.
+    eventually(
+        "failed alertmanager calls counted",
+        Duration::from_secs(10),
+        || async {
+            let m = mw.metrics().await;
+            prom_value(
+                &m,
+                "modelwatch_alert_notifications_total",
+                &[("sink", "alertmanager"), ("result", "failed")],
+            )
+            .filter(|v| *v >= 1.0)
+        },
+    )
+    .await;
+
+    let am = alertmanager_on(am_port, &hooks.url("/am")).await;
+    let alert = eventually("alert in Alertmanager", Duration::from_secs(40), || async {
+        am_alerts(&am)
+            .await
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "ModelAccuracyLow")
+    })
+    .await;
+    let labels = &alert["labels"];
+    assert_eq!(labels["severity"], "critical");
+    assert_eq!(labels["model"], "bc");
+    assert_eq!(labels["window"], "1h");
+    assert_eq!(labels["team"], "ml");
+    assert!(labels["instance"].is_string(), "{alert}");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "accuracy of bc is 0.4 (below 0.8)"
+    );
+    assert_eq!(
+        alert["annotations"]["runbook_url"],
+        "https://runbooks.example/model-accuracy"
+    );
+    assert_eq!(alert["status"]["state"], "active");
+    // Alertmanager notifies its own receiver: the whole chain works.
+    eventually(
+        "Alertmanager's firing notification",
+        Duration::from_secs(30),
+        || async {
+            hooks
+                .on("/am")
+                .into_iter()
+                .find(|(_, v)| v["status"] == "firing")
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    // The team webhook: one firing call, signed; the action: called once with the evidence.
+    let team = hooks.on("/team");
+    assert_eq!(team.len(), 1, "{team:?}");
+    let (headers, body) = &team[0];
+    let (_, raw) = &hooks.raw("/team")[0];
+    assert_eq!(
+        headers["x-modelwatch-signature"].to_str().unwrap(),
+        modelwatch::alerts::sinks::signature("s3cret", raw),
+        "HMAC-SHA256 of the exact body"
+    );
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["alerts"][0]["labels"]["alertname"], "ModelAccuracyLow");
+    assert_eq!(body["alerts"][0]["evidence"]["threshold"], 0.8);
+    let rollback = hooks.on("/rollback");
+    assert_eq!(rollback.len(), 1);
+    assert!(
+        (rollback[0].1["alerts"][0]["evidence"]["value"]
+            .as_f64()
+            .unwrap()
+            - 0.4)
+            .abs()
+            < 1e-9
+    );
+    assert!(
+        rollback[0].1["alerts"][0]["evidence"]["samples"]
+            .as_f64()
+            .unwrap()
+            >= 100.0
+    );
+
+    // Recovery: 300 more rows, labelled right: (40 + 300) / 400 = 0.85 > 0.8 + 0.02.
+    let more = predict(&mw, &data[100..400], 2).await;
+    eventually(
+        "more predictions stored",
+        Duration::from_secs(30),
+        || async {
+            (mw.admin_json("/v1/quality").await["stored"].as_u64() >= Some(400)).then_some(())
+        },
+    )
+    .await;
+    label(&mw, &more, 0..300, 2, true).await;
+    eventually(
+        "alert resolved in modelwatch",
+        Duration::from_secs(30),
+        || async {
+            let a = mw.admin_json("/v1/alerts").await;
+            a["alerts"]
+                .as_array()?
+                .iter()
+                .find(|x| x["state"] == "resolved")
+                .map(|_| ())
+        },
+    )
+    .await;
+    eventually(
+        "alert resolved in Alertmanager",
+        Duration::from_secs(30),
+        || async {
+            am_alerts(&am)
+                .await
+                .iter()
+                .all(|a| {
+                    a["labels"]["alertname"] != "ModelAccuracyLow"
+                        || a["status"]["state"] != "active"
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "Alertmanager's resolved notification",
+        Duration::from_secs(30),
+        || async {
+            hooks
+                .on("/am")
+                .into_iter()
+                .find(|(_, v)| v["status"] == "resolved")
+                .map(|_| ())
+        },
+    )
+    .await;
+    eventually(
+        "the team webhook's resolved call",
+        Duration::from_secs(10),
+        || async {
+            hooks
+                .on("/team")
+                .into_iter()
+                .find(|(_, v)| v["status"] == "resolved")
+                .map(|_| ())
+        },
+    )
+    .await;
+    // One firing per firing: the action was not called again.
+    assert_eq!(hooks.on("/rollback").len(), 1);
+}
+
+#[test]
+fn rules_with_unknown_figures_or_bad_conditions_are_refused_at_start() {
+    for (yaml, expect) in [
+        (
+            "alerts:\n  rules:\n    - {name: A, figure: modelwatch.quality.acuracy, below: 0.9}\n",
+            "alerts.rules[0] (A).figure",
+        ),
+        (
+            "alerts:\n  rules:\n    - {name: A, figure: modelwatch.quality.accuracy}\n",
+            "exactly one of `above` and `below`",
+        ),
+        (
+            "alerts:\n  rules:\n    - {name: A, figure: http.server.request.duration, stat: value, above: 1}\n",
+            "for a histogram: mean, count, p50, p90, p95 or p99",
+        ),
+        (
+            "alerts:\n  rules:\n    - {name: A, figure: modelwatch.quality.accuracy, below: 0.9, action: nope}\n",
+            "alerts.actions",
+        ),
+        (
+            "alerts:\n  rules:\n    - {name: A, figure: modelwatch.quality.accuracy, below: 0.9, condition: x}\n",
+            "unknown field `condition`",
+        ),
+    ] {
+        let (_dir, path) = temp_file("m.yaml", yaml);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{yaml} was accepted");
+        assert!(err.contains(expect), "{yaml}: {err}");
+    }
+}
