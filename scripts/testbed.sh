@@ -77,7 +77,7 @@ models() {
     mkdir -p "$TB/models/bc"
     "$V/mlserver/bin/python" "$F/train_breast_cancer.py" "$TB/models/bc/model.joblib"
   fi
-  if [[ ! -f "$TB/models/iris/model.joblib" || ! -f "$TB/models/diabetes/model.joblib" ]]; then
+  if [[ ! -f "$TB/models/iris/model.joblib" || ! -f "$TB/models/diabetes/model.joblib" || ! -f "$TB/models/bc-weak/model.joblib" ]]; then
     "$V/mlserver/bin/python" "$F/train_models.py" "$TB/models"
   fi
   if [[ ! -x "$V/kserve/bin/python" ]] || ! "$V/kserve/bin/python" -c 'import kserve' 2>/dev/null; then

@@ -16,5 +16,6 @@ pub mod drift;
 pub mod protocol;
 pub mod proxy;
 pub mod quality;
+pub mod rollout;
 pub mod sample;
 pub mod telemetry;

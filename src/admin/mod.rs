@@ -103,6 +103,13 @@ impl AdminState {
                     "no alert rules are configured: add them under alerts.rules",
                 ),
             },
+            "/v1/gate" => match self.gate(req.uri().query().unwrap_or(""), None) {
+                Ok(answer) => json_response(
+                    StatusCode::OK,
+                    serde_json::to_value(&answer).unwrap_or_default(),
+                ),
+                Err(r) => r,
+            },
             "/v1/feedback" => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -362,6 +369,122 @@ impl AdminState {
     }
 }
 
+impl AdminState {
+    /// The canary gate: versions from the query (or a Flagger webhook body's
+    /// `metadata`), else from `rollout.gate`.
+    fn gate(
+        &self,
+        query: &str,
+        metadata: Option<&serde_json::Value>,
+    ) -> Result<crate::rollout::GateAnswer, AdminResponse> {
+        let cfg = &self.config.rollout.gate;
+        let mut req = crate::rollout::GateRequest {
+            baseline: cfg.baseline.clone(),
+            candidate: cfg.candidate.clone(),
+            model: cfg.model.clone(),
+            window: cfg.window.clone(),
+        };
+        if let Some(m) = metadata {
+            for (key, slot) in [
+                ("baseline", &mut req.baseline),
+                ("candidate", &mut req.candidate),
+                ("model", &mut req.model),
+                ("window", &mut req.window),
+            ] {
+                if let Some(v) = m[key].as_str() {
+                    *slot = v.to_string();
+                }
+            }
+        }
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "baseline" => req.baseline = v.into_owned(),
+                "candidate" => req.candidate = v.into_owned(),
+                "model" => req.model = v.into_owned(),
+                "window" => req.window = v.into_owned(),
+                other => {
+                    return Err(error_response(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        &format!("unknown parameter `{other}`: the gate takes baseline, candidate, model and window"),
+                    ))
+                }
+            }
+        }
+        if req.baseline.is_empty() || req.candidate.is_empty() {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "name both versions: /v1/gate?baseline=v1&candidate=v2 (or set rollout.gate.baseline and .candidate)",
+            ));
+        }
+        if req.baseline == req.candidate {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "baseline and candidate are the same version",
+            ));
+        }
+        if req.window.is_empty() {
+            req.window = self
+                .config
+                .quality
+                .windows
+                .first()
+                .map(|w| crate::quality::engine::window_name(*w))
+                .unwrap_or_else(|| "total".into());
+        }
+        let figures = crate::alerts::figures::Figures::gather(self.telemetry.registry());
+        Ok(crate::rollout::evaluate(&figures, &req, cfg))
+    }
+
+    /// `POST /v1/gate`, for Flagger webhooks: 200 on pass, 412 on fail, 425
+    /// (too early) while inconclusive, with the same JSON as `GET`.
+    pub async fn gate_webhook(&self, req: Request<Incoming>) -> AdminResponse {
+        use http_body_util::BodyExt;
+        let query = req.uri().query().unwrap_or("").to_string();
+        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the body could not be read (64 KiB at most)",
+                )
+            }
+        };
+        let v: Option<serde_json::Value> = if body.is_empty() {
+            None
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        &format!("the body is not JSON ({e}); Flagger sends {{\"name\": ..., \"metadata\": {{\"baseline\": ..., \"candidate\": ...}}}}"),
+                    )
+                }
+            }
+        };
+        match self.gate(&query, v.as_ref().map(|v| &v["metadata"])) {
+            Ok(answer) => {
+                use crate::rollout::Verdict;
+                let status = match answer.verdict {
+                    Verdict::Pass => StatusCode::OK,
+                    Verdict::Fail => StatusCode::PRECONDITION_FAILED,
+                    Verdict::Inconclusive => StatusCode::TOO_EARLY,
+                };
+                json_response(status, serde_json::to_value(&answer).unwrap_or_default())
+            }
+            Err(r) => r,
+        }
+    }
+}
+
 /// Serves the admin endpoints until `shutdown` fires.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -384,6 +507,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
             async move {
                 if req.uri().path() == "/v1/feedback" && req.method() == Method::POST {
                     return Ok::<_, Infallible>(st.feedback(req).await);
+                }
+                if req.uri().path() == "/v1/gate" && req.method() == Method::POST {
+                    return Ok::<_, Infallible>(st.gate_webhook(req).await);
                 }
                 if req.uri().path() == "/v1/quality/reference/reset" && req.method() == Method::POST
                 {

@@ -89,7 +89,15 @@ impl Decoder {
                         KeyValue::new(attr::REASON, e.reason()),
                     ],
                 );
-                tracing::debug!(request_id = %sample.request_id, reason = e.reason(), "sample not decoded");
+                tracing::debug!(
+                    request_id = %sample.request_id,
+                    reason = e.reason(),
+                    request_bytes = sample.request_body.bytes.len(),
+                    response_bytes = sample.response_body.bytes.len(),
+                    response_size = sample.response_body.size,
+                    outcome = ?sample.outcome,
+                    "sample not decoded"
+                );
                 Vec::new()
             }
         }

@@ -238,8 +238,12 @@ pub struct GateConfig {
     /// Default versions when the request names none (empty: must be given).
     pub baseline: String,
     pub candidate: String,
-    /// Default model (empty: the only model seen, or must be given).
+    /// Default model (empty: every model's figures of the two versions together).
     pub model: String,
+    /// The quality window whose accuracy is compared (empty: the first of quality.windows).
+    pub window: String,
+    /// Which comparisons decide: `accuracy`, `error_rate`, `latency`.
+    pub checks: Vec<String>,
     /// Samples each side needs (labelled rows for accuracy, requests for
     /// error rate and latency) before that check can pass or fail.
     pub min_samples: u64,
@@ -261,6 +265,8 @@ impl Default for GateConfig {
             baseline: String::new(),
             candidate: String::new(),
             model: String::new(),
+            window: String::new(),
+            checks: vec!["accuracy".into(), "error_rate".into(), "latency".into()],
             min_samples: 100,
             alpha: 0.05,
             max_accuracy_drop: 0.01,
@@ -562,6 +568,8 @@ pub fn samples_figure(m: &MetricName) -> Option<SamplesFrom> {
     }
 }
 
+pub const GATE_CHECKS: &[&str] = &["accuracy", "error_rate", "latency"];
+
 impl RolloutConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let g = &self.gate;
@@ -589,6 +597,15 @@ impl RolloutConfig {
                 g.max_latency_ratio,
                 "a number of at least 1, e.g. 1.2",
             ));
+        }
+        for (i, c) in g.checks.iter().enumerate() {
+            if !GATE_CHECKS.contains(&c.as_str()) {
+                return Err(invalid(
+                    &format!("rollout.gate.checks[{i}]"),
+                    c,
+                    "accuracy, error_rate or latency",
+                ));
+            }
         }
         let s = &self.shadow;
         if !s.upstream.is_empty() {

@@ -237,7 +237,7 @@ async fn am_alerts(am: &Service) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accuracy_drop_reaches_a_real_alertmanager_and_resolves() {
-    let data = crate::models::bc_data();
+    let (data, _) = crate::models::bc_data();
     let model = mlserver(&["bc"]).await;
     let hooks = Hooks::start().await;
     // Alertmanager is down when the alert fires: it must still arrive.

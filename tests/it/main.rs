@@ -11,4 +11,5 @@ mod grpc;
 mod models;
 mod proxy;
 mod quality;
+mod rollout;
 mod traces;

@@ -39,6 +39,13 @@ pub async fn model_server(mut cmd: Command, port: u16, ready_path: &str, what: &
 
 /// MLServer serving the testbed's scikit-learn models, each as version v1.
 pub async fn mlserver(models: &[&str]) -> Service {
+    let served: Vec<(&str, &str, &str)> = models.iter().map(|m| (*m, "v1", *m)).collect();
+    mlserver_versions(&served).await
+}
+
+/// MLServer serving `(name, version, trained model folder)` triples: one
+/// name may be served in several versions (`/v2/models/NAME/versions/V/infer`).
+pub async fn mlserver_versions(served: &[(&str, &str, &str)]) -> Service {
     let tb = testbed();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
@@ -51,30 +58,27 @@ pub async fn mlserver(models: &[&str]) -> Service {
         ),
     )
     .unwrap();
-    for m in models {
-        let model_dir = dir.path().join(m);
+    for (name, version, trained) in served {
+        let model_dir = dir.path().join(format!("{name}-{version}"));
         std::fs::create_dir_all(&model_dir).unwrap();
         std::fs::write(
             model_dir.join("model-settings.json"),
             format!(
-                r#"{{"name":"{m}","implementation":"mlserver_sklearn.SKLearnModel","parameters":{{"uri":"{}","version":"v1"}}}}"#,
-                tb.join(format!("models/{m}/model.joblib")).display()
+                r#"{{"name":"{name}","implementation":"mlserver_sklearn.SKLearnModel","parameters":{{"uri":"{}","version":"{version}"}}}}"#,
+                tb.join(format!("models/{trained}/model.joblib")).display()
             ),
         )
         .unwrap();
     }
     let mut cmd = Command::new(tb.join("venvs/mlserver/bin/mlserver"));
     cmd.arg("start").arg(dir.path());
-    let mut svc = model_server(
-        cmd,
-        port,
-        &format!("/v2/models/{}/ready", models[0]),
-        "mlserver",
-    )
-    .await;
-    for m in &models[1..] {
+    let ready = |(name, version, _): &(&str, &str, &str)| {
+        format!("/v2/models/{name}/versions/{version}/ready")
+    };
+    let mut svc = model_server(cmd, port, &ready(&served[0]), "mlserver").await;
+    for s in &served[1..] {
         wait_ok(
-            &svc.url(&format!("/v2/models/{m}/ready")),
+            &svc.url(&ready(s)),
             "mlserver model",
             Duration::from_secs(60),
         )
@@ -367,12 +371,20 @@ fn breast_cancer_rows(n: usize) -> Vec<Vec<f64>> {
     serde_json::from_value(stdout_json(out)).unwrap()
 }
 
-/// The breast-cancer data set's feature rows (scikit-learn's `load_breast_cancer`).
-pub fn bc_data() -> Vec<Vec<f64>> {
+/// The breast-cancer data set (scikit-learn's `load_breast_cancer`): feature
+/// rows and class names (malignant, benign), in a fixed shuffled order.
+pub fn bc_data() -> (Vec<Vec<f64>>, Vec<&'static str>) {
     let out = Command::new(testbed().join("venvs/mlserver/bin/python"))
         .arg(fixtures().join("quality_data.py"))
         .arg("breast_cancer")
         .output()
         .unwrap();
-    serde_json::from_value(stdout_json(out)["X"].clone()).unwrap()
+    let v = stdout_json(out);
+    let y: Vec<f64> = serde_json::from_value(v["y"].clone()).unwrap();
+    (
+        serde_json::from_value(v["X"].clone()).unwrap(),
+        y.iter()
+            .map(|c| ["malignant", "benign"][*c as usize])
+            .collect(),
+    )
 }

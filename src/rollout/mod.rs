@@ -1,0 +1,374 @@
+//! Model updates: comparing a candidate model version with a baseline
+//! (`GET /v1/gate`, shaped for Argo Rollouts' web metric provider and
+//! Flagger's webhooks), and shadow traffic (`shadow`).
+//!
+//! The gate reads the same series `/metrics` serves: accuracy and labelled
+//! rows per version (`modelwatch.quality.accuracy`, `modelwatch.quality.samples`
+//! of one window), results per version (`modelwatch.model.requests`) and
+//! durations per version (`modelwatch.model.request.duration`).
+
+pub mod shadow;
+pub mod stats;
+
+use serde::Serialize;
+
+use crate::alerts::figures::{histogram_quantile, Figures, Labels, Raw};
+use crate::config::alerts::GateConfig;
+use crate::telemetry::names::{self, attr};
+
+/// One question to the gate.
+#[derive(Debug, Clone, Default)]
+pub struct GateRequest {
+    pub baseline: String,
+    pub candidate: String,
+    /// Empty: every model.
+    pub model: String,
+    /// The quality window read for accuracy.
+    pub window: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    pub value: Option<f64>,
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub verdict: Verdict,
+    pub baseline: Side,
+    pub candidate: Side,
+    /// Candidate minus baseline (latency: candidate p95 / baseline p95).
+    pub difference: Option<f64>,
+    pub limit: f64,
+    pub test: &'static str,
+    /// One-sided: the probability of a difference at least this bad if the versions were alike.
+    pub p_value: Option<f64>,
+    pub reason: String,
+    /// Latency: the bucket bounds and each side's count per bucket (the evidence of the test).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bins: Option<Bins>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bins {
+    pub upper_bounds: Vec<f64>,
+    pub baseline: Vec<u64>,
+    pub candidate: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GateAnswer {
+    pub verdict: Verdict,
+    pub model: String,
+    pub baseline: String,
+    pub candidate: String,
+    pub window: String,
+    pub alpha: f64,
+    pub min_samples: u64,
+    pub checks: Vec<Check>,
+    pub reasons: Vec<String>,
+}
+
+fn version_matches(labels: &Labels, model: &str, version: &str) -> bool {
+    labels.get(attr::MODEL_VERSION).map(String::as_str) == Some(version)
+        && (model.is_empty() || labels.get(attr::MODEL).map(String::as_str) == Some(model))
+}
+
+fn scalar(r: &Raw) -> f64 {
+    match r {
+        Raw::Scalar(v) => *v,
+        _ => 0.0,
+    }
+}
+
+/// Correct and labelled rows of one version in `window`.
+fn accuracy_counts(f: &Figures, model: &str, version: &str, window: &str) -> (f64, u64) {
+    let w: Labels = [(attr::WINDOW.to_string(), window.to_string())].into();
+    let samples = f.series(&names::QUALITY_SAMPLES, &w);
+    let accuracy = f.series(&names::QUALITY_ACCURACY, &w);
+    let (mut correct, mut n) = (0.0, 0u64);
+    for s in samples
+        .iter()
+        .filter(|s| version_matches(&s.labels, model, version))
+    {
+        let rows = scalar(&s.raw).round() as u64;
+        // A window below quality.min_samples has no accuracy series: its rows count as unknown.
+        if let Some(a) = accuracy.iter().find(|a| a.labels == s.labels) {
+            correct += (scalar(&a.raw) * rows as f64).round();
+            n += rows;
+        }
+    }
+    (correct, n)
+}
+
+fn error_counts(f: &Figures, model: &str, version: &str) -> (f64, u64) {
+    let (mut errors, mut n) = (0.0, 0.0);
+    for s in f
+        .series(&names::MODEL_REQUESTS, &Labels::new())
+        .iter()
+        .filter(|s| version_matches(&s.labels, model, version))
+    {
+        let v = scalar(&s.raw);
+        n += v;
+        if s.labels.get(attr::RESULT).map(String::as_str) == Some("error") {
+            errors += v;
+        }
+    }
+    (errors, n as u64)
+}
+
+/// Per-bucket (not cumulative) counts of one version's durations.
+fn latency_bins(f: &Figures, model: &str, version: &str) -> (Vec<f64>, Vec<u64>) {
+    let mut bounds = Vec::new();
+    let mut counts: Vec<u64> = Vec::new();
+    for s in f
+        .series(&names::MODEL_REQUEST_DURATION, &Labels::new())
+        .iter()
+        .filter(|s| version_matches(&s.labels, model, version))
+    {
+        if let Raw::Histogram {
+            bounds: b,
+            cumulative,
+            ..
+        } = &s.raw
+        {
+            if counts.is_empty() {
+                bounds = b.clone();
+                counts = vec![0; b.len()];
+            }
+            let mut below = 0;
+            for (i, c) in cumulative.iter().enumerate().take(counts.len()) {
+                counts[i] += c - below;
+                below = *c;
+            }
+        }
+    }
+    (bounds, counts)
+}
+
+fn cumulative(counts: &[u64]) -> Vec<u64> {
+    counts
+        .iter()
+        .scan(0, |acc, c| {
+            *acc += c;
+            Some(*acc)
+        })
+        .collect()
+}
+
+/// Answers one gate question from the figures.
+pub fn evaluate(f: &Figures, req: &GateRequest, cfg: &GateConfig) -> GateAnswer {
+    let (b, c, model) = (&req.baseline, &req.candidate, &req.model);
+    let min = cfg.min_samples;
+    let mut checks = Vec::new();
+    let short = |side: &str, version: &str, have: u64, what: &str| {
+        format!("not enough samples yet: {side} {version} has {have} of {min} {what}")
+    };
+    let enough = |nb: u64, nc: u64, what: &str| -> Option<String> {
+        if nb < min {
+            Some(short("baseline", b, nb, what))
+        } else if nc < min {
+            Some(short("candidate", c, nc, what))
+        } else {
+            None
+        }
+    };
+
+    // Accuracy: a one-sided two-proportion z-test (is the candidate less accurate?).
+    if cfg.checks.iter().any(|x| x == "accuracy") {
+        let (xb, nb) = accuracy_counts(f, model, b, &req.window);
+        let (xc, nc) = accuracy_counts(f, model, c, &req.window);
+        let (pb, pc) = (ratio(xb, nb), ratio(xc, nc));
+        let mut check = Check {
+            name: "accuracy",
+            verdict: Verdict::Inconclusive,
+            baseline: Side {
+                value: pb,
+                samples: nb,
+            },
+            candidate: Side {
+                value: pc,
+                samples: nc,
+            },
+            difference: pc.zip(pb).map(|(c, b)| c - b),
+            limit: -cfg.max_accuracy_drop,
+            test: "two-proportion z-test, one-sided (candidate less accurate)",
+            p_value: None,
+            reason: String::new(),
+            bins: None,
+        };
+        match enough(nb, nc, "labelled rows") {
+            Some(r) => check.reason = r,
+            None => {
+                let p = stats::two_proportion_p_greater(xb, nb as f64, xc, nc as f64);
+                check.p_value = p;
+                let drop = pb.unwrap_or(0.0) - pc.unwrap_or(0.0);
+                let significant = p.is_some_and(|p| p < cfg.alpha);
+                (check.verdict, check.reason) = if drop > cfg.max_accuracy_drop && significant {
+                    (Verdict::Fail, format!("accuracy of {c} is {:.4}, {drop:.4} below {b}'s {:.4} (more than {}; p = {:.3e})", pc.unwrap_or(0.0), pb.unwrap_or(0.0), cfg.max_accuracy_drop, p.unwrap_or(0.0)))
+                } else {
+                    (
+                        Verdict::Pass,
+                        format!(
+                            "accuracy of {c} is {:.4} against {b}'s {:.4}",
+                            pc.unwrap_or(0.0),
+                            pb.unwrap_or(0.0)
+                        ),
+                    )
+                };
+            }
+        }
+        checks.push(check);
+    }
+
+    // Error rate: a one-sided two-proportion z-test (more errors?).
+    if cfg.checks.iter().any(|x| x == "error_rate") {
+        let (eb, nb) = error_counts(f, model, b);
+        let (ec, nc) = error_counts(f, model, c);
+        let (rb, rc) = (ratio(eb, nb), ratio(ec, nc));
+        let mut check = Check {
+            name: "error_rate",
+            verdict: Verdict::Inconclusive,
+            baseline: Side {
+                value: rb,
+                samples: nb,
+            },
+            candidate: Side {
+                value: rc,
+                samples: nc,
+            },
+            difference: rc.zip(rb).map(|(c, b)| c - b),
+            limit: cfg.max_error_rate_increase,
+            test: "two-proportion z-test, one-sided (candidate fails more often)",
+            p_value: None,
+            reason: String::new(),
+            bins: None,
+        };
+        match enough(nb, nc, "requests") {
+            Some(r) => check.reason = r,
+            None => {
+                let p = stats::two_proportion_p_greater(ec, nc as f64, eb, nb as f64);
+                check.p_value = p;
+                let rise = rc.unwrap_or(0.0) - rb.unwrap_or(0.0);
+                let significant = p.is_some_and(|p| p < cfg.alpha);
+                (check.verdict, check.reason) = if rise > cfg.max_error_rate_increase && significant
+                {
+                    (
+                        Verdict::Fail,
+                        format!(
+                            "error rate of {c} is {:.4}, {rise:.4} above {b}'s {:.4} (p = {:.3e})",
+                            rc.unwrap_or(0.0),
+                            rb.unwrap_or(0.0),
+                            p.unwrap_or(0.0)
+                        ),
+                    )
+                } else {
+                    (
+                        Verdict::Pass,
+                        format!(
+                            "error rate of {c} is {:.4} against {b}'s {:.4}",
+                            rc.unwrap_or(0.0),
+                            rb.unwrap_or(0.0)
+                        ),
+                    )
+                };
+            }
+        }
+        checks.push(check);
+    }
+
+    // Latency: Mann-Whitney U on the binned durations, one-sided (slower?),
+    // and the p95 ratio as the effect size.
+    if cfg.checks.iter().any(|x| x == "latency") {
+        let (bounds_b, bins_b) = latency_bins(f, model, b);
+        let (bounds_c, bins_c) = latency_bins(f, model, c);
+        let (nb, nc) = (bins_b.iter().sum::<u64>(), bins_c.iter().sum::<u64>());
+        let bounds = if bounds_b.is_empty() {
+            bounds_c.clone()
+        } else {
+            bounds_b.clone()
+        };
+        let p95 = |bins: &[u64]| histogram_quantile(0.95, &bounds, &cumulative(bins));
+        let (qb, qc) = (p95(&bins_b), p95(&bins_c));
+        let mut check = Check {
+            name: "latency",
+            verdict: Verdict::Inconclusive,
+            baseline: Side { value: qb, samples: nb },
+            candidate: Side { value: qc, samples: nc },
+            difference: qc.zip(qb).and_then(|(c, b)| (b > 0.0).then(|| c / b)),
+            limit: cfg.max_latency_ratio,
+            test: "Mann-Whitney U on binned durations, one-sided (candidate slower), tie-corrected; value: p95 in seconds",
+            p_value: None,
+            reason: String::new(),
+            bins: None,
+        };
+        match enough(nb, nc, "requests") {
+            Some(r) => check.reason = r,
+            None if bounds_b != bounds_c => {
+                check.reason = "the versions' duration buckets differ".into()
+            }
+            None => {
+                let p = stats::mann_whitney_binned_p_greater(&bins_c, &bins_b);
+                check.p_value = p;
+                let ratio = check.difference.unwrap_or(1.0);
+                let significant = p.is_some_and(|p| p < cfg.alpha);
+                (check.verdict, check.reason) = if ratio > cfg.max_latency_ratio && significant {
+                    (Verdict::Fail, format!("latency p95 of {c} is {:.4}s, {ratio:.2}x {b}'s {:.4}s (more than {}x; p = {:.3e})", qc.unwrap_or(0.0), qb.unwrap_or(0.0), cfg.max_latency_ratio, p.unwrap_or(0.0)))
+                } else {
+                    (
+                        Verdict::Pass,
+                        format!(
+                            "latency p95 of {c} is {:.4}s against {b}'s {:.4}s",
+                            qc.unwrap_or(0.0),
+                            qb.unwrap_or(0.0)
+                        ),
+                    )
+                };
+                check.bins = Some(Bins {
+                    upper_bounds: bounds.clone(),
+                    baseline: bins_b,
+                    candidate: bins_c,
+                });
+            }
+        }
+        checks.push(check);
+    }
+
+    let verdict = if checks.iter().any(|c| c.verdict == Verdict::Fail) {
+        Verdict::Fail
+    } else if checks.is_empty() || checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    };
+    let reasons = checks
+        .iter()
+        .filter(|x| x.verdict == verdict || verdict == Verdict::Pass)
+        .map(|x| format!("{}: {}", x.name, x.reason))
+        .collect();
+    GateAnswer {
+        verdict,
+        model: req.model.clone(),
+        baseline: b.clone(),
+        candidate: c.clone(),
+        window: req.window.clone(),
+        alpha: cfg.alpha,
+        min_samples: min,
+        checks,
+        reasons,
+    }
+}
+
+fn ratio(x: f64, n: u64) -> Option<f64> {
+    (n > 0).then(|| x / n as f64)
+}

@@ -1,0 +1,1 @@
+//! Shadow traffic (filled in below).

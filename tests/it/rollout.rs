@@ -1,0 +1,213 @@
+//! Model rollouts: the canary gate over two (and three) versions of a real
+//! scikit-learn model served side by side by MLServer, with true labels
+//! sent through the feedback API; its p-values recomputed with SciPy
+//! (tests/fixtures/gate_reference.py).
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::models::{bc_data, fixtures, mlserver_versions, testbed};
+
+const CONFIG: &str = r#"
+quality:
+  refresh_interval: 100ms
+  windows: [1h]
+  min_samples: 30
+protocol:
+  models:
+    - name: bc
+      class_names: [malignant, benign]
+      label_output: predict
+      scores_output: predict_proba
+rollout:
+  gate:
+    min_samples: 50
+"#;
+
+async fn label(mw: &Modelwatch, version: &str, y: &[&str]) {
+    let items: Vec<String> = y
+        .iter()
+        .enumerate()
+        .map(|(i, l)| json!({"request_id": format!("{version}-{}", i / 5), "row": i % 5, "label": l, "model": "bc"}).to_string())
+        .collect();
+    let resp = http()
+        .post(mw.admin_url("/v1/feedback"))
+        .header("content-type", "application/x-ndjson")
+        .body(items.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, body["joined"].as_u64()),
+        (200, Some(y.len() as u64)),
+        "{body}"
+    );
+}
+
+async fn gate(mw: &Modelwatch, baseline: &str, candidate: &str) -> Value {
+    mw.admin_json(&format!(
+        "/v1/gate?baseline={baseline}&candidate={candidate}"
+    ))
+    .await
+}
+
+async fn gate_post(mw: &Modelwatch, baseline: &str, candidate: &str) -> (u16, Value) {
+    // The body Flagger sends to a webhook.
+    let resp = http()
+        .post(mw.admin_url("/v1/gate"))
+        .json(&json!({"name": "bc", "namespace": "models", "phase": "Progressing", "metadata": {"baseline": baseline, "candidate": candidate}}))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+fn check<'a>(g: &'a Value, name: &str) -> &'a Value {
+    g["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+fn scipy(g: &Value) -> Value {
+    let mut cmd = Command::new(testbed().join("venvs/mlserver/bin/python"));
+    cmd.arg(fixtures().join("gate_reference.py"));
+    stdout_json(run_with_input(&mut cmd, g.to_string().as_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_fails_a_weaker_version_passes_an_equal_one_and_waits_for_samples() {
+    let (x, y) = bc_data();
+    let model = mlserver_versions(&[
+        ("bc", "v1", "bc"),
+        ("bc", "v2", "bc-weak"),
+        ("bc", "v3", "bc"),
+    ])
+    .await;
+    let mw = Modelwatch::start(Options::new(model.url("")).config(CONFIG)).await;
+
+    // Nothing yet: inconclusive, and said so.
+    let g = gate(&mw, "v1", "v2").await;
+    assert_eq!(g["verdict"], "inconclusive", "{g}");
+    assert!(
+        check(&g, "accuracy")["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not enough samples yet: baseline v1 has 0 of 50"),
+        "{g}"
+    );
+    let (status, _) = gate_post(&mw, "v1", "v2").await;
+    assert_eq!(status, 425, "Flagger: too early while inconclusive");
+
+    // 300 rows per version, the versions interleaved request by request.
+    let rows = 300;
+    for i in 0..rows / 5 {
+        let r = i * 5..(i + 1) * 5;
+        for v in ["v1", "v2", "v3"] {
+            let chunk = &x[r.clone()];
+            let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
+            let req = json!({
+                "inputs": [{"name": "input-0", "shape": [5, chunk[0].len()], "datatype": "FP64", "data": flat}],
+                "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+            });
+            let resp = http()
+                .post(mw.url(&format!("/v2/models/bc/versions/{v}/infer")))
+                .header("x-request-id", format!("{v}-{i}"))
+                .json(&req)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            // Read the answer, as a client does (an unread one is an aborted exchange).
+            resp.bytes().await.unwrap();
+        }
+    }
+    eventually("predictions stored", Duration::from_secs(30), || async {
+        let q = mw.admin_json("/v1/quality").await;
+        (q["stored"].as_u64() == Some(3 * rows as u64)).then_some(())
+    })
+    .await;
+    // Requests but no labels yet: accuracy still waits, the others can decide.
+    let g = gate(&mw, "v1", "v3").await;
+    assert_eq!(g["verdict"], "inconclusive", "{g}");
+    assert_eq!(check(&g, "error_rate")["candidate"]["samples"], 60);
+    for v in ["v1", "v2", "v3"] {
+        label(&mw, v, &y[..rows]).await;
+    }
+    let g = eventually("accuracy in the gate", Duration::from_secs(30), || async {
+        let g = gate(&mw, "v1", "v2").await;
+        (check(&g, "accuracy")["baseline"]["samples"] == rows).then_some(g)
+    })
+    .await;
+    assert_eq!(g["verdict"], "fail", "{g}");
+    let acc = check(&g, "accuracy");
+    assert_eq!(acc["verdict"], "fail");
+    assert!(
+        acc["candidate"]["value"].as_f64().unwrap() < 0.75,
+        "the prior-only model: {acc}"
+    );
+    assert!(acc["baseline"]["value"].as_f64().unwrap() > 0.9, "{acc}");
+    assert!(
+        g["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("accuracy: accuracy of v2 is"),
+        "{g}"
+    );
+    let (status, body) = gate_post(&mw, "v1", "v2").await;
+    assert_eq!((status, body["verdict"].as_str()), (412, Some("fail")));
+
+    // SciPy on the same counts, within 1e-9.
+    let reference = scipy(&g);
+    let ours = acc["p_value"].as_f64().unwrap();
+    let theirs = reference["accuracy"].as_f64().unwrap();
+    assert!(
+        (ours - theirs).abs() < 1e-9,
+        "accuracy p: modelwatch {ours}, SciPy {theirs}"
+    );
+    let lat = check(&g, "latency");
+    let ours = lat["p_value"].as_f64().unwrap();
+    let theirs = reference["latency"].as_f64().unwrap();
+    assert!(
+        (ours - theirs).abs() < 1e-9,
+        "latency p: modelwatch {ours}, SciPy {theirs}"
+    );
+    assert_eq!(
+        lat["bins"]["candidate"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        60
+    );
+
+    // The same model as a new version: no accuracy difference, so it passes.
+    let g = gate(&mw, "v1", "v3").await;
+    let acc = check(&g, "accuracy");
+    assert_eq!(acc["verdict"], "pass", "{g}");
+    assert_eq!(acc["difference"], 0.0);
+    assert_eq!(g["verdict"], "pass", "{g}");
+    let (status, _) = gate_post(&mw, "v1", "v3").await;
+    assert_eq!(status, 200);
+
+    // Bad questions get a 400 with the reason.
+    let resp = http()
+        .get(mw.admin_url("/v1/gate?baseline=v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("name both versions"));
+}
