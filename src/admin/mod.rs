@@ -108,7 +108,7 @@ impl AdminState {
                     StatusCode::OK,
                     serde_json::to_value(&answer).unwrap_or_default(),
                 ),
-                Err(r) => r,
+                Err(r) => *r,
             },
             "/v1/feedback" => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -376,7 +376,7 @@ impl AdminState {
         &self,
         query: &str,
         metadata: Option<&serde_json::Value>,
-    ) -> Result<crate::rollout::GateAnswer, AdminResponse> {
+    ) -> Result<crate::rollout::GateAnswer, Box<AdminResponse>> {
         let cfg = &self.config.rollout.gate;
         let mut req = crate::rollout::GateRequest {
             baseline: cfg.baseline.clone(),
@@ -403,27 +403,27 @@ impl AdminState {
                 "model" => req.model = v.into_owned(),
                 "window" => req.window = v.into_owned(),
                 other => {
-                    return Err(error_response(
+                    return Err(Box::new(error_response(
                         StatusCode::BAD_REQUEST,
                         "invalid_query",
                         &format!("unknown parameter `{other}`: the gate takes baseline, candidate, model and window"),
-                    ))
+                    )))
                 }
             }
         }
         if req.baseline.is_empty() || req.candidate.is_empty() {
-            return Err(error_response(
+            return Err(Box::new(error_response(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
                 "name both versions: /v1/gate?baseline=v1&candidate=v2 (or set rollout.gate.baseline and .candidate)",
-            ));
+            )));
         }
         if req.baseline == req.candidate {
-            return Err(error_response(
+            return Err(Box::new(error_response(
                 StatusCode::BAD_REQUEST,
                 "invalid_query",
                 "baseline and candidate are the same version",
-            ));
+            )));
         }
         if req.window.is_empty() {
             req.window = self
@@ -480,7 +480,7 @@ impl AdminState {
                 };
                 json_response(status, serde_json::to_value(&answer).unwrap_or_default())
             }
-            Err(r) => r,
+            Err(r) => *r,
         }
     }
 }
