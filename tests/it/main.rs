@@ -12,4 +12,5 @@ mod models;
 mod proxy;
 mod quality;
 mod rollout;
+mod rules;
 mod traces;
