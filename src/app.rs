@@ -45,6 +45,10 @@ impl App {
             telemetry.instruments.clone(),
             telemetry.gauges.clone(),
         );
+        let sender = sender.with_shadow(crate::rollout::shadow::Shadow::new(
+            &config,
+            telemetry.instruments.clone(),
+        ));
         let proxy = Arc::new(Proxy::new(
             &config,
             sender,

@@ -193,6 +193,7 @@ pub struct SampleSender {
     capacity: usize,
     instruments: Instruments,
     gauges: Arc<Gauges>,
+    shadow: Option<Arc<crate::rollout::shadow::Shadow>>,
 }
 
 /// Reasons a sample is lost before analysis (the `reason` label).
@@ -202,8 +203,20 @@ pub mod drop_reason {
 }
 
 impl SampleSender {
+    /// Mirrors a share of the samples offered to a shadow upstream.
+    pub fn with_shadow(
+        mut self,
+        shadow: Option<Arc<crate::rollout::shadow::Shadow>>,
+    ) -> SampleSender {
+        self.shadow = shadow;
+        self
+    }
+
     /// Never waits: a full or closed queue drops the sample and counts it.
     pub fn offer(&self, sample: Sample) {
+        if let Some(s) = &self.shadow {
+            s.mirror(&sample);
+        }
         match self.tx.try_send(sample) {
             Ok(()) => {
                 self.instruments.samples_taken.add(1, &[]);
@@ -249,6 +262,7 @@ pub fn queue(
             capacity,
             instruments,
             gauges,
+            shadow: None,
         },
         rx,
     )

@@ -211,3 +211,151 @@ async fn the_gate_fails_a_weaker_version_passes_an_equal_one_and_waits_for_sampl
         .unwrap()
         .contains("name both versions"));
 }
+
+/// The primary model behind modelwatch, a weaker one as the shadow: every
+/// request is mirrored, and the disagreements counted are exactly the rows
+/// where the two models' answers differ (asked of both directly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_traffic_compares_the_candidate_without_touching_the_primary() {
+    let (x, _) = bc_data();
+    let (primary, shadow) = tokio::join!(
+        mlserver_versions(&[("bc", "v1", "bc")]),
+        mlserver_versions(&[("bc", "v1", "bc-weak")])
+    );
+    let config = format!(
+        "{CONFIG}  shadow:\n    upstream: {}\n    rate: 1.0\n",
+        shadow.url("")
+    );
+    let mw = Modelwatch::start(Options::new(primary.url("")).config(&config)).await;
+    let infer = |base: String, chunk: &[Vec<f64>]| {
+        let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
+        let req = json!({
+            "inputs": [{"name": "input-0", "shape": [chunk.len(), chunk[0].len()], "datatype": "FP64", "data": flat}],
+            "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+        });
+        async move {
+            let v: Value = http()
+                .post(format!("{base}/v2/models/bc/infer"))
+                .json(&req)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["name"] == "predict")
+                .unwrap()["data"]
+                .clone()
+        }
+    };
+    let mut disagree = 0;
+    let requests = 20;
+    for chunk in x[..requests * 5].chunks(5) {
+        let through = infer(mw.url(""), chunk).await;
+        let direct = infer(shadow.url(""), chunk).await;
+        disagree += through
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(direct.as_array().unwrap())
+            .filter(|(a, b)| a != b)
+            .count();
+    }
+    assert!(disagree > 0, "the prior-only model must disagree somewhere");
+    let m = eventually("shadow comparisons", Duration::from_secs(30), || async {
+        let m = mw.metrics().await;
+        let agree = prom_value(
+            &m,
+            "modelwatch_shadow_comparisons_total",
+            &[("model", "bc"), ("agreement", "true")],
+        )
+        .unwrap_or(0.0);
+        let differ = prom_value(
+            &m,
+            "modelwatch_shadow_comparisons_total",
+            &[("model", "bc"), ("agreement", "false")],
+        )
+        .unwrap_or(0.0);
+        (agree + differ == (requests * 5) as f64).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        prom_value(&m, "modelwatch_shadow_requests_total", &[("result", "ok")]),
+        Some(requests as f64)
+    );
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_shadow_comparisons_total",
+            &[("model", "bc"), ("agreement", "false")]
+        ),
+        Some(disagree as f64),
+        "{m}"
+    );
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_shadow_latency_difference_seconds_count",
+            &[("model", "bc")]
+        ),
+        Some(requests as f64)
+    );
+}
+
+/// A shadow that never answers: every primary request still succeeds, and
+/// the shadow's requests time out or are skipped at the in-flight bound,
+/// each counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_that_never_answers_costs_the_primary_nothing() {
+    let upstream = TestUpstream::start().await;
+    let (hole, _task) = black_hole().await;
+    let config = format!(
+        "rollout:\n  shadow:\n    upstream: http://{hole}\n    rate: 1.0\n    max_in_flight: 2\n    timeout: 1s\n"
+    );
+    let mw = Modelwatch::start(Options::new(upstream.url()).config(&config)).await;
+    for _ in 0..10 {
+        let resp = http()
+            .post(mw.url("/echo"))
+            .body("{\"x\": 1}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.text().await.unwrap(), "{\"x\": 1}");
+    }
+    let m = eventually(
+        "shadow timeouts counted",
+        Duration::from_secs(15),
+        || async {
+            let m = mw.metrics().await;
+            let timeout = prom_value(
+                &m,
+                "modelwatch_shadow_requests_total",
+                &[("result", "timeout")],
+            )
+            .unwrap_or(0.0);
+            let busy = prom_value(
+                &m,
+                "modelwatch_shadow_requests_total",
+                &[("result", "skipped_busy")],
+            )
+            .unwrap_or(0.0);
+            (timeout + busy == 10.0 && timeout >= 2.0).then_some(m)
+        },
+    )
+    .await;
+    assert!(
+        prom_value(
+            &m,
+            "modelwatch_shadow_requests_total",
+            &[("result", "skipped_busy")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+}

@@ -7,7 +7,9 @@ use std::process::Command;
 use crate::common::testbed_bin;
 
 fn deploy(path: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus").join(path)
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/prometheus")
+        .join(path)
 }
 
 fn promtool(args: &[&str]) {
@@ -53,7 +55,10 @@ fn the_backend_rules_read_only_series_modelwatch_exports() {
         if name == "gen_ai_request_model" {
             continue;
         }
-        assert!(exported.iter().any(|e| e == base), "{name} is not a series modelwatch exports");
+        assert!(
+            exported.iter().any(|e| e == base),
+            "{name} is not a series modelwatch exports"
+        );
         checked += 1;
     }
     assert!(checked >= 6, "{checked}");
