@@ -250,7 +250,9 @@ impl Evaluator {
         for t in &transitions {
             self.notify(t);
         }
-        let notify_am = transitions.iter().any(|t| t.state != State::Pending);
+        let notify_am = transitions
+            .iter()
+            .any(|t| matches!(t.state, State::Firing | State::Resolved));
         let views: Vec<AlertView> = self
             .rules
             .iter()
@@ -378,7 +380,9 @@ impl Evaluator {
             }
             logger.emit(log);
         }
-        if t.state == State::Pending {
+        // Only firing and resolved alerts are notified (as Prometheus does):
+        // pending and a pending alert that cleared stay in logs and events.
+        if !matches!(t.state, State::Firing | State::Resolved) {
             return;
         }
         for (tx, counted) in &self.outputs.webhooks {
