@@ -180,7 +180,8 @@ impl Alerts {
     }
 }
 
-fn register_gauge(meter: &opentelemetry::metrics::Meter, snapshot: Arc<RwLock<Snapshot>>) {
+/// Registers `modelwatch.alerts`, read from the evaluator's snapshot.
+pub fn register_gauge(meter: &opentelemetry::metrics::Meter, snapshot: Arc<RwLock<Snapshot>>) {
     crate::telemetry::u64_gauge(meter, ALERTS, move |o| {
         let s = snapshot.read().expect("poisoned");
         for r in &s.rules {

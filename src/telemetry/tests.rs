@@ -69,6 +69,27 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
             crate::anomaly::tests::full_snapshot(),
         )),
     );
+    i.model_request_duration.record(0.1, &[]);
+    i.model_requests.add(1, &[]);
+    i.alert_transitions.add(1, &[]);
+    i.alert_notifications.add(1, &[]);
+    i.alert_series_dropped.add(1, &[]);
+    i.shadow_requests.add(1, &[]);
+    i.shadow_duration.record(0.1, &[]);
+    i.shadow_comparisons.add(1, &[]);
+    i.shadow_difference.record(0.1, &[]);
+    i.shadow_latency_difference.record(0.1, &[]);
+    i.shadow_output_length_ratio.record(0.1, &[]);
+    crate::alerts::register_gauge(
+        &t.meter,
+        std::sync::Arc::new(std::sync::RwLock::new(crate::alerts::Snapshot {
+            rules: vec![crate::alerts::RuleSummary {
+                name: "A".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    );
     let text = t.render_prometheus();
     for m in names::ALL {
         let name = prometheus_name(m);
