@@ -316,7 +316,12 @@ impl AnomalyAnalyzer {
         if let Some(d) = &self.drift {
             for m in &d.read().expect("poisoned").models {
                 if !m.features.is_empty() {
-                    points.push((("drift_share", m.model.clone()), m.share));
+                    let key = if m.model_version.is_empty() {
+                        m.model.clone()
+                    } else {
+                        format!("{}/{}", m.model, m.model_version)
+                    };
+                    points.push((("drift_share", key), m.share));
                 }
             }
         }

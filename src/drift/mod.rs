@@ -250,6 +250,8 @@ pub struct FeatureDrift {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModelDrift {
     pub model: String,
+    /// Empty when the protocol, the header and the config name no version.
+    pub model_version: String,
     /// `profile` (a file) or `live` (the first records); `building` while the
     /// live reference fills.
     pub reference: &'static str,
@@ -294,11 +296,13 @@ struct ModelState {
     not_in_profile: BTreeMap<String, u64>,
 }
 
-/// The drift analyzer (one per process; models keyed by name).
+/// The drift analyzer (one per process).
 pub struct DriftAnalyzer {
     config: DriftConfig,
     profiles: HashMap<String, Profile>,
-    models: HashMap<String, ModelState>,
+    /// By (model, model version): every version of a model is compared with
+    /// the model's one reference.
+    models: HashMap<(String, String), ModelState>,
     pub snapshot: Arc<RwLock<DriftSnapshot>>,
     last_refresh: Instant,
     /// Values arrived since the last refresh.
@@ -469,13 +473,24 @@ impl DriftAnalyzer {
 
     fn record(&mut self, r: &Inference) {
         let model = r.model.as_deref().unwrap_or("unknown");
-        if !self.models.contains_key(model) {
+        let key = (
+            model.to_string(),
+            r.model_version.clone().unwrap_or_default(),
+        );
+        if !self.models.contains_key(&key) {
             if self.models.len() >= self.config.max_models {
                 self.features_dropped += 1;
                 return;
             }
-            let state = match self.profiles.get(model) {
-                Some(p) => ModelState {
+            // Another version of the model that holds or builds the reference.
+            let sibling = self
+                .models
+                .iter()
+                .filter(|((m, _), _)| m == model)
+                .map(|(_, s)| s)
+                .find(|s| s.profile.is_some() || matches!(s.reference, Reference::Building(_)));
+            let state = match (self.profiles.get(model), sibling) {
+                (Some(p), _) => ModelState {
                     reference: Reference::Profile,
                     windows: p
                         .features
@@ -486,7 +501,23 @@ impl DriftAnalyzer {
                     profile: Some(p.clone()),
                     not_in_profile: BTreeMap::new(),
                 },
-                None if self.config.live_reference_rows > 0 => ModelState {
+                // The live reference taken from the first version's traffic serves every version.
+                (None, Some(s)) if s.profile.is_some() => {
+                    let p = s.profile.clone().expect("checked");
+                    ModelState {
+                        reference: Reference::Live,
+                        windows: p
+                            .features
+                            .iter()
+                            .map(|f| (f.name.clone(), window_for(&self.config, model, f)))
+                            .collect(),
+                        profile: Some(p),
+                        not_in_profile: BTreeMap::new(),
+                    }
+                }
+                // Still building from another version's traffic: wait for it.
+                (None, Some(_)) => return,
+                (None, None) if self.config.live_reference_rows > 0 => ModelState {
                     reference: Reference::Building(Builder::new(BuildOptions {
                         sample_size: self.config.live_reference_rows,
                         ..BuildOptions::default()
@@ -495,16 +526,16 @@ impl DriftAnalyzer {
                     windows: HashMap::new(),
                     not_in_profile: BTreeMap::new(),
                 },
-                None => return,
+                (None, None) => return,
             };
-            self.models.insert(model.to_string(), state);
+            self.models.insert(key.clone(), state);
         }
         let cap = self.config.window;
         let max_features = self.config.max_features;
         let live_rows = self.config.live_reference_rows as u64;
         let extra = Self::extra_values(r);
         let values = || r.features.iter().chain(extra.iter());
-        let state = self.models.get_mut(model).expect("inserted");
+        let state = self.models.get_mut(&key).expect("inserted");
         if let Reference::Building(b) = &mut state.reference {
             for (name, v) in values().take(max_features) {
                 let cell = match v {
@@ -587,9 +618,10 @@ impl DriftAnalyzer {
     pub fn refresh(&mut self) {
         let c = &self.config;
         let mut models = Vec::new();
-        for (name, state) in &self.models {
+        for ((name, version), state) in &self.models {
             let mut m = ModelDrift {
                 model: name.clone(),
+                model_version: version.clone(),
                 reference: match state.reference {
                     Reference::Profile => "profile",
                     Reference::Live => "live",
@@ -673,7 +705,7 @@ impl DriftAnalyzer {
                 .sort_by(|a, b| (&a.feature, a.issue).cmp(&(&b.feature, b.issue)));
             m.bins.sort_by(|a, b| a.0.cmp(&b.0));
         }
-        models.sort_by(|a, b| a.model.cmp(&b.model));
+        models.sort_by(|a, b| (&a.model, &a.model_version).cmp(&(&b.model, &b.model_version)));
         *self.snapshot.write().expect("poisoned") = DriftSnapshot {
             models,
             features_dropped: self.features_dropped,
@@ -808,10 +840,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
     crate::telemetry::f64_gauge(meter, DRIFT_SCORE, move |o| {
         for m in &s.read().expect("poisoned").models {
             for f in &m.features {
-                o.observe(
-                    f.score,
-                    &feature_attrs(&m.model, &f.feature, Some(f.method)),
-                );
+                o.observe(f.score, &feature_attrs(m, &f.feature, Some(f.method)));
             }
         }
     });
@@ -819,10 +848,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
     crate::telemetry::f64_gauge(meter, DRIFT_THRESHOLD, move |o| {
         for m in &s.read().expect("poisoned").models {
             for f in &m.features {
-                o.observe(
-                    f.threshold,
-                    &feature_attrs(&m.model, &f.feature, Some(f.method)),
-                );
+                o.observe(f.threshold, &feature_attrs(m, &f.feature, Some(f.method)));
             }
         }
     });
@@ -830,7 +856,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
     crate::telemetry::u64_gauge(meter, DRIFT_DETECTED, move |o| {
         for m in &s.read().expect("poisoned").models {
             for f in &m.features {
-                o.observe(f.drifted as u64, &feature_attrs(&m.model, &f.feature, None));
+                o.observe(f.drifted as u64, &feature_attrs(m, &f.feature, None));
             }
         }
     });
@@ -838,7 +864,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
     crate::telemetry::f64_gauge(meter, DRIFT_SHARE, move |o| {
         for m in &s.read().expect("poisoned").models {
             if !m.features.is_empty() {
-                o.observe(m.share, &[KeyValue::new(attr::MODEL, m.model.clone())]);
+                o.observe(m.share, &model_attrs(m));
             }
         }
     });
@@ -846,10 +872,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
     crate::telemetry::u64_gauge(meter, DRIFT_DATASET, move |o| {
         for m in &s.read().expect("poisoned").models {
             if !m.features.is_empty() {
-                o.observe(
-                    m.dataset_drift as u64,
-                    &[KeyValue::new(attr::MODEL, m.model.clone())],
-                );
+                o.observe(m.dataset_drift as u64, &model_attrs(m));
             }
         }
     });
@@ -858,7 +881,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
         for m in &s.read().expect("poisoned").models {
             for (feature, bins, _) in &m.bins {
                 for (i, n) in bins.iter().enumerate() {
-                    let mut a = feature_attrs(&m.model, feature, None);
+                    let mut a = feature_attrs(m, feature, None);
                     a.push(KeyValue::new(attr::BIN, i as i64));
                     o.observe(*n, &a);
                 }
@@ -870,7 +893,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
         for m in &s.read().expect("poisoned").models {
             for (feature, _, shares) in &m.bins {
                 for (i, v) in shares.iter().enumerate() {
-                    let mut a = feature_attrs(&m.model, feature, None);
+                    let mut a = feature_attrs(m, feature, None);
                     a.push(KeyValue::new(attr::BIN, i as i64));
                     o.observe(*v, &a);
                 }
@@ -882,7 +905,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
         for m in &s.read().expect("poisoned").models {
             for f in &m.features {
                 let stuck = m.constant_features.contains(&f.feature);
-                o.observe(stuck as u64, &feature_attrs(&m.model, &f.feature, None));
+                o.observe(stuck as u64, &feature_attrs(m, &f.feature, None));
             }
         }
     });
@@ -890,7 +913,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
     crate::telemetry::u64_counter(meter, DATA_QUALITY_ISSUES, move |o| {
         for m in &s.read().expect("poisoned").models {
             for i in &m.issues {
-                let mut a = feature_attrs(&m.model, &i.feature, None);
+                let mut a = feature_attrs(m, &i.feature, None);
                 a.push(KeyValue::new(attr::ISSUE, i.issue.as_str()));
                 o.observe(i.count, &a);
             }
@@ -901,11 +924,16 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
     });
 }
 
-fn feature_attrs(model: &str, feature: &str, method: Option<&'static str>) -> Vec<KeyValue> {
-    let mut a = vec![
-        KeyValue::new(attr::MODEL, model.to_string()),
-        KeyValue::new(attr::FEATURE, feature.to_string()),
-    ];
+fn model_attrs(m: &ModelDrift) -> [KeyValue; 2] {
+    [
+        KeyValue::new(attr::MODEL, m.model.clone()),
+        KeyValue::new(attr::MODEL_VERSION, m.model_version.clone()),
+    ]
+}
+
+fn feature_attrs(m: &ModelDrift, feature: &str, method: Option<&'static str>) -> Vec<KeyValue> {
+    let mut a = model_attrs(m).to_vec();
+    a.push(KeyValue::new(attr::FEATURE, feature.to_string()));
     if let Some(m) = method {
         a.push(KeyValue::new(attr::METHOD, m));
     }
@@ -921,6 +949,7 @@ pub(crate) mod tests {
         DriftSnapshot {
             models: vec![ModelDrift {
                 model: "m".into(),
+                model_version: "1".into(),
                 reference: "profile",
                 features: vec![FeatureDrift {
                     feature: "x".into(),
@@ -1069,7 +1098,7 @@ pub(crate) mod tests {
         assert_eq!(extra, 3);
         assert!(snap.features_dropped >= 4990);
         // The window of a categorical feature holds bin numbers, not strings.
-        let w = &d.models["m"].windows["color"];
+        let w = &d.models[&("m".to_string(), String::new())].windows["color"];
         assert!(w.cats.len() <= 200);
     }
 
@@ -1138,7 +1167,7 @@ pub(crate) mod tests {
         // Four panes of 50: the window slid to the newest 200 values.
         assert_eq!(x(&d).window, 200);
         // Binned statistics use exact counts per pane: the same as raw values.
-        let w = &d.models["m"].windows["x"];
+        let w = &d.models[&("m".to_string(), String::new())].windows["x"];
         let raw: Vec<f64> = (0..200).map(|i| 50.0 + (i % 100) as f64).collect();
         assert_eq!(
             w.window_counts(),
@@ -1181,5 +1210,43 @@ pub(crate) mod tests {
         d.refresh();
         let snap = d.snapshot.read().unwrap().clone();
         assert_eq!(snap.models[0].drifted_features, vec!["x"]);
+    }
+
+    #[test]
+    fn each_version_is_compared_with_the_model_s_one_reference() {
+        let mut d = DriftAnalyzer::new(
+            DriftConfig {
+                live_reference_rows: 150,
+                ..config()
+            },
+            HashMap::new(),
+        );
+        let versioned = |x: f64, v: &str| {
+            let mut r = record(Value::Number(x), "red");
+            r.model_version = Some(v.into());
+            r
+        };
+        for i in 0..150 {
+            d.record(&versioned((i % 50) as f64, "1"));
+        }
+        // Version 2 answers the same inputs shifted; version 1 keeps its inputs.
+        for i in 0..150 {
+            d.record(&versioned((i % 50) as f64, "1"));
+            d.record(&versioned(100.0 + (i % 50) as f64, "2"));
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        let v: Vec<(&str, &str, &Vec<String>)> = snap
+            .models
+            .iter()
+            .map(|m| (m.model_version.as_str(), m.reference, &m.drifted_features))
+            .collect();
+        assert_eq!(
+            v,
+            vec![
+                ("1", "live", &vec![]),
+                ("2", "live", &vec!["x".to_string()])
+            ]
+        );
     }
 }
