@@ -52,10 +52,16 @@ impl Hooks {
                                 let path = req.uri().path().to_string();
                                 let headers = req.headers().clone();
                                 let body = req.into_body().collect().await.unwrap().to_bytes();
-                                c.lock().unwrap().push((path, headers, body));
-                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                    Bytes::from_static(b"ok"),
-                                )))
+                                let mut calls = c.lock().unwrap();
+                                // `/flaky` fails its first two calls.
+                                let earlier = calls.iter().filter(|(p, _, _)| *p == path).count();
+                                calls.push((path.clone(), headers, body));
+                                let mut resp =
+                                    http::Response::new(Full::new(Bytes::from_static(b"ok")));
+                                if path == "/flaky" && earlier < 2 {
+                                    *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                                }
+                                Ok::<_, std::convert::Infallible>(resp)
                             }
                         });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -144,6 +150,9 @@ alerts:
     - name: team
       url: WEBHOOK
       secret: s3cret
+    - name: flaky
+      url: FLAKY
+      max_retries: 3
   actions:
     - name: rollback
       url: ACTION
@@ -245,6 +254,7 @@ async fn accuracy_drop_reaches_a_real_alertmanager_and_resolves() {
     let config = BC_CONFIG
         .replace("ALERTMANAGER", &format!("http://127.0.0.1:{am_port}"))
         .replace("WEBHOOK", &hooks.url("/team"))
+        .replace("FLAKY", &hooks.url("/flaky"))
         .replace("ACTION", &hooks.url("/rollback"));
     let mw = Modelwatch::start(Options::new(model.url("")).config(&config)).await;
 
@@ -371,6 +381,28 @@ async fn accuracy_drop_reaches_a_real_alertmanager_and_resolves() {
             .unwrap()
             >= 100.0
     );
+
+    // A webhook that fails twice: retried with backoff, then delivered; both failures counted.
+    eventually(
+        "the flaky webhook delivered after retries",
+        Duration::from_secs(15),
+        || async {
+            let m = mw.metrics().await;
+            let sent = prom_value(
+                &m,
+                "modelwatch_alert_notifications_total",
+                &[("sink", "webhook:flaky"), ("result", "sent")],
+            );
+            let failed = prom_value(
+                &m,
+                "modelwatch_alert_notifications_total",
+                &[("sink", "webhook:flaky"), ("result", "failed")],
+            );
+            (sent == Some(1.0) && failed == Some(2.0)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(hooks.on("/flaky").len(), 3);
 
     // Recovery: 300 more rows, labelled right: (40 + 300) / 400 = 0.85 > 0.8 + 0.02.
     let more = predict(&mw, &data[100..400], 2).await;

@@ -338,3 +338,59 @@ async fn anomalies_are_otlp_log_events() {
     );
     assert_eq!(event.severity_text, "WARN");
 }
+
+/// Alert transitions reach the OTLP log receiver as `modelwatch.alert`
+/// events: a rule on the model server being unreachable (`modelwatch.upstream.up`
+/// below 1) goes pending, then firing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_transitions_are_otlp_log_events() {
+    let (receiver, _spans, logs) = receiver().await;
+    let config = format!(
+        "telemetry:\n  otlp:\n    endpoint: http://{receiver}\n    metrics_interval: 1h\n    traces: false\nadmin:\n  readiness:\n    interval: 100ms\nalerts:\n  evaluation_interval: 200ms\n  rules:\n    - name: ModelServerDown\n      figure: modelwatch.upstream.up\n      below: 1\n      for: 500ms\n      severity: critical\n      annotations: {{summary: 'the model server is unreachable'}}\n"
+    );
+    // Nothing listens on the upstream port.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let _mw = Modelwatch::start(Options::new(closed).config(&config).no_wait()).await;
+    let states = eventually(
+        "pending and firing events",
+        Duration::from_secs(30),
+        || async {
+            let l = logs.lock().unwrap();
+            let states: Vec<String> = l
+                .iter()
+                .filter(|r| r.event_name == "modelwatch.alert")
+                .map(|r| {
+                    r.attributes
+                        .iter()
+                        .find(|a| a.key == "alertstate")
+                        .map(|a| any_text(&a.value))
+                        .and_then(|t| {
+                            ["pending", "firing", "resolved", "inactive"]
+                                .into_iter()
+                                .find(|s| t.contains(&format!("\"{s}\"")))
+                        })
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            states.iter().any(|s| s == "firing").then_some(states)
+        },
+    )
+    .await;
+    assert_eq!(states[..2], ["pending".to_string(), "firing".to_string()]);
+    let l = logs.lock().unwrap();
+    let firing = l
+        .iter()
+        .find(|r| r.event_name == "modelwatch.alert" && any_text(&r.body).contains("firing"))
+        .unwrap();
+    assert_eq!(firing.severity_text, "WARN");
+    let attrs = format!("{:?}", firing.attributes);
+    for want in [
+        "ModelServerDown",
+        "modelwatch.alert.label.severity",
+        "the model server is unreachable",
+        "modelwatch.alert.value",
+    ] {
+        assert!(attrs.contains(want), "{want} missing: {attrs}");
+    }
+}
