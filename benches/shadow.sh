@@ -59,6 +59,7 @@ run() {  # name shadow-upstream
   fi
   env RUST_LOG=warn taskset -c 1 "$BIN" run --config "$cfg" --listen 127.0.0.1:28280 --upstream http://127.0.0.1:28281 --admin-listen 127.0.0.1:28290 &
   local pid=$!
+  PIDS+=("$pid")
   sleep 1
   taskset -c 0 "$OHA" -z 3s -q "$RATE" --no-tui -m POST -d '{"model":"m","messages":[{"role":"user","content":"hi"}]}' -T application/json \
     http://127.0.0.1:28280/v1/chat/completions >/dev/null
@@ -68,7 +69,7 @@ run() {  # name shadow-upstream
     http://127.0.0.1:28280/v1/chat/completions > "$W/$name.json"
   local t1; t1=$(awk '{print $14+$15}' /proc/$pid/stat)
   local rss; rss=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
-  local shadow_counts; shadow_counts=$(curl -s http://127.0.0.1:28290/metrics | grep '^modelwatch_shadow_requests_total' | sed 's/modelwatch_shadow_requests_total//' | tr '\n' ' ')
+  local shadow_counts; shadow_counts=$(curl -s http://127.0.0.1:28290/metrics | { grep '^modelwatch_shadow_requests_total' || true; } | sed 's/modelwatch_shadow_requests_total//' | tr '\n' ' ')
   kill -TERM $pid; wait $pid || true
   python3 - "$W/$name.json" "$name" "$rss" "$(( t1 - t0 ))" "$DURATION" "$shadow_counts" <<'PY'
 import json, os, sys
