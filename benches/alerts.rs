@@ -17,14 +17,20 @@ fn registry() -> prometheus::Registry {
         r.register(Box::new(v.clone())).unwrap();
         v
     };
-    let score = g("modelwatch_drift_score", &["model", "model_version", "feature", "method"]);
+    let score = g(
+        "modelwatch_drift_score",
+        &["model", "model_version", "feature", "method"],
+    );
     let bins = prometheus::CounterVec::new(
         prometheus::Opts::new("modelwatch_drift_bin_total", "x"),
         &["model", "model_version", "feature", "bin"],
     )
     .unwrap();
     r.register(Box::new(bins.clone())).unwrap();
-    let share = g("modelwatch_drift_reference_share_ratio", &["model", "model_version", "feature", "bin"]);
+    let share = g(
+        "modelwatch_drift_reference_share_ratio",
+        &["model", "model_version", "feature", "bin"],
+    );
     for f in 0..100 {
         let f = format!("f{f}");
         score.with_label_values(&["m", "1", &f, "ks"]).set(0.01);
@@ -34,8 +40,14 @@ fn registry() -> prometheus::Registry {
             share.with_label_values(&["m", "1", &f, &b]).set(1.0 / 11.0);
         }
     }
-    let acc = g("modelwatch_quality_accuracy_ratio", &["model", "model_version", "window"]);
-    let n = g("modelwatch_quality_samples", &["model", "model_version", "window"]);
+    let acc = g(
+        "modelwatch_quality_accuracy_ratio",
+        &["model", "model_version", "window"],
+    );
+    let n = g(
+        "modelwatch_quality_samples",
+        &["model", "model_version", "window"],
+    );
     for v in ["1", "2"] {
         for w in ["1h", "24h", "total"] {
             acc.with_label_values(&["m", v, w]).set(0.9);
@@ -43,8 +55,12 @@ fn registry() -> prometheus::Registry {
         }
     }
     let h = prometheus::HistogramVec::new(
-        prometheus::HistogramOpts::new("modelwatch_model_request_duration_seconds", "x")
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0, 120.0, 300.0]),
+        prometheus::HistogramOpts::new("modelwatch_model_request_duration_seconds", "x").buckets(
+            vec![
+                0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                30.0, 60.0, 120.0, 300.0,
+            ],
+        ),
         &["model", "model_version"],
     )
     .unwrap();
@@ -73,7 +89,9 @@ fn rules() -> Vec<RuleState> {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let r = registry();
-    c.bench_function("alerts/gather 2.5k series", |b| b.iter(|| Figures::gather(&r)));
+    c.bench_function("alerts/gather 2.5k series", |b| {
+        b.iter(|| Figures::gather(&r))
+    });
     let mut rs = rules();
     let start = Instant::now();
     let mut tick = 0u64;
