@@ -133,6 +133,8 @@ impl App {
         )
         .context("cannot start the analysis thread")?;
 
+        let resources = crate::resources::spawn(&config.resources, &telemetry.meter)
+            .context("cannot start the resource sampler")?;
         let alerts = crate::alerts::spawn(&config, &telemetry)
             .context("cannot start the alert evaluator")?;
         let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
@@ -152,6 +154,7 @@ impl App {
             drift,
             anomaly,
             alerts: alerts.as_ref().map(|a| a.snapshot.clone()),
+            resources: resources.as_ref().map(|r| r.snapshot.clone()),
             started: Instant::now(),
             proxy_addr,
         });
@@ -178,6 +181,9 @@ impl App {
             let _ = admin.await;
             if let Some(a) = alerts {
                 a.stop(std::time::Duration::from_secs(2)).await;
+            }
+            if let Some(r) = resources {
+                let _ = tokio::task::spawn_blocking(move || r.stop()).await;
             }
             // Last: the quality thread flushes the store once nothing feeds it.
             if let Some(q) = quality {

@@ -16,6 +16,7 @@ pub mod drift;
 pub mod protocol;
 pub mod proxy;
 pub mod quality;
+pub mod resources;
 pub mod rollout;
 pub mod sample;
 pub mod telemetry;

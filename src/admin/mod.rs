@@ -34,6 +34,7 @@ pub struct AdminState {
     pub drift: Option<std::sync::Arc<std::sync::RwLock<crate::drift::DriftSnapshot>>>,
     pub anomaly: Option<std::sync::Arc<std::sync::RwLock<crate::anomaly::AnomalySnapshot>>>,
     pub alerts: Option<Arc<std::sync::RwLock<crate::alerts::Snapshot>>>,
+    pub resources: Option<Arc<std::sync::RwLock<crate::resources::ResourceSnapshot>>>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
 }
@@ -172,6 +173,7 @@ impl AdminState {
                 let a = a.read().expect("poisoned");
                 json!({"evaluations": a.evaluations, "last_evaluation_ms": a.last_evaluation_ms, "rules": a.rules, "notifications_dropped": a.notifications_dropped})
             }),
+            "resources": self.resources.as_ref().map(|r| serde_json::to_value(&*r.read().expect("poisoned")).unwrap_or_default()),
             "drift": self.drift.as_ref().map(|d| serde_json::to_value(&*d.read().expect("poisoned")).unwrap_or_default()),
             "export": {
                 "metrics": self.telemetry.metrics_export.as_ref().map(|s| s.snapshot()),

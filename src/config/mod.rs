@@ -73,6 +73,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Model updates: canary gates and shadow traffic.
     pub rollout: RolloutConfig,
+    /// Host, process, container (cgroup) and GPU figures.
+    pub resources: ResourcesConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
@@ -563,6 +565,36 @@ impl Default for AnomalyConfig {
     }
 }
 
+/// The resource sampler: host, processes, the container's cgroup, GPUs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourcesConfig {
+    pub enabled: bool,
+    /// One reading this often, on the sampler's own thread.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The model server's process, found by its executable name or a word of
+    /// its command line (e.g. `vllm`, `llama-server`, `mlserver`); needs a
+    /// shared process namespace in Kubernetes. Empty: not looked for.
+    pub model_server_process: String,
+    /// ... or by a file holding its PID (read at every sample).
+    pub model_server_pid_file: String,
+    /// Read GPUs through NVML (loaded at run time; no GPU or driver: one log line, `modelwatch.gpu.available` 0).
+    pub gpu: bool,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        ResourcesConfig {
+            enabled: true,
+            interval: Duration::from_secs(15),
+            model_server_process: String::new(),
+            model_server_pid_file: String::new(),
+            gpu: true,
+        }
+    }
+}
+
 /// How numeric drift windows hold their values.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -939,6 +971,7 @@ impl Config {
         self.validate_quality()?;
         self.validate_drift()?;
         self.validate_anomaly()?;
+        positive("resources.interval", self.resources.interval)?;
         self.alerts.validate()?;
         self.rollout.validate()?;
         let header = &self.protocol.model_version_header;

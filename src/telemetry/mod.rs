@@ -617,6 +617,9 @@ pub fn prometheus_name(m: &names::MetricName) -> String {
         "s" => "_seconds",
         "By" => "_bytes",
         "1" => "_ratio",
+        "W" => "_watts",
+        "Cel" => "_celsius",
+        "Hz" => "_hertz",
         _ => "",
     };
     name.push_str(unit);

@@ -557,6 +557,170 @@ metric!(
     "LLMs: shadow output characters divided by primary output characters, by model."
 );
 
+// Host, processes and the container (resources sampler).
+metric!(
+    SYSTEM_CPU_UTILIZATION,
+    "system.cpu.utilization",
+    "1",
+    Gauge,
+    "CPU busy share of the node as the pod sees it (all logical CPUs), between two samples."
+);
+metric!(
+    SYSTEM_CPU_LOGICAL_COUNT,
+    "system.cpu.logical.count",
+    "{cpu}",
+    Gauge,
+    "Logical CPUs of the node."
+);
+metric!(
+    SYSTEM_MEMORY_USAGE,
+    "system.memory.usage",
+    "By",
+    Gauge,
+    "Memory of the node by system.memory.state (used, free)."
+);
+metric!(PROCESS_CPU_TIME, "process.cpu.time", "s", Counter,
+    "CPU time of a process since it started, by modelwatch.process.role (modelwatch, model_server) and process.executable.name.");
+metric!(
+    PROCESS_MEMORY_USAGE,
+    "process.memory.usage",
+    "By",
+    Gauge,
+    "Resident memory of a process, by modelwatch.process.role and process.executable.name."
+);
+metric!(
+    PROCESS_THREAD_COUNT,
+    "process.thread.count",
+    "{thread}",
+    Gauge,
+    "Threads of a process, by modelwatch.process.role and process.executable.name."
+);
+metric!(
+    PROCESS_FILE_DESCRIPTORS,
+    "process.unix.file_descriptor.count",
+    "{file_descriptor}",
+    Gauge,
+    "Open file descriptors of a process, by modelwatch.process.role and process.executable.name."
+);
+metric!(CONTAINER_CPU_LIMIT, "container.cpu.limit", "{cpu}", Gauge,
+    "The container's CPU limit in cores (cgroup cpu.max, or cfs_quota_us / cfs_period_us); absent when unlimited.");
+metric!(
+    CONTAINER_CPU_TIME,
+    "container.cpu.time",
+    "s",
+    Counter,
+    "CPU time used by the container's cgroup."
+);
+metric!(
+    CONTAINER_CPU_PERIODS,
+    "container.cpu.periods",
+    "{period}",
+    Counter,
+    "CFS enforcement periods in which the cgroup was runnable."
+);
+metric!(
+    CONTAINER_CPU_THROTTLED_PERIODS,
+    "container.cpu.throttled.periods",
+    "{period}",
+    Counter,
+    "Periods in which the cgroup was throttled for reaching its CPU limit."
+);
+metric!(
+    CONTAINER_CPU_THROTTLED_TIME,
+    "container.cpu.throttled.time",
+    "s",
+    Counter,
+    "Time the cgroup's threads were throttled."
+);
+metric!(
+    CONTAINER_MEMORY_USAGE,
+    "container.memory.usage",
+    "By",
+    Gauge,
+    "Memory charged to the container's cgroup (memory.current, or memory.usage_in_bytes)."
+);
+metric!(
+    CONTAINER_MEMORY_LIMIT,
+    "container.memory.limit",
+    "By",
+    Gauge,
+    "The container's memory limit; absent when unlimited."
+);
+metric!(
+    CONTAINER_MEMORY_OOM_KILLS,
+    "container.memory.oom_kills",
+    "{kill}",
+    Counter,
+    "Processes of the cgroup killed by the OOM killer."
+);
+metric!(
+    CONTAINER_DISK_IO,
+    "container.disk.io",
+    "By",
+    Counter,
+    "Bytes read and written by the cgroup, by disk.io.direction (read, write)."
+);
+metric!(
+    GPU_AVAILABLE,
+    "modelwatch.gpu.available",
+    "",
+    Gauge,
+    "1 when NVML answered and GPU figures are read; 0 with no GPU or no driver."
+);
+metric!(
+    HW_GPU_UTILIZATION,
+    "hw.gpu.utilization",
+    "1",
+    Gauge,
+    "Share of time a kernel ran on the GPU, by hw.id (the GPU's UUID) and hw.name."
+);
+metric!(
+    HW_GPU_MEMORY_USAGE,
+    "hw.gpu.memory.usage",
+    "By",
+    Gauge,
+    "GPU memory in use, by hw.id and hw.name."
+);
+metric!(
+    HW_GPU_MEMORY_LIMIT,
+    "hw.gpu.memory.limit",
+    "By",
+    Gauge,
+    "GPU memory in total, by hw.id and hw.name."
+);
+metric!(
+    HW_GPU_TEMPERATURE,
+    "hw.gpu.temperature",
+    "Cel",
+    Gauge,
+    "GPU core temperature, by hw.id and hw.name."
+);
+metric!(
+    HW_GPU_POWER_DRAW,
+    "hw.gpu.power.draw",
+    "W",
+    Gauge,
+    "GPU power draw, by hw.id and hw.name."
+);
+metric!(
+    HW_GPU_POWER_LIMIT,
+    "hw.gpu.power.limit",
+    "W",
+    Gauge,
+    "GPU enforced power limit, by hw.id and hw.name."
+);
+metric!(
+    HW_GPU_CLOCK_SM,
+    "hw.gpu.clock.sm",
+    "Hz",
+    Gauge,
+    "GPU streaming-multiprocessor clock, by hw.id and hw.name."
+);
+metric!(HW_GPU_THROTTLE, "hw.gpu.throttle", "", Gauge,
+    "1 for each active clock throttle reason, by hw.id, hw.name and reason (power_cap, hw_slowdown, sw_thermal, hw_thermal, ...).");
+metric!(HW_GPU_ERRORS, "hw.gpu.errors", "{error}", Counter,
+    "GPU ECC errors since the driver loaded, by hw.id, hw.name and error.type (ecc_corrected, ecc_uncorrected).");
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -647,6 +811,32 @@ pub const ALL: &[MetricName] = &[
     SHADOW_DIFFERENCE,
     SHADOW_LATENCY_DIFFERENCE,
     SHADOW_OUTPUT_LENGTH_RATIO,
+    SYSTEM_CPU_UTILIZATION,
+    SYSTEM_CPU_LOGICAL_COUNT,
+    SYSTEM_MEMORY_USAGE,
+    PROCESS_CPU_TIME,
+    PROCESS_MEMORY_USAGE,
+    PROCESS_THREAD_COUNT,
+    PROCESS_FILE_DESCRIPTORS,
+    CONTAINER_CPU_LIMIT,
+    CONTAINER_CPU_TIME,
+    CONTAINER_CPU_PERIODS,
+    CONTAINER_CPU_THROTTLED_PERIODS,
+    CONTAINER_CPU_THROTTLED_TIME,
+    CONTAINER_MEMORY_USAGE,
+    CONTAINER_MEMORY_LIMIT,
+    CONTAINER_MEMORY_OOM_KILLS,
+    CONTAINER_DISK_IO,
+    GPU_AVAILABLE,
+    HW_GPU_UTILIZATION,
+    HW_GPU_MEMORY_USAGE,
+    HW_GPU_MEMORY_LIMIT,
+    HW_GPU_TEMPERATURE,
+    HW_GPU_POWER_DRAW,
+    HW_GPU_POWER_LIMIT,
+    HW_GPU_CLOCK_SM,
+    HW_GPU_THROTTLE,
+    HW_GPU_ERRORS,
 ];
 
 /// Attribute keys.
@@ -701,6 +891,12 @@ pub mod attr {
     pub const ALERTSTATE: &str = "alertstate";
     pub const SINK: &str = "sink";
     pub const AGREEMENT: &str = "agreement";
+    pub const PROCESS_ROLE: &str = "modelwatch.process.role";
+    pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+    pub const SYSTEM_MEMORY_STATE: &str = "system.memory.state";
+    pub const DISK_IO_DIRECTION: &str = "disk.io.direction";
+    pub const HW_ID: &str = "hw.id";
+    pub const HW_NAME: &str = "hw.name";
 }
 
 /// Buckets of `modelwatch.shadow.difference` and `modelwatch.shadow.output_length_ratio`.

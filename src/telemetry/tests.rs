@@ -90,6 +90,12 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
             ..Default::default()
         })),
     );
+    crate::resources::register_instruments(
+        &t.meter,
+        std::sync::Arc::new(std::sync::RwLock::new(
+            crate::resources::tests::full_snapshot(),
+        )),
+    );
     let text = t.render_prometheus();
     for m in names::ALL {
         let name = prometheus_name(m);

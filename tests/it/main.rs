@@ -11,6 +11,7 @@ mod grpc;
 mod models;
 mod proxy;
 mod quality;
+mod resources;
 mod rollout;
 mod rules;
 mod traces;

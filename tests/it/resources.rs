@@ -1,0 +1,229 @@
+//! Resource figures from a real cgroup: the test makes one by hand (cgroup v1
+//! `cpu` and `memory` hierarchies where the machine has them, else cgroup
+//! v2), sets a CPU quota and a memory limit, moves modelwatch into it, loads
+//! it until the kernel throttles it, and reads the exported limits and
+//! throttling counters back from a real Prometheus (scraping /metrics) and a
+//! real VictoriaMetrics (OTLP), with the pod's resource attributes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::*;
+
+const QUOTA_US: u64 = 5_000; // of 100,000: 0.05 cores
+const MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
+
+/// A cgroup made for the test; on drop its processes go back to the parent and it is removed.
+struct TestCgroup {
+    dirs: Vec<PathBuf>,
+    version: u8,
+}
+
+impl TestCgroup {
+    fn create() -> TestCgroup {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test creates a cgroup and needs root (CI runs as root)"
+        );
+        let name = format!("modelwatch-test-{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists()
+            && Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
+        if v1 {
+            let cpu = Path::new("/sys/fs/cgroup/cpu").join(&name);
+            let mem = Path::new("/sys/fs/cgroup/memory").join(&name);
+            std::fs::create_dir_all(&cpu).unwrap();
+            std::fs::create_dir_all(&mem).unwrap();
+            std::fs::write(cpu.join("cpu.cfs_period_us"), "100000").unwrap();
+            std::fs::write(cpu.join("cpu.cfs_quota_us"), QUOTA_US.to_string()).unwrap();
+            std::fs::write(mem.join("memory.limit_in_bytes"), MEMORY_LIMIT.to_string()).unwrap();
+            TestCgroup {
+                dirs: vec![cpu, mem],
+                version: 1,
+            }
+        } else {
+            let root = Path::new("/sys/fs/cgroup");
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu +memory");
+            let dir = root.join(&name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cpu.max"), format!("{QUOTA_US} 100000")).unwrap();
+            std::fs::write(dir.join("memory.max"), MEMORY_LIMIT.to_string()).unwrap();
+            TestCgroup {
+                dirs: vec![dir],
+                version: 2,
+            }
+        }
+    }
+
+    fn add(&self, pid: u32) {
+        for d in &self.dirs {
+            std::fs::write(d.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+    }
+
+    /// nr_throttled as the kernel counts it now.
+    fn throttled(&self) -> u64 {
+        let stat = std::fs::read_to_string(self.dirs[0].join("cpu.stat")).unwrap();
+        stat.lines()
+            .find_map(|l| l.strip_prefix("nr_throttled "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            let parent = d.parent().unwrap().join("cgroup.procs");
+            if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                for pid in procs.lines() {
+                    let _ = std::fs::write(&parent, pid);
+                }
+            }
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_limits_and_throttling_from_a_real_cgroup() {
+    let cg = TestCgroup::create();
+    let vm = victoria_metrics_on(free_port()).await;
+    let up = TestUpstream::start().await;
+    // A stand-in model server process, named by a PID file.
+    let mut server = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let (_d, pid_file) = temp_file("model.pid", &server.id().to_string());
+    let config = format!(
+        "resources:\n  interval: 500ms\n  model_server_pid_file: {}\ntelemetry:\n  service_name: cgroup-test\n  otlp:\n    endpoint: {}\n    metrics_interval: 1s\n    traces: false\n",
+        pid_file.display(),
+        vm.url("/opentelemetry")
+    );
+    let mw = Modelwatch::start(
+        Options::new(up.url())
+            .config(&config)
+            .env("K8S_POD_NAME", "pod-7f"),
+    )
+    .await;
+    cg.add(mw.child.as_ref().unwrap().id());
+
+    // Load modelwatch past 0.05 cores until the kernel throttles it.
+    let client = http();
+    let cg = &cg;
+    eventually(
+        "modelwatch throttled by its cgroup",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            let url = mw.url("/echo");
+            async move {
+                let calls = (0..50).map(|_| {
+                    let client = client.clone();
+                    let url = url.clone();
+                    async move {
+                        let _ = client.post(url).body("x".repeat(1000)).send().await;
+                    }
+                });
+                futures_util::future::join_all(calls).await;
+                (cg.throttled() > 0).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let m = eventually("throttling exported", Duration::from_secs(30), || async {
+        let m = mw.metrics().await;
+        prom_value(&m, "container_cpu_throttled_periods_total", &[])
+            .filter(|v| *v > 0.0)
+            .map(|_| m)
+    })
+    .await;
+    assert_eq!(
+        prom_value(&m, "container_cpu_limit", &[]),
+        Some(QUOTA_US as f64 / 100_000.0),
+        "{m}"
+    );
+    assert_eq!(
+        prom_value(&m, "container_memory_limit_bytes", &[]),
+        Some(MEMORY_LIMIT as f64)
+    );
+    let used = prom_value(&m, "container_memory_usage_bytes", &[]).unwrap();
+    assert!(used > 0.0 && used <= MEMORY_LIMIT as f64, "{used}");
+    let exported = prom_value(&m, "container_cpu_throttled_periods_total", &[]).unwrap();
+    assert!(
+        exported <= cg.throttled() as f64,
+        "exported {exported}, kernel {}",
+        cg.throttled()
+    );
+    assert!(prom_value(&m, "container_cpu_throttled_time_seconds_total", &[]).unwrap() > 0.0);
+    assert_eq!(
+        prom_value(&m, "modelwatch_gpu_available", &[]),
+        Some(0.0),
+        "no GPU here"
+    );
+    assert!(
+        prom_value(
+            &m,
+            "process_memory_usage_bytes",
+            &[("modelwatch_process_role", "modelwatch")]
+        )
+        .unwrap()
+            > 1e6
+    );
+    assert!(
+        prom_value(
+            &m,
+            "process_memory_usage_bytes",
+            &[
+                ("modelwatch_process_role", "model_server"),
+                ("process_executable_name", "sleep")
+            ]
+        )
+        .is_some(),
+        "the model server by its PID file: {m}"
+    );
+    assert!(
+        prom_value(
+            &m,
+            "process_unix_file_descriptor_count",
+            &[("modelwatch_process_role", "modelwatch")]
+        )
+        .unwrap()
+            > 3.0
+    );
+    let status = mw.status().await;
+    assert_eq!(status["resources"]["cgroup"]["version"], cg.version);
+
+    // A real Prometheus scraping /metrics sees the limits.
+    let prom = prometheus(&[mw.admin]).await;
+    let limit = eventually(
+        "Prometheus scraped the limit",
+        Duration::from_secs(30),
+        || async { promql(&prom.url(""), "container_cpu_limit").await },
+    )
+    .await;
+    assert_eq!(limit, 0.05);
+    // OTLP into VictoriaMetrics, with the pod's resource attributes.
+    let q = r#"container_memory_limit_bytes{service_name="cgroup-test",k8s_pod_name="pod-7f"}"#;
+    let v = eventually(
+        "OTLP limit in VictoriaMetrics",
+        Duration::from_secs(30),
+        || async {
+            let _ = http().post(vm.url("/internal/force_flush")).send().await;
+            promql(&vm.url(""), q).await
+        },
+    )
+    .await;
+    assert_eq!(v, MEMORY_LIMIT as f64);
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(mw);
+}
