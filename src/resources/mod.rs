@@ -4,6 +4,7 @@
 //! a snapshot that observable instruments read. Never on the proxy's path.
 
 pub mod cgroup;
+pub mod engine;
 pub mod gpu;
 
 use std::path::Path;
@@ -410,6 +411,88 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<ResourceSnapshot
                     let [a, b] = gpu_attrs(g);
                     o.observe(v, &[a, b, KeyValue::new(attr::ERROR_TYPE, kind)]);
                 }
+            }
+        }
+    });
+}
+
+/// Starts scraping the model server's metrics (when configured) on the
+/// runtime, and registers the `modelwatch.engine.*` instruments.
+pub fn spawn_engine(
+    config: &ResourcesConfig,
+    meter: &Meter,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<Arc<RwLock<engine::EngineReading>>> {
+    if config.engine_metrics_url.is_empty() {
+        return None;
+    }
+    let reading = Arc::new(RwLock::new(engine::EngineReading::default()));
+    tokio::spawn(engine::run(
+        config.engine_metrics_url.clone(),
+        config.interval,
+        config.interval.min(std::time::Duration::from_secs(5)),
+        reading.clone(),
+        stop,
+    ));
+    register_engine(meter, reading.clone());
+    Some(reading)
+}
+
+/// Registers the `modelwatch.engine.*` instruments, read from `reading`.
+pub fn register_engine(meter: &Meter, reading: Arc<RwLock<engine::EngineReading>>) {
+    use names::*;
+    let e = |r: &engine::EngineReading| KeyValue::new(attr::ENGINE, r.engine);
+    macro_rules! gauge {
+        ($m:expr, $field:ident) => {{
+            let rd = reading.clone();
+            f64_gauge(meter, $m, move |o| {
+                let r = rd.read().expect("poisoned");
+                if let Some(v) = r.$field.filter(|_| r.up) {
+                    o.observe(v, &[e(&r)]);
+                }
+            });
+        }};
+    }
+    let rd = reading.clone();
+    u64_gauge(meter, ENGINE_UP, move |o| {
+        let r = rd.read().expect("poisoned");
+        if r.scrapes > 0 {
+            o.observe(r.up as u64, &[e(&r)]);
+        }
+    });
+    gauge!(ENGINE_REQUESTS_RUNNING, requests_running);
+    gauge!(ENGINE_REQUESTS_WAITING, requests_waiting);
+    gauge!(ENGINE_KV_CACHE_USAGE, kv_cache_usage);
+    gauge!(ENGINE_BATCH_SIZE, batch_size);
+    let rd = reading.clone();
+    f64_counter_obs(meter, ENGINE_TTFT_SUM, move |o| {
+        let r = rd.read().expect("poisoned");
+        if let Some(v) = r.ttft_sum_seconds {
+            o.observe(v, &[e(&r)]);
+        }
+    });
+    let rd = reading.clone();
+    f64_counter_obs(meter, ENGINE_TTFT_COUNT, move |o| {
+        let r = rd.read().expect("poisoned");
+        if let Some(v) = r.ttft_count {
+            o.observe(v, &[e(&r)]);
+        }
+    });
+    let rd = reading.clone();
+    f64_counter_obs(meter, ENGINE_TOKENS, move |o| {
+        let r = rd.read().expect("poisoned");
+        for (kind, v) in [("input", r.input_tokens), ("output", r.output_tokens)] {
+            if let Some(v) = v {
+                o.observe(v, &[e(&r), KeyValue::new(attr::GEN_AI_TOKEN_TYPE, kind)]);
+            }
+        }
+    });
+    let rd = reading;
+    f64_counter_obs(meter, ENGINE_REQUESTS, move |o| {
+        let r = rd.read().expect("poisoned");
+        for (result, v) in [("ok", r.requests_ok), ("error", r.requests_error)] {
+            if let Some(v) = v {
+                o.observe(v, &[e(&r), KeyValue::new(attr::RESULT, result)]);
             }
         }
     });

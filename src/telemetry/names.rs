@@ -721,6 +721,51 @@ metric!(HW_GPU_THROTTLE, "hw.gpu.throttle", "", Gauge,
 metric!(HW_GPU_ERRORS, "hw.gpu.errors", "{error}", Counter,
     "GPU ECC errors since the driver loaded, by hw.id, hw.name and error.type (ecc_corrected, ecc_uncorrected).");
 
+// The model server's own metrics, re-exported (resources.engine_metrics_url).
+metric!(
+    ENGINE_UP,
+    "modelwatch.engine.up",
+    "",
+    Gauge,
+    "1 when the last scrape of the model server's metrics endpoint worked, by engine."
+);
+metric!(ENGINE_REQUESTS_RUNNING, "modelwatch.engine.requests.running", "{request}", Gauge,
+    "Requests the engine is running, by engine (vllm:num_requests_running, tgi_batch_current_size, llamacpp:requests_processing, MLServer rest_server_requests_in_progress).");
+metric!(ENGINE_REQUESTS_WAITING, "modelwatch.engine.requests.waiting", "{request}", Gauge,
+    "Requests queued in the engine, by engine (vllm:num_requests_waiting, tgi_queue_size, llamacpp:requests_deferred, nv_inference_pending_request_count).");
+metric!(ENGINE_KV_CACHE_USAGE, "modelwatch.engine.kv_cache.usage", "1", Gauge,
+    "KV-cache usage, 0 to 1, by engine (vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc, llamacpp:kv_cache_usage_ratio).");
+metric!(
+    ENGINE_BATCH_SIZE,
+    "modelwatch.engine.batch.size",
+    "{request}",
+    Gauge,
+    "Current batch size, by engine (tgi_batch_current_size, llamacpp:n_busy_slots_per_decode)."
+);
+metric!(ENGINE_TTFT_SUM, "modelwatch.engine.time_to_first_token.sum", "s", Counter,
+    "Engine-side time to first token, summed over requests, by engine (vllm:time_to_first_token_seconds_sum).");
+metric!(
+    ENGINE_TTFT_COUNT,
+    "modelwatch.engine.time_to_first_token.count",
+    "{request}",
+    Counter,
+    "Requests behind modelwatch.engine.time_to_first_token.sum, by engine."
+);
+metric!(
+    ENGINE_TOKENS,
+    "modelwatch.engine.tokens",
+    "{token}",
+    Counter,
+    "Tokens the engine processed, by engine and gen_ai.token.type (input, output)."
+);
+metric!(
+    ENGINE_REQUESTS,
+    "modelwatch.engine.requests",
+    "{request}",
+    Counter,
+    "Requests the engine finished, by engine and result (ok, error)."
+);
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -837,6 +882,15 @@ pub const ALL: &[MetricName] = &[
     HW_GPU_CLOCK_SM,
     HW_GPU_THROTTLE,
     HW_GPU_ERRORS,
+    ENGINE_UP,
+    ENGINE_REQUESTS_RUNNING,
+    ENGINE_REQUESTS_WAITING,
+    ENGINE_KV_CACHE_USAGE,
+    ENGINE_BATCH_SIZE,
+    ENGINE_TTFT_SUM,
+    ENGINE_TTFT_COUNT,
+    ENGINE_TOKENS,
+    ENGINE_REQUESTS,
 ];
 
 /// Attribute keys.
@@ -897,6 +951,7 @@ pub mod attr {
     pub const DISK_IO_DIRECTION: &str = "disk.io.direction";
     pub const HW_ID: &str = "hw.id";
     pub const HW_NAME: &str = "hw.name";
+    pub const ENGINE: &str = "engine";
 }
 
 /// Buckets of `modelwatch.shadow.difference` and `modelwatch.shadow.output_length_ratio`.

@@ -96,6 +96,28 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
             crate::resources::tests::full_snapshot(),
         )),
     );
+    crate::resources::register_engine(
+        &t.meter,
+        std::sync::Arc::new(std::sync::RwLock::new(
+            crate::resources::engine::EngineReading {
+                engine: "vllm",
+                up: true,
+                scrapes: 1,
+                scrape_errors: 0,
+                last_error: None,
+                requests_running: Some(1.0),
+                requests_waiting: Some(2.0),
+                kv_cache_usage: Some(0.5),
+                batch_size: Some(4.0),
+                ttft_sum_seconds: Some(1.0),
+                ttft_count: Some(3.0),
+                input_tokens: Some(10.0),
+                output_tokens: Some(20.0),
+                requests_ok: Some(3.0),
+                requests_error: Some(0.0),
+            },
+        )),
+    );
     let text = t.render_prometheus();
     for m in names::ALL {
         let name = prometheus_name(m);

@@ -105,7 +105,7 @@ async fn openai_client(base: String, args: &'static [&'static str]) -> serde_jso
     stdout_json(out)
 }
 
-async fn llama_server(extra: &[&str]) -> Service {
+pub async fn llama_server(extra: &[&str]) -> Service {
     let tb = testbed();
     let lib = tb.join("sid/root/usr/lib/x86_64-linux-gnu");
     let port = free_port();

@@ -227,3 +227,112 @@ async fn container_limits_and_throttling_from_a_real_cgroup() {
     let _ = server.wait();
     drop(mw);
 }
+
+/// The model server's own metrics, scraped and re-exported under the common
+/// names: a real llama-server (`--metrics`) and a real MLServer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_metrics_of_real_model_servers() {
+    let (llama, mls) = tokio::join!(
+        crate::models::llama_server(&["--metrics"]),
+        crate::models::mlserver(&["bc"])
+    );
+    // llama.cpp: tokens, as the server itself counts them.
+    let config = format!(
+        "resources:\n  interval: 300ms\n  engine_metrics_url: {}\n",
+        llama.url("/metrics")
+    );
+    let mw = Modelwatch::start(Options::new(llama.url("")).config(&config)).await;
+    let resp = http()
+        .post(mw.url("/v1/completions"))
+        .json(&serde_json::json!({"prompt": "hello", "max_tokens": 6}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.bytes().await.unwrap();
+    let own = http()
+        .get(llama.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let predicted = prom_value(&own, "llamacpp:tokens_predicted_total", &[]).unwrap();
+    assert!(predicted >= 1.0);
+    let m = eventually(
+        "llama.cpp figures re-exported",
+        Duration::from_secs(20),
+        || async {
+            let m = mw.metrics().await;
+            (prom_value(
+                &m,
+                "modelwatch_engine_tokens_total",
+                &[("engine", "llamacpp"), ("gen_ai_token_type", "output")],
+            ) == Some(predicted))
+            .then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        prom_value(&m, "modelwatch_engine_up", &[("engine", "llamacpp")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_engine_requests_running",
+            &[("engine", "llamacpp")]
+        ),
+        Some(0.0)
+    );
+    drop(mw);
+
+    // MLServer: requests per result, from its metrics port.
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(mls.dir.path().join("settings.json")).unwrap(),
+    )
+    .unwrap();
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", settings["metrics_port"]);
+    let config = format!("resources:\n  interval: 300ms\n  engine_metrics_url: {metrics_url}\n");
+    let mw = Modelwatch::start(Options::new(mls.url("")).config(&config)).await;
+    let (x, _) = crate::models::bc_data();
+    for row in &x[..3] {
+        let req = serde_json::json!({"inputs": [{"name": "input-0", "shape": [1, row.len()], "datatype": "FP64", "data": row}]});
+        let resp = http()
+            .post(mw.url("/v2/models/bc/infer"))
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.bytes().await.unwrap();
+    }
+    eventually(
+        "MLServer figures re-exported",
+        Duration::from_secs(20),
+        || async {
+            let m = mw.metrics().await;
+            (prom_value(
+                &m,
+                "modelwatch_engine_requests_total",
+                &[("engine", "mlserver"), ("result", "ok")],
+            ) == Some(3.0))
+            .then_some(())
+        },
+    )
+    .await;
+    // The model server going away: up 0, scrape errors in /v1/status.
+    drop(mls);
+    eventually("engine down", Duration::from_secs(20), || async {
+        let m = mw.metrics().await;
+        (prom_value(&m, "modelwatch_engine_up", &[]) == Some(0.0)).then_some(())
+    })
+    .await;
+    assert!(
+        mw.status().await["engine"]["scrape_errors"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+}
