@@ -55,13 +55,14 @@ impl App {
             telemetry.instruments.clone(),
             telemetry.tracer.clone(),
         ));
+        let seen_models = Arc::new(crate::resources::environment::SeenModels::default());
         let recent = analysis::RecentRecords::new(config.admin.recent_records);
         let mut analyzers: Vec<Box<dyn Analyzer>> = vec![
             Box::new(HttpAnalyzer::new(telemetry.instruments.clone())),
-            Box::new(analysis::VersionAnalyzer::new(
-                telemetry.instruments.clone(),
-                &config.protocol,
-            )),
+            Box::new(
+                analysis::VersionAnalyzer::new(telemetry.instruments.clone(), &config.protocol)
+                    .with_models(seen_models.clone()),
+            ),
         ];
         if recent.enabled() {
             analyzers.push(Box::new(analysis::RecentRecordsAnalyzer(recent.clone())));
@@ -138,6 +139,22 @@ impl App {
         let side_early = CancellationToken::new();
         let engine =
             crate::resources::spawn_engine(&config.resources, &telemetry.meter, side_early.clone());
+        let environment = Arc::new(std::sync::RwLock::new(
+            crate::resources::environment::Versions::new(),
+        ));
+        if config.resources.enabled {
+            crate::resources::environment::register(&telemetry.meter, environment.clone());
+            let watcher = crate::resources::environment::Watcher {
+                upstream: config.proxy.upstream.clone(),
+                interval: config.resources.interval,
+                resources: resources.as_ref().map(|r| r.snapshot.clone()),
+                models: seen_models,
+                current: environment.clone(),
+                logger: telemetry.logger(),
+                instruments: telemetry.instruments.clone(),
+            };
+            tokio::spawn(watcher.run(side_early.clone()));
+        }
         let alerts = crate::alerts::spawn(&config, &telemetry)
             .context("cannot start the alert evaluator")?;
         let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
@@ -159,6 +176,7 @@ impl App {
             alerts: alerts.as_ref().map(|a| a.snapshot.clone()),
             resources: resources.as_ref().map(|r| r.snapshot.clone()),
             engine,
+            environment,
             started: Instant::now(),
             proxy_addr,
         });

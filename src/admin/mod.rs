@@ -36,6 +36,7 @@ pub struct AdminState {
     pub alerts: Option<Arc<std::sync::RwLock<crate::alerts::Snapshot>>>,
     pub resources: Option<Arc<std::sync::RwLock<crate::resources::ResourceSnapshot>>>,
     pub engine: Option<Arc<std::sync::RwLock<crate::resources::engine::EngineReading>>>,
+    pub environment: Arc<std::sync::RwLock<crate::resources::environment::Versions>>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
 }
@@ -175,6 +176,7 @@ impl AdminState {
                 json!({"evaluations": a.evaluations, "last_evaluation_ms": a.last_evaluation_ms, "rules": a.rules, "notifications_dropped": a.notifications_dropped})
             }),
             "resources": self.resources.as_ref().map(|r| serde_json::to_value(&*r.read().expect("poisoned")).unwrap_or_default()),
+            "environment": &*self.environment.read().expect("poisoned"),
             "engine": self.engine.as_ref().map(|e| serde_json::to_value(&*e.read().expect("poisoned")).unwrap_or_default()),
             "drift": self.drift.as_ref().map(|d| serde_json::to_value(&*d.read().expect("poisoned")).unwrap_or_default()),
             "export": {

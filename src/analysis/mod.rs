@@ -180,6 +180,7 @@ pub struct VersionAnalyzer {
     default_version: String,
     header: String,
     seen: std::collections::HashSet<(String, String)>,
+    models: Option<Arc<crate::resources::environment::SeenModels>>,
 }
 
 pub const MAX_VERSION_PAIRS: usize = 64;
@@ -192,7 +193,14 @@ impl VersionAnalyzer {
             default_version: config.default_model_version.clone(),
             header: config.model_version_header.clone(),
             seen: Default::default(),
+            models: None,
         }
+    }
+
+    /// Also tells the environment watcher which model versions appear.
+    pub fn with_models(mut self, models: Arc<crate::resources::environment::SeenModels>) -> Self {
+        self.models = Some(models);
+        self
     }
 
     fn labels(&mut self, model: &str, version: &str) -> (String, String) {
@@ -202,6 +210,9 @@ impl VersionAnalyzer {
         }
         if self.seen.len() < MAX_VERSION_PAIRS {
             self.seen.insert(key.clone());
+            if let Some(m) = &self.models {
+                m.add(model, version);
+            }
             return key;
         }
         (OTHER.into(), OTHER.into())

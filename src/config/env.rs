@@ -59,6 +59,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "resource attribute k8s.namespace.name",
     ),
     (
+        "MODELWATCH_MODEL_IMAGE",
+        "resource attribute container.image.name (the model server's image, e.g. set by the Helm chart)",
+    ),
+    (
         "K8S_NODE_NAME or NODE_NAME",
         "resource attribute k8s.node.name",
     ),
@@ -174,6 +178,10 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
             ["K8S_NAMESPACE_NAME", "POD_NAMESPACE"],
         ),
         ("k8s.node.name", ["K8S_NODE_NAME", "NODE_NAME"]),
+        (
+            "container.image.name",
+            ["MODELWATCH_MODEL_IMAGE", "MODELWATCH_MODEL_IMAGE"],
+        ),
     ] {
         if attrs.contains_key(attribute) {
             continue;

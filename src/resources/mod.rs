@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod engine;
+pub mod environment;
 pub mod gpu;
 
 use std::path::Path;

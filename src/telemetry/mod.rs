@@ -102,6 +102,7 @@ pub struct Instruments {
     pub shadow_difference: Histogram<f64>,
     pub shadow_latency_difference: Histogram<f64>,
     pub shadow_output_length_ratio: Histogram<f64>,
+    pub environment_changes: Counter<u64>,
 }
 
 fn describe<T>(
@@ -192,6 +193,7 @@ impl Instruments {
                 LATENCY_DIFFERENCE_BUCKETS,
             ),
             shadow_output_length_ratio: f64_hist(SHADOW_OUTPUT_LENGTH_RATIO, DIFFERENCE_BUCKETS),
+            environment_changes: counter(ENVIRONMENT_CHANGES),
         }
     }
 }
@@ -224,7 +226,19 @@ pub fn resource(config: &Config) -> Resource {
     let mut attrs = vec![
         KeyValue::new(attr::SERVICE_VERSION, env!("CARGO_PKG_VERSION")),
         KeyValue::new(attr::HOST_NAME, host),
+        KeyValue::new("os.type", std::env::consts::OS),
+        KeyValue::new(
+            "host.arch",
+            match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                other => other,
+            },
+        ),
     ];
+    if let Some(kernel) = crate::resources::environment::kernel() {
+        attrs.push(KeyValue::new("os.description", kernel));
+    }
     for (k, v) in &config.telemetry.resource_attributes {
         if k != attr::SERVICE_NAME {
             attrs.push(KeyValue::new(k.clone(), v.clone()));
@@ -384,6 +398,7 @@ impl Telemetry {
         // Logs carry payloads and events (anomalies, alert transitions).
         let wants_logs = config.payload_logs.enabled
             || config.anomaly.enabled
+            || config.resources.enabled
             || !config.alerts.rules.is_empty();
         if wants_logs {
             if let Some(url) = signal_endpoint(&otlp.endpoint, "", otlp.protocol, "/v1/logs") {

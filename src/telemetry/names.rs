@@ -766,6 +766,11 @@ metric!(
     "Requests the engine finished, by engine and result (ok, error)."
 );
 
+metric!(ENVIRONMENT_INFO, "modelwatch.environment.info", "", Gauge,
+    "1, with what the model runs on as labels: modelwatch_version, kernel_version, gpu_driver_version, cuda_version, model_server_name, model_server_version.");
+metric!(ENVIRONMENT_CHANGES, "modelwatch.environment.changes", "{change}", Counter,
+    "Changes of the environment since start, by component (kernel, gpu_driver, cuda, model_server:NAME, model:NAME:VERSION for a model version first seen).");
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -891,6 +896,8 @@ pub const ALL: &[MetricName] = &[
     ENGINE_TTFT_COUNT,
     ENGINE_TOKENS,
     ENGINE_REQUESTS,
+    ENVIRONMENT_INFO,
+    ENVIRONMENT_CHANGES,
 ];
 
 /// Attribute keys.
@@ -952,6 +959,7 @@ pub mod attr {
     pub const HW_ID: &str = "hw.id";
     pub const HW_NAME: &str = "hw.name";
     pub const ENGINE: &str = "engine";
+    pub const COMPONENT: &str = "component";
 }
 
 /// Buckets of `modelwatch.shadow.difference` and `modelwatch.shadow.output_length_ratio`.

@@ -118,6 +118,13 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
             },
         )),
     );
+    i.environment_changes.add(1, &[]);
+    crate::resources::environment::register(
+        &t.meter,
+        std::sync::Arc::new(std::sync::RwLock::new(
+            [("modelwatch".to_string(), "0.1.0".to_string())].into(),
+        )),
+    );
     let text = t.render_prometheus();
     for m in names::ALL {
         let name = prometheus_name(m);

@@ -394,3 +394,66 @@ async fn alert_transitions_are_otlp_log_events() {
         assert!(attrs.contains(want), "{want} missing: {attrs}");
     }
 }
+
+/// The environment as events: a model version first seen in traffic is a
+/// `modelwatch.environment.change` OTLP log event, and the model server's
+/// own version (MLServer's `GET /v2`) is a label of `modelwatch.environment.info`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_changes_are_otlp_log_events() {
+    let (receiver, _spans, logs) = receiver().await;
+    let mls = crate::models::mlserver(&["bc"]).await;
+    let config = format!(
+        "telemetry:\n  otlp:\n    endpoint: http://{receiver}\n    metrics_interval: 1h\n    traces: false\nresources:\n  interval: 300ms\n"
+    );
+    let mw = Modelwatch::start(Options::new(mls.url("")).config(&config)).await;
+    // Let the watcher take its first reading before the model appears.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (x, _) = crate::models::bc_data();
+    let req = serde_json::json!({"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": x[0]}]});
+    let resp = http()
+        .post(mw.url("/v2/models/bc/infer"))
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    resp.bytes().await.unwrap();
+    let event = eventually(
+        "a model version first seen",
+        Duration::from_secs(30),
+        || async {
+            let l = logs.lock().unwrap();
+            l.iter()
+                .find(|r| {
+                    r.event_name == "modelwatch.environment.change"
+                        && any_text(&r.body).contains("model:bc:v1")
+                })
+                .cloned()
+        },
+    )
+    .await;
+    assert!(
+        format!("{:?}", event.attributes).contains("seen"),
+        "{event:?}"
+    );
+    let m = mw.metrics().await;
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_environment_changes_total",
+            &[("component", "model:bc:v1")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_environment_info",
+            &[
+                ("model_server_name", "mlserver"),
+                ("model_server_version", "1.7.1")
+            ]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
