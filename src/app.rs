@@ -56,6 +56,7 @@ impl App {
             telemetry.tracer.clone(),
         ));
         let seen_models = Arc::new(crate::resources::environment::SeenModels::default());
+        proxy::register_counters(&telemetry.meter, proxy.counters.clone());
         let recent = analysis::RecentRecords::new(config.admin.recent_records);
         let mut analyzers: Vec<Box<dyn Analyzer>> = vec![
             Box::new(HttpAnalyzer::new(telemetry.instruments.clone())),

@@ -35,7 +35,42 @@ use crate::telemetry::Instruments;
 use body::{Exchange, InFlight, PendingSample, RequestBody, ResponseBody};
 use error::ProxyError;
 
-type UpstreamClient = Client<HttpConnector, RequestBody>;
+type UpstreamClient = Client<CountingConnector, RequestBody>;
+
+/// The upstream connector, counting each new connection to the model server
+/// (requests over a pooled connection do not connect: their share is the reuse rate).
+#[derive(Clone)]
+pub struct CountingConnector {
+    inner: HttpConnector,
+    connections: Arc<ProxyCounters>,
+}
+
+impl tower_service::Service<http::Uri> for CountingConnector {
+    type Response = <HttpConnector as tower_service::Service<http::Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let counters = self.connections.clone();
+        Box::pin(async move {
+            let conn = connecting.await?;
+            counters
+                .upstream_connections
+                .fetch_add(1, Ordering::Relaxed);
+            Ok(conn)
+        })
+    }
+}
 
 /// Live counts for `/v1/status` and the leak tests.
 #[derive(Debug, Default)]
@@ -45,6 +80,8 @@ pub struct ProxyCounters {
     pub requests_active: AtomicI64,
     pub requests_total: AtomicU64,
     pub upgrades_active: AtomicI64,
+    /// New TCP connections to the model server.
+    pub upstream_connections: AtomicU64,
 }
 
 /// A snapshot of [`ProxyCounters`].
@@ -55,6 +92,31 @@ pub struct CountersSnapshot {
     pub requests_active: i64,
     pub requests_total: u64,
     pub upgrades_active: i64,
+    pub upstream_connections: u64,
+}
+
+/// Registers the connection and request counts as observable instruments.
+pub fn register_counters(meter: &opentelemetry::metrics::Meter, counters: Arc<ProxyCounters>) {
+    use crate::telemetry::names::*;
+    use crate::telemetry::{u64_counter, u64_gauge};
+    let c = counters.clone();
+    u64_counter(meter, CLIENT_CONNECTIONS, move |o| {
+        o.observe(c.connections_total.load(Ordering::Relaxed), &[])
+    });
+    let c = counters.clone();
+    u64_gauge(meter, CLIENT_CONNECTIONS_OPEN, move |o| {
+        o.observe(
+            c.connections_open.load(Ordering::Relaxed).max(0) as u64,
+            &[],
+        )
+    });
+    let c = counters.clone();
+    u64_counter(meter, PROXY_REQUESTS, move |o| {
+        o.observe(c.requests_total.load(Ordering::Relaxed), &[])
+    });
+    u64_counter(meter, UPSTREAM_CONNECTIONS, move |o| {
+        o.observe(counters.upstream_connections.load(Ordering::Relaxed), &[])
+    });
 }
 
 impl ProxyCounters {
@@ -65,6 +127,7 @@ impl ProxyCounters {
             requests_active: self.requests_active.load(Ordering::Relaxed),
             requests_total: self.requests_total.load(Ordering::Relaxed),
             upgrades_active: self.upgrades_active.load(Ordering::Relaxed),
+            upstream_connections: self.upstream_connections.load(Ordering::Relaxed),
         }
     }
 }
@@ -87,7 +150,7 @@ pub struct Proxy {
     pub counters: Arc<ProxyCounters>,
 }
 
-fn client(config: &Config, http2: bool) -> UpstreamClient {
+fn client(config: &Config, http2: bool, counters: Arc<ProxyCounters>) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.proxy.connect_timeout));
@@ -101,7 +164,10 @@ fn client(config: &Config, http2: bool) -> UpstreamClient {
     if http2 {
         builder.http2_only(true);
     }
-    builder.build(connector)
+    builder.build(CountingConnector {
+        inner: connector,
+        connections: counters,
+    })
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -167,10 +233,11 @@ impl Proxy {
         tracer: Option<Tracer>,
     ) -> Proxy {
         let upstream = config.upstream().expect("validated");
+        let counters = Arc::new(ProxyCounters::default());
         Proxy {
             authority: upstream.authority,
-            http1: client(config, false),
-            http2: client(config, true),
+            http1: client(config, false, counters.clone()),
+            http2: client(config, true, counters.clone()),
             version: config.proxy.upstream_http_version,
             response_header_timeout: config.proxy.response_header_timeout,
             request_id_header: HeaderName::from_bytes(config.proxy.request_id_header.as_bytes())
@@ -186,7 +253,7 @@ impl Proxy {
                     config.llm.max_body_bytes,
                 )
             }),
-            counters: Arc::new(ProxyCounters::default()),
+            counters,
         }
     }
 

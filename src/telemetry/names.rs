@@ -771,6 +771,31 @@ metric!(ENVIRONMENT_INFO, "modelwatch.environment.info", "", Gauge,
 metric!(ENVIRONMENT_CHANGES, "modelwatch.environment.changes", "{change}", Counter,
     "Changes of the environment since start, by component (kernel, gpu_driver, cuda, model_server:NAME, model:NAME:VERSION for a model version first seen).");
 
+// Network: the proxy's own connection counts.
+metric!(
+    CLIENT_CONNECTIONS,
+    "modelwatch.client.connections",
+    "{connection}",
+    Counter,
+    "Client connections accepted on the proxy listener."
+);
+metric!(
+    CLIENT_CONNECTIONS_OPEN,
+    "modelwatch.client.connections.open",
+    "{connection}",
+    Gauge,
+    "Client connections open now."
+);
+metric!(
+    PROXY_REQUESTS,
+    "modelwatch.proxy.requests",
+    "{request}",
+    Counter,
+    "Requests received from clients (every request, sampled or not)."
+);
+metric!(UPSTREAM_CONNECTIONS, "modelwatch.upstream.connections", "{connection}", Counter,
+    "New TCP connections to the model server; 1 - rate(this) / rate(modelwatch.proxy.requests) is the share of requests that reused a pooled connection.");
+
 /// Every metric above, for docs and tests.
 pub const ALL: &[MetricName] = &[
     HTTP_SERVER_REQUEST_DURATION,
@@ -898,6 +923,10 @@ pub const ALL: &[MetricName] = &[
     ENGINE_REQUESTS,
     ENVIRONMENT_INFO,
     ENVIRONMENT_CHANGES,
+    CLIENT_CONNECTIONS,
+    CLIENT_CONNECTIONS_OPEN,
+    PROXY_REQUESTS,
+    UPSTREAM_CONNECTIONS,
 ];
 
 /// Attribute keys.

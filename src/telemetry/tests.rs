@@ -119,6 +119,7 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
         )),
     );
     i.environment_changes.add(1, &[]);
+    crate::proxy::register_counters(&t.meter, Default::default());
     crate::resources::environment::register(
         &t.meter,
         std::sync::Arc::new(std::sync::RwLock::new(

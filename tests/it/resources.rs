@@ -336,3 +336,55 @@ async fn engine_metrics_of_real_model_servers() {
             >= 1
     );
 }
+
+/// Connection figures: sequential requests from one client reuse one pooled
+/// connection to the model server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_and_upstream_reuse_are_counted() {
+    let up = TestUpstream::start().await;
+    let mw = Modelwatch::start(Options::new(up.url())).await;
+    let client = http();
+    for _ in 0..20 {
+        let r = client
+            .post(mw.url("/echo"))
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "abc");
+    }
+    let m = mw.metrics().await;
+    assert_eq!(
+        prom_value(&m, "modelwatch_proxy_requests_total", &[]),
+        Some(20.0)
+    );
+    assert_eq!(
+        prom_value(&m, "modelwatch_upstream_connections_total", &[]),
+        Some(1.0),
+        "one pooled connection: {m}"
+    );
+    assert!(prom_value(&m, "modelwatch_client_connections_total", &[]).unwrap() >= 1.0);
+    // A model server that refuses: counted as an upstream error, no connection made.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mw2 = Modelwatch::start(Options::new(closed).no_wait()).await;
+    let r = client
+        .post(mw2.url("/echo"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    let m = mw2.metrics().await;
+    assert_eq!(
+        prom_value(&m, "modelwatch_upstream_connections_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_upstream_errors_total",
+            &[("error_type", "connect_refused")]
+        ),
+        Some(1.0)
+    );
+}
