@@ -3,8 +3,14 @@
 //! no GPU or no driver, `Gpus::open` says why in one line and modelwatch
 //! carries on without GPU figures.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, MemoryError, TemperatureSensor};
-use nvml_wrapper::Nvml;
+use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::event::EventSet;
+use nvml_wrapper::{Device, Nvml};
 use serde::Serialize;
 
 /// One reading of one GPU. A figure the driver does not give is None.
@@ -25,13 +31,25 @@ pub struct GpuReading {
     pub throttle_reasons: Vec<String>,
     pub ecc_corrected: Option<u64>,
     pub ecc_uncorrected: Option<u64>,
+    /// Critical XID errors seen since modelwatch started (NVML events).
+    pub xid_errors: Option<u64>,
+}
+
+/// Where a visible device is: a whole GPU, or a MIG device of one.
+#[derive(Debug, Clone, Copy)]
+enum Handle {
+    Gpu(u32),
+    Mig(u32, u32),
 }
 
 /// The GPUs visible to this pod.
 pub struct Gpus {
-    nvml: Nvml,
-    /// Device indices to read.
-    indices: Vec<u32>,
+    /// Loaded once for the life of the process (the event set borrows it).
+    nvml: &'static Nvml,
+    devices: Vec<Handle>,
+    /// Critical XID events, polled without waiting at each reading.
+    events: Option<Mutex<EventSet<'static>>>,
+    xid: Mutex<HashMap<String, u64>>,
     pub driver_version: String,
     pub cuda_version: String,
 }
@@ -49,30 +67,43 @@ pub fn visible(var: Option<&str>) -> Option<Vec<String>> {
 impl Gpus {
     /// Loads NVML and lists the visible devices; Err says why there are none.
     pub fn open() -> Result<Gpus, String> {
-        let nvml = Nvml::init().map_err(|e| format!("NVML not available ({e})"))?;
+        let nvml: &'static Nvml = Box::leak(Box::new(
+            Nvml::init().map_err(|e| format!("NVML not available ({e})"))?,
+        ));
         let count = nvml
             .device_count()
             .map_err(|e| format!("NVML device count: {e}"))?;
         let wanted = visible(std::env::var("NVIDIA_VISIBLE_DEVICES").ok().as_deref());
-        let mut indices = Vec::new();
+        let keep = |index: &str, uuid: &str| match &wanted {
+            None => true,
+            Some(list) => list.iter().any(|w| w == index || w == uuid),
+        };
+        let mut devices = Vec::new();
         for i in 0..count {
             let Ok(d) = nvml.device_by_index(i) else {
                 continue;
             };
-            let uuid = d.uuid().unwrap_or_default();
-            let keep = match &wanted {
-                None => true,
-                Some(list) => list.iter().any(|w| *w == i.to_string() || *w == uuid),
-            };
-            if keep {
-                indices.push(i);
+            // A GPU in MIG mode is read as its MIG devices.
+            let migs = d.mig_device_count().unwrap_or(0);
+            let mut any_mig = false;
+            for m in 0..migs {
+                if let Ok(md) = d.mig_device_by_index(m) {
+                    any_mig = true;
+                    if keep(&format!("{i}:{m}"), &md.uuid().unwrap_or_default()) {
+                        devices.push(Handle::Mig(i, m));
+                    }
+                }
+            }
+            if !any_mig && keep(&i.to_string(), &d.uuid().unwrap_or_default()) {
+                devices.push(Handle::Gpu(i));
             }
         }
-        if indices.is_empty() {
+        if devices.is_empty() {
             return Err(format!(
                 "NVML sees {count} GPU(s), none visible to this pod"
             ));
         }
+        let events = register_xid(nvml, &devices).map(Mutex::new);
         let driver_version = nvml.sys_driver_version().unwrap_or_default();
         let cuda_version = nvml
             .sys_cuda_driver_version()
@@ -80,18 +111,48 @@ impl Gpus {
             .unwrap_or_default();
         Ok(Gpus {
             nvml,
-            indices,
+            devices,
+            events,
+            xid: Mutex::new(HashMap::new()),
             driver_version,
             cuda_version,
         })
     }
 
+    fn device(&self, h: Handle) -> Result<Device<'static>, NvmlError> {
+        match h {
+            Handle::Gpu(i) => self.nvml.device_by_index(i),
+            Handle::Mig(i, m) => self.nvml.device_by_index(i)?.mig_device_by_index(m),
+        }
+    }
+
+    /// Counts the XID events that arrived since the last reading.
+    fn drain_xid(&self) {
+        let Some(set) = &self.events else { return };
+        let set = set.lock().expect("poisoned");
+        let mut counts = self.xid.lock().expect("poisoned");
+        for _ in 0..1000 {
+            match set.wait(0) {
+                Ok(e) if e.event_type.contains(EventTypes::CRITICAL_XID_ERROR) => {
+                    let uuid = e.device.uuid().unwrap_or_default();
+                    tracing::warn!(gpu = %uuid, xid = ?e.event_data, "GPU XID error");
+                    *counts.entry(uuid).or_default() += 1;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
     pub fn read(&self) -> Vec<GpuReading> {
-        let mut out = Vec::with_capacity(self.indices.len());
-        for &i in &self.indices {
-            let Ok(d) = self.nvml.device_by_index(i) else {
+        self.drain_xid();
+        let xid = self.xid.lock().expect("poisoned").clone();
+        let mut out = Vec::with_capacity(self.devices.len());
+        for (n, &h) in self.devices.iter().enumerate() {
+            let Ok(d) = self.device(h) else {
                 continue;
             };
+            let i = n as u32;
             let mem = d.memory_info().ok();
             let reasons = d.current_throttle_reasons().ok();
             out.push(GpuReading {
@@ -119,10 +180,37 @@ impl Gpus {
                 ecc_uncorrected: d
                     .total_ecc_errors(MemoryError::Uncorrected, EccCounter::Aggregate)
                     .ok(),
+                xid_errors: self.events.as_ref().map(|_| 0),
             });
+            if let Some(last) = out.last_mut() {
+                if let Some(n) = xid.get(&last.id) {
+                    last.xid_errors = Some(*n);
+                }
+            }
         }
         out
     }
+}
+
+/// One event set for critical XID errors of every whole GPU (MIG devices
+/// report through their parent). None when the driver refuses.
+fn register_xid(nvml: &'static Nvml, devices: &[Handle]) -> Option<EventSet<'static>> {
+    let mut set = nvml.create_event_set().ok()?;
+    let mut parents: Vec<u32> = devices
+        .iter()
+        .map(|h| match h {
+            Handle::Gpu(i) | Handle::Mig(i, _) => *i,
+        })
+        .collect();
+    parents.dedup();
+    for i in parents {
+        let d = nvml.device_by_index(i).ok()?;
+        set = d
+            .register_events(EventTypes::CRITICAL_XID_ERROR, set)
+            .map_err(|e| tracing::info!(error = %e.error, "GPU XID events not available"))
+            .ok()?;
+    }
+    Some(set)
 }
 
 #[cfg(test)]

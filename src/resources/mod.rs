@@ -407,6 +407,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<ResourceSnapshot
             for (kind, v) in [
                 ("ecc_corrected", g.ecc_corrected),
                 ("ecc_uncorrected", g.ecc_uncorrected),
+                ("xid", g.xid_errors),
             ] {
                 if let Some(v) = v {
                     let [a, b] = gpu_attrs(g);
@@ -562,6 +563,7 @@ pub(crate) mod tests {
                 throttle_reasons: vec!["sw_power_cap".into()],
                 ecc_corrected: Some(0),
                 ecc_uncorrected: Some(0),
+                xid_errors: Some(0),
             }],
             gpu_driver_version: "550.0".into(),
             cuda_version: "12.4".into(),

@@ -719,7 +719,7 @@ metric!(
 metric!(HW_GPU_THROTTLE, "hw.gpu.throttle", "", Gauge,
     "1 for each active clock throttle reason, by hw.id, hw.name and reason (power_cap, hw_slowdown, sw_thermal, hw_thermal, ...).");
 metric!(HW_GPU_ERRORS, "hw.gpu.errors", "{error}", Counter,
-    "GPU ECC errors since the driver loaded, by hw.id, hw.name and error.type (ecc_corrected, ecc_uncorrected).");
+    "GPU errors by hw.id, hw.name and error.type: ecc_corrected and ecc_uncorrected since the driver loaded, xid (critical XID events) since modelwatch started.");
 
 // The model server's own metrics, re-exported (resources.engine_metrics_url).
 metric!(
