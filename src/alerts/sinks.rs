@@ -34,6 +34,17 @@ pub fn client() -> HttpClient {
         .build(connector)
 }
 
+/// A client that keeps no idle connection: for occasional probes, so that
+/// nothing stays open to the model server between them.
+pub fn client_no_pool() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
+}
+
 /// Result counting for one sink.
 #[derive(Clone)]
 pub struct Counted {

@@ -53,20 +53,26 @@ pub type Versions = BTreeMap<String, String>;
 /// The model server's name and version from its metadata endpoint: Open
 /// Inference Protocol `GET /v2` (MLServer, Triton, KServe), vLLM `GET
 /// /version`, TGI `GET /info`, llama.cpp `GET /props` (`build_info`).
+/// Once one of them answers, only that one is asked again (`known`).
 pub async fn model_server_version(
     client: &hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
         Full<Bytes>,
     >,
     upstream: &str,
+    known: &mut Option<usize>,
 ) -> Option<(String, String)> {
     let base = upstream.trim_end_matches('/');
-    for (path, name_key, version_key, default_name) in [
+    let probes = [
         ("/v2", "name", "version", ""),
         ("/version", "", "version", "vllm"),
         ("/info", "model_id", "version", "tgi"),
         ("/props", "", "build_info", "llama.cpp"),
-    ] {
+    ];
+    for (n, (path, name_key, version_key, default_name)) in probes.into_iter().enumerate() {
+        if known.is_some_and(|k| k != n) {
+            continue;
+        }
         let Ok(req) = http::Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))
         else {
             continue;
@@ -94,6 +100,7 @@ pub async fn model_server_version(
             ("", None) => "unknown".to_string(),
             (d, _) => d.to_string(),
         };
+        *known = Some(n);
         return Some((name, version));
     }
     None
@@ -125,13 +132,14 @@ impl Watcher {
     /// Reads the environment every `interval` (the model server's metadata
     /// every fourth time) until `stop`; reports each change.
     pub async fn run(self, stop: CancellationToken) {
-        let client = crate::alerts::sinks::client();
+        let client = crate::alerts::sinks::client_no_pool();
         let mut server: Option<(String, String)> = None;
+        let mut known = None;
         let mut first = true;
         let mut tick = 0u64;
         loop {
             if tick % 4 == 0 {
-                if let Some(s) = model_server_version(&client, &self.upstream).await {
+                if let Some(s) = model_server_version(&client, &self.upstream, &mut known).await {
                     server = Some(s);
                 }
             }

@@ -567,7 +567,7 @@ metric!(
 );
 metric!(
     SYSTEM_CPU_LOGICAL_COUNT,
-    "system.cpu.logical.count",
+    "system.cpu.logical",
     "{cpu}",
     Gauge,
     "Logical CPUs of the node."
@@ -590,14 +590,14 @@ metric!(
 );
 metric!(
     PROCESS_THREAD_COUNT,
-    "process.thread.count",
+    "process.threads",
     "{thread}",
     Gauge,
     "Threads of a process, by modelwatch.process.role and process.executable.name."
 );
 metric!(
     PROCESS_FILE_DESCRIPTORS,
-    "process.unix.file_descriptor.count",
+    "process.open_file_descriptors",
     "{file_descriptor}",
     Gauge,
     "Open file descriptors of a process, by modelwatch.process.role and process.executable.name."

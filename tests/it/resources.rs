@@ -193,7 +193,7 @@ async fn container_limits_and_throttling_from_a_real_cgroup() {
     assert!(
         prom_value(
             &m,
-            "process_unix_file_descriptor_count",
+            "process_open_file_descriptors",
             &[("modelwatch_process_role", "modelwatch")]
         )
         .unwrap()
