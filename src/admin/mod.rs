@@ -200,6 +200,22 @@ fn quality_disabled() -> AdminResponse {
     )
 }
 
+/// Reads a small request body (64 KiB at most); a 400 answer otherwise.
+async fn small_body(req: Request<Incoming>) -> Result<Bytes, Box<AdminResponse>> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body could not be read (64 KiB at most)",
+        ))),
+    }
+}
+
 /// Compares without stopping at the first difference.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -210,25 +226,15 @@ impl AdminState {
     /// the next labelled rows of that model version form a new calibration
     /// reference (after a change the team accepts as the new normal).
     pub async fn reset_reference(&self, req: Request<Incoming>) -> AdminResponse {
-        use http_body_util::BodyExt;
         let Some(q) = &self.quality else {
             return quality_disabled();
         };
         if let Some(r) = self.check_token(q, &req) {
             return r;
         }
-        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    "the body could not be read (64 KiB at most)",
-                )
-            }
+        let body = match small_body(req).await {
+            Ok(b) => b,
+            Err(r) => return *r,
         };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let (Some(model), version) = (
@@ -447,20 +453,10 @@ impl AdminState {
     /// `POST /v1/gate`, for Flagger webhooks: 200 on pass, 412 on fail, 425
     /// (too early) while inconclusive, with the same JSON as `GET`.
     pub async fn gate_webhook(&self, req: Request<Incoming>) -> AdminResponse {
-        use http_body_util::BodyExt;
         let query = req.uri().query().unwrap_or("").to_string();
-        let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    "the body could not be read (64 KiB at most)",
-                )
-            }
+        let body = match small_body(req).await {
+            Ok(b) => b,
+            Err(r) => return *r,
         };
         let v: Option<serde_json::Value> = if body.is_empty() {
             None

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::models::mlserver;
+use crate::models::{mlserver, oip_infer, predicted};
 
 /// A POST receiver standing in for "some webhook endpoint": keeps every
 /// call's path, headers and JSON body.
@@ -83,6 +83,17 @@ impl Hooks {
             .into_iter()
             .map(|(h, b)| (h, serde_json::from_slice(&b).unwrap_or(Value::Null)))
             .collect()
+    }
+
+    /// Waits until `path` has received a call whose body's `status` is `status`.
+    pub async fn wait_for(&self, path: &str, status: &str, what: &str, secs: u64) {
+        eventually(what, Duration::from_secs(secs), || async {
+            self.on(path)
+                .into_iter()
+                .find(|(_, v)| v["status"] == status)
+                .map(|_| ())
+        })
+        .await;
     }
 
     /// The calls to `path`: headers and the exact body bytes.
@@ -177,24 +188,9 @@ alerts:
 async fn predict(mw: &Modelwatch, x: &[Vec<f64>], first_batch: usize) -> Vec<String> {
     let mut pred = Vec::new();
     for (b, chunk) in x.chunks(50).enumerate() {
-        let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
-        let req = json!({
-            "inputs": [{"name": "input-0", "shape": [chunk.len(), chunk[0].len()], "datatype": "FP64", "data": flat}],
-            "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
-        });
-        let resp: Value = http()
-            .post(mw.url("/v2/models/bc/infer"))
-            .header("x-request-id", format!("bc-{}", first_batch + b))
-            .json(&req)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let outs = resp["outputs"].as_array().expect("outputs");
-        let p = outs.iter().find(|o| o["name"] == "predict").unwrap();
-        for v in p["data"].as_array().unwrap() {
+        let id = format!("bc-{}", first_batch + b);
+        let answer = oip_infer(&mw.url("/v2/models/bc/infer"), chunk, Some(&id)).await;
+        for v in predicted(&answer) {
             pred.push(["malignant", "benign"][v.as_f64().unwrap() as usize].to_string());
         }
     }
@@ -339,18 +335,9 @@ async fn accuracy_drop_reaches_a_real_alertmanager_and_resolves() {
     );
     assert_eq!(alert["status"]["state"], "active");
     // Alertmanager notifies its own receiver: the whole chain works.
-    eventually(
-        "Alertmanager's firing notification",
-        Duration::from_secs(30),
-        || async {
-            hooks
-                .on("/am")
-                .into_iter()
-                .find(|(_, v)| v["status"] == "firing")
-                .map(|_| ())
-        },
-    )
-    .await;
+    hooks
+        .wait_for("/am", "firing", "Alertmanager's firing notification", 30)
+        .await;
 
     // The team webhook: one firing call, signed; the action: called once with the evidence.
     let team = hooks.on("/team");
@@ -443,30 +430,17 @@ async fn accuracy_drop_reaches_a_real_alertmanager_and_resolves() {
         },
     )
     .await;
-    eventually(
-        "Alertmanager's resolved notification",
-        Duration::from_secs(30),
-        || async {
-            hooks
-                .on("/am")
-                .into_iter()
-                .find(|(_, v)| v["status"] == "resolved")
-                .map(|_| ())
-        },
-    )
-    .await;
-    eventually(
-        "the team webhook's resolved call",
-        Duration::from_secs(10),
-        || async {
-            hooks
-                .on("/team")
-                .into_iter()
-                .find(|(_, v)| v["status"] == "resolved")
-                .map(|_| ())
-        },
-    )
-    .await;
+    hooks
+        .wait_for(
+            "/am",
+            "resolved",
+            "Alertmanager's resolved notification",
+            30,
+        )
+        .await;
+    hooks
+        .wait_for("/team", "resolved", "the team webhook's resolved call", 10)
+        .await;
     // One firing per firing: the action was not called again.
     assert_eq!(hooks.on("/rollback").len(), 1);
 }

@@ -388,3 +388,39 @@ pub fn bc_data() -> (Vec<Vec<f64>>, Vec<&'static str>) {
             .collect(),
     )
 }
+
+/// Sends `rows` as one Open Inference Protocol request to `url` (a
+/// `/v2/models/…/infer` URL), with `request_id` when given, asking for the
+/// `predict` and `predict_proba` outputs; reads the whole answer (an unread
+/// one is an aborted exchange) and returns it. Panics unless it is a 200.
+pub async fn oip_infer(
+    url: &str,
+    rows: &[Vec<f64>],
+    request_id: Option<&str>,
+) -> serde_json::Value {
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let body = serde_json::json!({
+        "inputs": [{"name": "input-0", "shape": [rows.len(), rows[0].len()], "datatype": "FP64", "data": flat}],
+        "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+    });
+    let mut req = http().post(url).json(&body);
+    if let Some(id) = request_id {
+        req = req.header("x-request-id", id);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{url}");
+    resp.json().await.unwrap()
+}
+
+/// The `predict` output of an Open Inference Protocol answer.
+pub fn predicted(answer: &serde_json::Value) -> Vec<serde_json::Value> {
+    answer["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .find(|o| o["name"] == "predict")
+        .expect("a predict output")["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}

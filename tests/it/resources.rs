@@ -298,15 +298,8 @@ async fn engine_metrics_of_real_model_servers() {
     let mw = Modelwatch::start(Options::new(mls.url("")).config(&config)).await;
     let (x, _) = crate::models::bc_data();
     for row in &x[..3] {
-        let req = serde_json::json!({"inputs": [{"name": "input-0", "shape": [1, row.len()], "datatype": "FP64", "data": row}]});
-        let resp = http()
-            .post(mw.url("/v2/models/bc/infer"))
-            .json(&req)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.bytes().await.unwrap();
+        let url = mw.url("/v2/models/bc/infer");
+        crate::models::oip_infer(&url, std::slice::from_ref(row), None).await;
     }
     eventually(
         "MLServer figures re-exported",

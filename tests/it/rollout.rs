@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::models::{bc_data, fixtures, mlserver_versions, testbed};
+use crate::models::{bc_data, fixtures, mlserver_versions, oip_infer, predicted, testbed};
 
 const CONFIG: &str = r#"
 quality:
@@ -111,22 +111,8 @@ async fn the_gate_fails_a_weaker_version_passes_an_equal_one_and_waits_for_sampl
     for i in 0..rows / 5 {
         let r = i * 5..(i + 1) * 5;
         for v in ["v1", "v2", "v3"] {
-            let chunk = &x[r.clone()];
-            let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
-            let req = json!({
-                "inputs": [{"name": "input-0", "shape": [5, chunk[0].len()], "datatype": "FP64", "data": flat}],
-                "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
-            });
-            let resp = http()
-                .post(mw.url(&format!("/v2/models/bc/versions/{v}/infer")))
-                .header("x-request-id", format!("{v}-{i}"))
-                .json(&req)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 200);
-            // Read the answer, as a client does (an unread one is an aborted exchange).
-            resp.bytes().await.unwrap();
+            let url = mw.url(&format!("/v2/models/bc/versions/{v}/infer"));
+            oip_infer(&url, &x[r.clone()], Some(&format!("{v}-{i}"))).await;
         }
     }
     eventually("predictions stored", Duration::from_secs(30), || async {
@@ -227,43 +213,12 @@ async fn shadow_traffic_compares_the_candidate_without_touching_the_primary() {
         shadow.url("")
     );
     let mw = Modelwatch::start(Options::new(primary.url("")).config(&config)).await;
-    let infer = |base: String, chunk: &[Vec<f64>]| {
-        let flat: Vec<f64> = chunk.iter().flatten().copied().collect();
-        let req = json!({
-            "inputs": [{"name": "input-0", "shape": [chunk.len(), chunk[0].len()], "datatype": "FP64", "data": flat}],
-            "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
-        });
-        async move {
-            let v: Value = http()
-                .post(format!("{base}/v2/models/bc/infer"))
-                .json(&req)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v["outputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|o| o["name"] == "predict")
-                .unwrap()["data"]
-                .clone()
-        }
-    };
     let mut disagree = 0;
     let requests = 20;
     for chunk in x[..requests * 5].chunks(5) {
-        let through = infer(mw.url(""), chunk).await;
-        let direct = infer(shadow.url(""), chunk).await;
-        disagree += through
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(direct.as_array().unwrap())
-            .filter(|(a, b)| a != b)
-            .count();
+        let through = predicted(&oip_infer(&mw.url("/v2/models/bc/infer"), chunk, None).await);
+        let direct = predicted(&oip_infer(&shadow.url("/v2/models/bc/infer"), chunk, None).await);
+        disagree += through.iter().zip(&direct).filter(|(a, b)| a != b).count();
     }
     assert!(disagree > 0, "the prior-only model must disagree somewhere");
     let m = eventually("shadow comparisons", Duration::from_secs(30), || async {

@@ -409,14 +409,7 @@ async fn environment_changes_are_otlp_log_events() {
     // Let the watcher take its first reading before the model appears.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let (x, _) = crate::models::bc_data();
-    let req = serde_json::json!({"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": x[0]}]});
-    let resp = http()
-        .post(mw.url("/v2/models/bc/infer"))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
-    resp.bytes().await.unwrap();
+    crate::models::oip_infer(&mw.url("/v2/models/bc/infer"), &x[..1], None).await;
     let event = eventually(
         "a model version first seen",
         Duration::from_secs(30),
