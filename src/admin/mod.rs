@@ -408,17 +408,32 @@ impl AdminState {
                 }
             }
         }
+        let mut checks: Option<Vec<String>> = None;
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             match k.as_ref() {
                 "baseline" => req.baseline = v.into_owned(),
                 "candidate" => req.candidate = v.into_owned(),
                 "model" => req.model = v.into_owned(),
                 "window" => req.window = v.into_owned(),
+                "checks" => {
+                    let list: Vec<String> = v.split(',').map(|c| c.trim().to_string()).collect();
+                    if let Some(bad) = list
+                        .iter()
+                        .find(|c| !crate::config::alerts::GATE_CHECKS.contains(&c.as_str()))
+                    {
+                        return Err(Box::new(error_response(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_query",
+                            &format!("unknown check `{bad}`: checks is a comma-separated list of accuracy, error_rate, latency"),
+                        )));
+                    }
+                    checks = Some(list);
+                }
                 other => {
                     return Err(Box::new(error_response(
                         StatusCode::BAD_REQUEST,
                         "invalid_query",
-                        &format!("unknown parameter `{other}`: the gate takes baseline, candidate, model and window"),
+                        &format!("unknown parameter `{other}`: the gate takes baseline, candidate, model, window and checks"),
                     )))
                 }
             }
@@ -447,6 +462,13 @@ impl AdminState {
                 .unwrap_or_else(|| "total".into());
         }
         let figures = crate::alerts::figures::Figures::gather(self.telemetry.registry());
+        let cfg = match checks {
+            Some(list) => &crate::config::alerts::GateConfig {
+                checks: list,
+                ..cfg.clone()
+            },
+            None => cfg,
+        };
         Ok(crate::rollout::evaluate(&figures, &req, cfg))
     }
 
