@@ -18,7 +18,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::config::ResourcesConfig;
 use crate::telemetry::names::{self, attr};
-use crate::telemetry::{f64_gauge, u64_counter, u64_gauge};
+use crate::telemetry::{f64_counter, f64_gauge, u64_counter, u64_gauge};
 
 /// One process's figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -298,7 +298,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<ResourceSnapshot
             );
         }
     });
-    read!(f64_counter_obs, PROCESS_CPU_TIME, |s, o| {
+    read!(f64_counter, PROCESS_CPU_TIME, |s, o| {
         for p in &s.processes {
             o.observe(p.cpu_seconds, &proc_attrs(p));
         }
@@ -327,7 +327,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<ResourceSnapshot
             o.observe(v, &[]);
         }
     });
-    read!(f64_counter_obs, CONTAINER_CPU_TIME, |s, o| {
+    read!(f64_counter, CONTAINER_CPU_TIME, |s, o| {
         if let Some(v) = s.cgroup.as_ref().and_then(|c| c.cpu_usage_seconds) {
             o.observe(v, &[]);
         }
@@ -342,7 +342,7 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<ResourceSnapshot
             o.observe(v, &[]);
         }
     });
-    read!(f64_counter_obs, CONTAINER_CPU_THROTTLED_TIME, |s, o| {
+    read!(f64_counter, CONTAINER_CPU_THROTTLED_TIME, |s, o| {
         if let Some(v) = s.cgroup.as_ref().and_then(|c| c.cpu_throttled_seconds) {
             o.observe(v, &[]);
         }
@@ -467,21 +467,21 @@ pub fn register_engine(meter: &Meter, reading: Arc<RwLock<engine::EngineReading>
     gauge!(ENGINE_KV_CACHE_USAGE, kv_cache_usage);
     gauge!(ENGINE_BATCH_SIZE, batch_size);
     let rd = reading.clone();
-    f64_counter_obs(meter, ENGINE_TTFT_SUM, move |o| {
+    f64_counter(meter, ENGINE_TTFT_SUM, move |o| {
         let r = rd.read().expect("poisoned");
         if let Some(v) = r.ttft_sum_seconds {
             o.observe(v, &[e(&r)]);
         }
     });
     let rd = reading.clone();
-    f64_counter_obs(meter, ENGINE_TTFT_COUNT, move |o| {
+    f64_counter(meter, ENGINE_TTFT_COUNT, move |o| {
         let r = rd.read().expect("poisoned");
         if let Some(v) = r.ttft_count {
             o.observe(v, &[e(&r)]);
         }
     });
     let rd = reading.clone();
-    f64_counter_obs(meter, ENGINE_TOKENS, move |o| {
+    f64_counter(meter, ENGINE_TOKENS, move |o| {
         let r = rd.read().expect("poisoned");
         for (kind, v) in [("input", r.input_tokens), ("output", r.output_tokens)] {
             if let Some(v) = v {
@@ -490,7 +490,7 @@ pub fn register_engine(meter: &Meter, reading: Arc<RwLock<engine::EngineReading>
         }
     });
     let rd = reading;
-    f64_counter_obs(meter, ENGINE_REQUESTS, move |o| {
+    f64_counter(meter, ENGINE_REQUESTS, move |o| {
         let r = rd.read().expect("poisoned");
         for (result, v) in [("ok", r.requests_ok), ("error", r.requests_error)] {
             if let Some(v) = v {
@@ -498,19 +498,6 @@ pub fn register_engine(meter: &Meter, reading: Arc<RwLock<engine::EngineReading>
             }
         }
     });
-}
-
-/// Registers an observable (cumulative) f64 counter described by `m`.
-fn f64_counter_obs<F>(meter: &Meter, m: names::MetricName, f: F)
-where
-    F: Fn(&dyn opentelemetry::metrics::AsyncInstrument<f64>) + Send + Sync + 'static,
-{
-    meter
-        .f64_observable_counter(m.name)
-        .with_unit(m.unit)
-        .with_description(m.description)
-        .with_callback(f)
-        .build();
 }
 
 #[cfg(test)]

@@ -625,6 +625,19 @@ where
         .build();
 }
 
+/// Registers an observable (cumulative) f64 counter described by `m`.
+pub fn f64_counter<F>(meter: &Meter, m: MetricName, f: F)
+where
+    F: Fn(&dyn opentelemetry::metrics::AsyncInstrument<f64>) + Send + Sync + 'static,
+{
+    meter
+        .f64_observable_counter(m.name)
+        .with_unit(m.unit)
+        .with_description(m.description)
+        .with_callback(f)
+        .build();
+}
+
 /// The Prometheus name of an OpenTelemetry metric, as the exporter translates it.
 pub fn prometheus_name(m: &names::MetricName) -> String {
     let mut name = m.name.replace('.', "_");
