@@ -7,10 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry::KeyValue;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -19,31 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::figures::Labels;
 use super::rules::{State, Transition};
 use crate::config::alerts::WebhookConfig;
+use crate::outbound::{client, post};
 use crate::telemetry::names::attr;
 use crate::telemetry::Instruments;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
-}
-
-/// A client that keeps no idle connection: for occasional probes, so that
-/// nothing stays open to the model server between them.
-pub fn client_no_pool() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector)
-}
 
 /// Result counting for one sink.
 #[derive(Clone)]
@@ -61,52 +35,6 @@ impl Counted {
                 KeyValue::new(attr::RESULT, result),
             ],
         );
-    }
-}
-
-/// One POST with a timeout; Ok when the answer is 2xx.
-pub async fn post(
-    client: &HttpClient,
-    url: &str,
-    body: Bytes,
-    headers: &[(String, String)],
-    timeout: Duration,
-) -> Result<(), String> {
-    let mut req = http::Request::post(url).header(http::header::CONTENT_TYPE, "application/json");
-    for (k, v) in headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let call = async {
-        let resp = client.request(req).await.map_err(|e| {
-            use std::error::Error;
-            match e.source() {
-                Some(s) => format!("{e}: {s}"),
-                None => e.to_string(),
-            }
-        })?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ))
-        }
-    };
-    match tokio::time::timeout(timeout, call).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "no answer within {}",
-            humantime::format_duration(timeout)
-        )),
     }
 }
 

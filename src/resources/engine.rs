@@ -7,8 +7,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -162,30 +160,11 @@ pub async fn run(
     reading: Arc<RwLock<EngineReading>>,
     stop: CancellationToken,
 ) {
-    let client = crate::alerts::sinks::client();
+    let client = crate::outbound::client();
     loop {
-        let get = async {
-            let req = http::Request::get(&url)
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| e.to_string())?;
-            let resp = client.request(req).await.map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("HTTP {}", resp.status()));
-            }
-            let body = Limited::new(resp.into_body(), 8 * 1024 * 1024)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>(String::from_utf8_lossy(&body).into_owned())
-        };
-        let result = match tokio::time::timeout(timeout, get).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            )),
-        };
+        let result = crate::outbound::get(&client, &url, 8 * 1024 * 1024, timeout)
+            .await
+            .map(|body| String::from_utf8_lossy(&body).into_owned());
         {
             let mut r = reading.write().expect("poisoned");
             let (scrapes, errors) = (r.scrapes + 1, r.scrape_errors);

@@ -10,8 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
 use opentelemetry::KeyValue;
 use tokio_util::sync::CancellationToken;
@@ -55,10 +53,7 @@ pub type Versions = BTreeMap<String, String>;
 /// /version`, TGI `GET /info`, llama.cpp `GET /props` (`build_info`).
 /// Once one of them answers, only that one is asked again (`known`).
 pub async fn model_server_version(
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
+    client: &crate::outbound::HttpClient,
     upstream: &str,
     known: &mut Option<usize>,
 ) -> Option<(String, String)> {
@@ -73,23 +68,12 @@ pub async fn model_server_version(
         if known.is_some_and(|k| k != n) {
             continue;
         }
-        let Ok(req) = http::Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))
+        let url = format!("{base}{path}");
+        let Ok(body) = crate::outbound::get(client, &url, 1 << 20, Duration::from_secs(2)).await
         else {
             continue;
         };
-        let call = async {
-            let resp = client.request(req).await.ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            let body = Limited::new(resp.into_body(), 1 << 20)
-                .collect()
-                .await
-                .ok()?
-                .to_bytes();
-            serde_json::from_slice::<serde_json::Value>(&body).ok()
-        };
-        let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(2), call).await else {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
             continue;
         };
         let Some(version) = v[version_key].as_str().map(str::to_string) else {
@@ -132,7 +116,7 @@ impl Watcher {
     /// Reads the environment every `interval` (the model server's metadata
     /// every fourth time) until `stop`; reports each change.
     pub async fn run(self, stop: CancellationToken) {
-        let client = crate::alerts::sinks::client_no_pool();
+        let client = crate::outbound::client_no_pool();
         let mut server: Option<(String, String)> = None;
         let mut known = None;
         let mut first = true;

@@ -186,105 +186,40 @@ pub fn evaluate(f: &Figures, req: &GateRequest, cfg: &GateConfig) -> GateAnswer 
 
     // Accuracy: a one-sided two-proportion z-test (is the candidate less accurate?).
     if cfg.checks.iter().any(|x| x == "accuracy") {
-        let (xb, nb) = accuracy_counts(f, model, b, &req.window);
-        let (xc, nc) = accuracy_counts(f, model, c, &req.window);
-        let (pb, pc) = (ratio(xb, nb), ratio(xc, nc));
-        let mut check = Check {
+        let spec = Proportion {
             name: "accuracy",
-            verdict: Verdict::Inconclusive,
-            baseline: Side {
-                value: pb,
-                samples: nb,
-            },
-            candidate: Side {
-                value: pc,
-                samples: nc,
-            },
-            difference: pc.zip(pb).map(|(c, b)| c - b),
-            limit: -cfg.max_accuracy_drop,
             test: "two-proportion z-test, one-sided (candidate less accurate)",
-            p_value: None,
-            reason: String::new(),
-            bins: None,
+            samples: "labelled rows",
+            max: cfg.max_accuracy_drop,
+            lower_is_worse: true,
+            fail: |c, pc, worse, b, pb, max, p| {
+                format!("accuracy of {c} is {pc:.4}, {worse:.4} below {b}'s {pb:.4} (more than {max}; p = {p:.3e})")
+            },
+            pass: |c, pc, b, pb| format!("accuracy of {c} is {pc:.4} against {b}'s {pb:.4}"),
         };
-        match enough(nb, nc, "labelled rows") {
-            Some(r) => check.reason = r,
-            None => {
-                let p = stats::two_proportion_p_greater(xb, nb as f64, xc, nc as f64);
-                check.p_value = p;
-                let drop = pb.unwrap_or(0.0) - pc.unwrap_or(0.0);
-                let significant = p.is_some_and(|p| p < cfg.alpha);
-                (check.verdict, check.reason) = if drop > cfg.max_accuracy_drop && significant {
-                    (Verdict::Fail, format!("accuracy of {c} is {:.4}, {drop:.4} below {b}'s {:.4} (more than {}; p = {:.3e})", pc.unwrap_or(0.0), pb.unwrap_or(0.0), cfg.max_accuracy_drop, p.unwrap_or(0.0)))
-                } else {
-                    (
-                        Verdict::Pass,
-                        format!(
-                            "accuracy of {c} is {:.4} against {b}'s {:.4}",
-                            pc.unwrap_or(0.0),
-                            pb.unwrap_or(0.0)
-                        ),
-                    )
-                };
-            }
-        }
-        checks.push(check);
+        let base = accuracy_counts(f, model, b, &req.window);
+        let cand = accuracy_counts(f, model, c, &req.window);
+        checks.push(spec.check(base, cand, b, c, cfg.alpha, &enough));
     }
 
     // Error rate: a one-sided two-proportion z-test (more errors?).
     if cfg.checks.iter().any(|x| x == "error_rate") {
-        let (eb, nb) = error_counts(f, model, b);
-        let (ec, nc) = error_counts(f, model, c);
-        let (rb, rc) = (ratio(eb, nb), ratio(ec, nc));
-        let mut check = Check {
+        let spec = Proportion {
             name: "error_rate",
-            verdict: Verdict::Inconclusive,
-            baseline: Side {
-                value: rb,
-                samples: nb,
-            },
-            candidate: Side {
-                value: rc,
-                samples: nc,
-            },
-            difference: rc.zip(rb).map(|(c, b)| c - b),
-            limit: cfg.max_error_rate_increase,
             test: "two-proportion z-test, one-sided (candidate fails more often)",
-            p_value: None,
-            reason: String::new(),
-            bins: None,
+            samples: "requests",
+            max: cfg.max_error_rate_increase,
+            lower_is_worse: false,
+            fail: |c, pc, worse, b, pb, _max, p| {
+                format!(
+                    "error rate of {c} is {pc:.4}, {worse:.4} above {b}'s {pb:.4} (p = {p:.3e})"
+                )
+            },
+            pass: |c, pc, b, pb| format!("error rate of {c} is {pc:.4} against {b}'s {pb:.4}"),
         };
-        match enough(nb, nc, "requests") {
-            Some(r) => check.reason = r,
-            None => {
-                let p = stats::two_proportion_p_greater(ec, nc as f64, eb, nb as f64);
-                check.p_value = p;
-                let rise = rc.unwrap_or(0.0) - rb.unwrap_or(0.0);
-                let significant = p.is_some_and(|p| p < cfg.alpha);
-                (check.verdict, check.reason) = if rise > cfg.max_error_rate_increase && significant
-                {
-                    (
-                        Verdict::Fail,
-                        format!(
-                            "error rate of {c} is {:.4}, {rise:.4} above {b}'s {:.4} (p = {:.3e})",
-                            rc.unwrap_or(0.0),
-                            rb.unwrap_or(0.0),
-                            p.unwrap_or(0.0)
-                        ),
-                    )
-                } else {
-                    (
-                        Verdict::Pass,
-                        format!(
-                            "error rate of {c} is {:.4} against {b}'s {:.4}",
-                            rc.unwrap_or(0.0),
-                            rb.unwrap_or(0.0)
-                        ),
-                    )
-                };
-            }
-        }
-        checks.push(check);
+        let base = error_counts(f, model, b);
+        let cand = error_counts(f, model, c);
+        checks.push(spec.check(base, cand, b, c, cfg.alpha, &enough));
     }
 
     // Latency: Mann-Whitney U on the binned durations, one-sided (slower?),
@@ -366,6 +301,83 @@ pub fn evaluate(f: &Figures, req: &GateRequest, cfg: &GateConfig) -> GateAnswer 
         min_samples: min,
         checks,
         reasons,
+    }
+}
+
+/// A comparison of two proportions (accuracy, error rate): what it is
+/// called, which direction is worse, and how its verdict reads.
+struct Proportion {
+    name: &'static str,
+    test: &'static str,
+    samples: &'static str,
+    /// The largest difference in the worse direction that still passes.
+    max: f64,
+    lower_is_worse: bool,
+    fail: fn(&str, f64, f64, &str, f64, f64, f64) -> String,
+    pass: fn(&str, f64, &str, f64) -> String,
+}
+
+impl Proportion {
+    /// Fails when the candidate is worse by more than `max` and the one-sided
+    /// two-proportion z-test says so at `alpha`; inconclusive while `enough` says why not.
+    fn check(
+        &self,
+        (xb, nb): (f64, u64),
+        (xc, nc): (f64, u64),
+        b: &str,
+        c: &str,
+        alpha: f64,
+        enough: &dyn Fn(u64, u64, &str) -> Option<String>,
+    ) -> Check {
+        let (pb, pc) = (ratio(xb, nb), ratio(xc, nc));
+        let mut check = Check {
+            name: self.name,
+            verdict: Verdict::Inconclusive,
+            baseline: Side {
+                value: pb,
+                samples: nb,
+            },
+            candidate: Side {
+                value: pc,
+                samples: nc,
+            },
+            difference: pc.zip(pb).map(|(c, b)| c - b),
+            limit: if self.lower_is_worse {
+                -self.max
+            } else {
+                self.max
+            },
+            test: self.test,
+            p_value: None,
+            reason: String::new(),
+            bins: None,
+        };
+        if let Some(r) = enough(nb, nc, self.samples) {
+            check.reason = r;
+            return check;
+        }
+        let (nb, nc) = (nb as f64, nc as f64);
+        let p = if self.lower_is_worse {
+            stats::two_proportion_p_greater(xb, nb, xc, nc)
+        } else {
+            stats::two_proportion_p_greater(xc, nc, xb, nb)
+        };
+        check.p_value = p;
+        let (vb, vc) = (pb.unwrap_or(0.0), pc.unwrap_or(0.0));
+        let worse = if self.lower_is_worse {
+            vb - vc
+        } else {
+            vc - vb
+        };
+        (check.verdict, check.reason) = if worse > self.max && p.is_some_and(|p| p < alpha) {
+            (
+                Verdict::Fail,
+                (self.fail)(c, vc, worse, b, vb, self.max, p.unwrap_or(0.0)),
+            )
+        } else {
+            (Verdict::Pass, (self.pass)(c, vc, b, vb))
+        };
+        check
     }
 }
 

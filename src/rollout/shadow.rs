@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use opentelemetry::KeyValue;
 use tokio::sync::Semaphore;
@@ -24,10 +23,7 @@ use crate::telemetry::Instruments;
 
 /// The shadow upstream and its bounds.
 pub struct Shadow {
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
+    client: crate::outbound::HttpClient,
     base: String,
     rate: f64,
     in_flight: Arc<Semaphore>,
@@ -54,7 +50,7 @@ impl Shadow {
         }
         tracing::info!(upstream = %s.upstream, rate = s.rate, "shadow traffic on");
         Some(Arc::new(Shadow {
-            client: crate::alerts::sinks::client(),
+            client: crate::outbound::client(),
             base: s.upstream.trim_end_matches('/').to_string(),
             rate: s.rate,
             in_flight: Arc::new(Semaphore::new(s.max_in_flight)),
