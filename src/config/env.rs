@@ -17,6 +17,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MODELWATCH_STORE_PATH", "quality.store_path"),
     ("MODELWATCH_FEEDBACK_TOKEN", "quality.feedback_token"),
     ("MODELWATCH_MODEL_VERSION", "protocol.default_model_version"),
+    ("MODELWATCH_PROTOCOL", "protocol.kind"),
     ("MODELWATCH_ALERTMANAGER_URL", "alerts.alertmanager.url"),
     ("RUST_LOG", "log.level"),
     ("OTEL_SERVICE_NAME", "telemetry.service_name"),
@@ -107,6 +108,15 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
     }
     if let Some(v) = get("MODELWATCH_MODEL_VERSION") {
         config.protocol.default_model_version = v.trim().to_string();
+    }
+    if let Some(v) = get("MODELWATCH_PROTOCOL") {
+        config.protocol.kind = serde_yaml_ng::from_str(v.trim()).map_err(|_| {
+            invalid(
+                "MODELWATCH_PROTOCOL",
+                &v,
+                "auto, openai, open-inference-v2, kserve-v1, tf-serving or json-paths",
+            )
+        })?;
     }
     if let Some(v) = get("MODELWATCH_ALERTMANAGER_URL") {
         config.alerts.alertmanager.url = v.trim().to_string();

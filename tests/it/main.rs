@@ -8,6 +8,7 @@ mod common;
 mod drift;
 mod export;
 mod grpc;
+mod kubernetes;
 mod models;
 mod proxy;
 mod quality;

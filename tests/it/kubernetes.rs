@@ -1,0 +1,261 @@
+//! Kubernetes delivery without a cluster: the injection webhook over TLS
+//! (tests/k8s/admission_table.py posts API-server-shaped AdmissionReviews,
+//! applies the patches with the jsonpatch package and validates the pods with
+//! kubernetes-validate --strict), and the Helm chart rendered by the real helm
+//! binary for several value sets (tests/k8s/chart_check.py validates every
+//! manifest).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::models::testbed;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn k8s_python() -> PathBuf {
+    let p = testbed().join("venvs/k8s/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/testbed.sh k8s",
+        p.display()
+    );
+    p
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl) is needed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and two serving certificates for 127.0.0.1 signed by it.
+fn certificates(dir: &Path) {
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=modelwatch-test-ca",
+        ],
+    );
+    for name in ["tls", "new"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                "/CN=modelwatch-injector",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "2",
+                "-extfile",
+                "ext",
+            ],
+        );
+    }
+    std::fs::copy(dir.join("tls.crt"), dir.join("legacy.crt")).unwrap();
+    std::fs::copy(dir.join("tls.key"), dir.join("legacy.key")).unwrap();
+}
+
+struct Webhook {
+    child: Child,
+    port: u16,
+    metrics_port: u16,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        send_sigterm(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_webhook(dir: &Path, cert: &str, key: &str, config: Option<&str>) -> Webhook {
+    let port = free_port();
+    let metrics_port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
+    cmd.arg("inject-webhook")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+        .args([
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--reload-interval",
+            "1s",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("webhook-{port}.log"))).unwrap());
+    if let Some(c) = config {
+        let path = dir.join(format!("injector-{port}.yaml"));
+        std::fs::write(&path, c).unwrap();
+        cmd.arg("--config").arg(path);
+    }
+    let child = cmd.spawn().expect("start modelwatch inject-webhook");
+    let hook = Webhook {
+        child,
+        port,
+        metrics_port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err() {
+        assert!(Instant::now() < deadline, "the webhook did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    hook
+}
+
+fn run_python(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(k8s_python())
+        .args(args)
+        .output()
+        .expect("run the k8s venv's python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn injection_webhook_patches_a_table_of_pods_into_valid_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let native = start_webhook(dir.path(), "tls.crt", "tls.key", None);
+    let legacy = start_webhook(
+        dir.path(),
+        "legacy.crt",
+        "legacy.key",
+        Some("native_sidecar: false\n"),
+    );
+    let script = root().join("tests/k8s/admission_table.py");
+    let d = dir.path();
+    let native_url = format!("https://127.0.0.1:{}/mutate", native.port);
+    let legacy_url = format!("https://127.0.0.1:{}/mutate", legacy.port);
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", native.metrics_port);
+    let out = run_python(&[
+        script.as_os_str(),
+        "--native".as_ref(),
+        native_url.as_ref(),
+        "--legacy".as_ref(),
+        legacy_url.as_ref(),
+        "--ca".as_ref(),
+        d.join("ca.crt").as_os_str(),
+        "--reload".as_ref(),
+        d.join("tls.crt").as_os_str(),
+        d.join("tls.key").as_os_str(),
+        d.join("new.crt").as_os_str(),
+        d.join("new.key").as_os_str(),
+        "--metrics".as_ref(),
+        metrics_url.as_ref(),
+    ]);
+    println!("{out}");
+    assert!(out.contains("error paths passed"), "{out}");
+    drop(legacy);
+    drop(native);
+}
+
+#[test]
+fn injector_refuses_a_bad_config_and_a_missing_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, cfg) = temp_file("injector.yaml", "proxy_port: 15090\nadmin_port: 15090\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+        .args([
+            "inject-webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`admin_port`") && err.contains("15090"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+        .args([
+            "inject-webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--tls-cert", "missing.crt", "--tls-key", "missing.key"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("missing.crt"), "{err}");
+}

@@ -1,0 +1,568 @@
+"""The injection webhook end to end, as the Kubernetes API server uses it.
+
+For a table of pods, builds the AdmissionReview the API server sends (the pod
+after the API server's defaulting: service-account volume, tolerations,
+termination message fields, ...), POSTs it over TLS to a running
+`modelwatch inject-webhook` (Python's http.client, verifying the certificate
+against the test CA), decodes the JSONPatch it answers, applies it with the
+`jsonpatch` package (an implementation independent of the webhook's), and
+validates the patched Pod with kubernetes-validate --strict for several
+Kubernetes versions, plus the rules the OpenAPI schema cannot express (unique
+names, port-name syntax, probes that name a port of their own container).
+
+Then the unhappy paths: malformed JSON, a body that is not an AdmissionReview,
+a review of another kind, a huge body, a wrong method; and the certificate
+reload: the files are replaced and a new handshake must present the new one.
+
+Usage: admission_table.py --native URL --legacy URL --ca CA.pem
+           [--reload CERT KEY NEWCERT NEWKEY] [--metrics URL] [--out DIR]
+Exit status 0 when every check passed; each failure is printed.
+"""
+
+import argparse
+import base64
+import copy
+import http.client
+import json
+import os
+import re
+import shutil
+import ssl
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+
+import jsonpatch
+import kubernetes_validate
+
+NATIVE_VERSIONS = ["1.29", "1.31", "1.33", "1.35", "1.37"]
+LEGACY_VERSIONS = ["1.25", "1.27", "1.28", "1.33"]
+
+FAILURES = []
+
+
+def fail(case, message):
+    FAILURES.append(f"{case}: {message}")
+    print(f"FAIL {case}: {message}", flush=True)
+
+
+def defaulted(pod, namespace):
+    """The pod as the API server holds it when mutating webhooks run: after
+    defaulting and the ServiceAccount admission plugin."""
+    pod = copy.deepcopy(pod)
+    pod.setdefault("apiVersion", "v1")
+    pod.setdefault("kind", "Pod")
+    meta = pod.setdefault("metadata", {})
+    meta["namespace"] = namespace
+    meta.setdefault("creationTimestamp", None)
+    spec = pod["spec"]
+    token = "kube-api-access-" + uuid.uuid4().hex[:5]
+    spec.setdefault("volumes", []).append({
+        "name": token,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    })
+    for group in ("initContainers", "containers"):
+        for c in spec.get(group, []):
+            c.setdefault("terminationMessagePath", "/dev/termination-log")
+            c.setdefault("terminationMessagePolicy", "File")
+            image = c.get("image", "")
+            c.setdefault("imagePullPolicy", "Always" if image.endswith(":latest") or ":" not in image else "IfNotPresent")
+            c.setdefault("resources", {})
+            for p in c.get("ports", []):
+                p.setdefault("protocol", "TCP")
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                if probe in c:
+                    pr = c[probe]
+                    for k, v in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)):
+                        pr.setdefault(k, v)
+                    if "httpGet" in pr:
+                        pr["httpGet"].setdefault("scheme", "HTTP")
+            c.setdefault("volumeMounts", []).append({
+                "name": token, "readOnly": True,
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+            })
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("serviceAccountName", "default")
+    spec["serviceAccount"] = spec["serviceAccountName"]
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("tolerations", []).extend([
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+    ])
+    spec.setdefault("priority", 0)
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    pod["status"] = {}
+    return pod
+
+
+def review(pod, namespace):
+    """An AdmissionReview exactly as the API server sends it for a pod CREATE."""
+    obj = defaulted(pod, namespace)
+    gvk = {"group": "", "version": "v1", "kind": "Pod"}
+    gvr = {"group": "", "version": "v1", "resource": "pods"}
+    return {
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": gvk,
+            "resource": gvr,
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "name": obj["metadata"].get("name", ""),
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "uid": str(uuid.uuid4()),
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+            },
+            "object": obj,
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
+        },
+    }
+
+
+def owned(kind, name):
+    return [{"apiVersion": "apps/v1" if kind != "Job" else "batch/v1", "kind": kind, "name": name,
+             "uid": str(uuid.uuid4()), "controller": True, "blockOwnerDeletion": True}]
+
+
+def model_container(name="model", image="example/model:1.4.2", ports=None, **extra):
+    c = {"name": name, "image": image}
+    if ports is not None:
+        c["ports"] = ports
+    c.update(extra)
+    return c
+
+
+def pod(containers, annotations=None, labels=None, owner=None, init=None, **spec_extra):
+    meta = {"generateName": "model-7d9f8b6c5d-", "labels": {"app": "model", **(labels or {})}}
+    if annotations:
+        meta["annotations"] = annotations
+    if owner:
+        meta["ownerReferences"] = owner
+    spec = {"containers": containers}
+    if init:
+        spec["initContainers"] = init
+    spec.update(spec_extra)
+    return {"metadata": meta, "spec": spec}
+
+
+HTTP = [{"name": "http", "containerPort": 8080}]
+
+# name, pod, namespace opted in, webhook (native or legacy), expected outcome,
+# extra checks on the patched pod.
+CASES = [
+    ("deployment-pod", pod([model_container(ports=HTTP)], owner=owned("ReplicaSet", "model-7d9f8b6c5d")),
+     True, "native", "injected", {"proxy_name": "http", "upstream": 8080}),
+    ("kserve-style", pod(
+        [model_container("kserve-container", "kserve/sklearnserver:v0.14.0",
+                         [{"name": "user-port", "containerPort": 8080}],
+                         args=["--model_name=iris", "--model_dir=/mnt/models", "--http_port=8080"],
+                         readinessProbe={"httpGet": {"path": "/v2/health/ready", "port": "user-port"}},
+                         volumeMounts=[{"name": "kserve-provision-location", "mountPath": "/mnt/models", "readOnly": True}])],
+        annotations={"modelwatch.io/inject": "true", "serving.kserve.io/deploymentMode": "RawDeployment",
+                     "modelwatch.io/protocol": "kserve-v1"},
+        labels={"serving.kserve.io/inferenceservice": "iris", "component": "predictor"},
+        owner=owned("ReplicaSet", "iris-predictor-5f7b8c"),
+        init=[{"name": "storage-initializer", "image": "kserve/storage-initializer:v0.14.0",
+               "args": ["gs://kfserving-examples/models/sklearn/1.0/model", "/mnt/models"],
+               "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models"}]}],
+        volumes=[{"name": "kserve-provision-location", "emptyDir": {}}]),
+     False, "native", "injected",
+     {"proxy_name": "user-port", "upstream": 8080, "init_before": "storage-initializer", "env": {"MODELWATCH_PROTOCOL": "kserve-v1", "MODELWATCH_MODEL_VERSION": "v0.14.0"}}),
+    ("vllm-style", pod(
+        [model_container("vllm", "vllm/vllm-openai:v0.6.3",
+                         [{"name": "http", "containerPort": 8000}],
+                         args=["--model", "meta-llama/Llama-3.1-8B-Instruct", "--port", "8000"],
+                         resources={"limits": {"nvidia.com/gpu": "1"}, "requests": {"cpu": "4", "memory": "24Gi"}},
+                         livenessProbe={"httpGet": {"path": "/health", "port": "http"}},
+                         readinessProbe={"httpGet": {"path": "/health", "port": "http"}},
+                         startupProbe={"tcpSocket": {"port": "http"}, "failureThreshold": 120},
+                         volumeMounts=[{"name": "shm", "mountPath": "/dev/shm"}])],
+        annotations={"modelwatch.io/protocol": "openai", "modelwatch.io/sample-rate": "0.25",
+                     "modelwatch.io/model-version": "llama-3.1-8b-2024-07"},
+        owner=owned("ReplicaSet", "vllm-6c9d7"),
+        volumes=[{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]),
+     True, "native", "injected",
+     {"proxy_name": "http", "upstream": 8000, "probes_numeric": 8000,
+      "env": {"MODELWATCH_PROTOCOL": "openai", "MODELWATCH_SAMPLE_RATE": "0.25", "MODELWATCH_MODEL_VERSION": "llama-3.1-8b-2024-07"}}),
+    ("unnamed-port", pod([model_container(ports=[{"containerPort": 8080}])]),
+     True, "native", "skipped:unnamed_port", {}),
+    ("unnamed-port-chosen", pod([model_container(ports=[{"containerPort": 8080}])],
+                                annotations={"modelwatch.io/model-port": "8080"}),
+     True, "native", "injected", {"proxy_name": "mw-proxy", "upstream": 8080, "warns": True}),
+    ("no-port", pod([model_container()]), True, "native", "skipped:no_port", {}),
+    ("two-ports", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081}])]),
+     True, "native", "skipped:ambiguous_port", {}),
+    ("two-ports-chosen", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081}])],
+                             annotations={"modelwatch.io/model-port": "http"}),
+     True, "native", "injected", {"proxy_name": "http", "upstream": 8080}),
+    ("sidecars-and-model", pod([model_container("log-shipper", "fluent/fluent-bit:3.1", []),
+                                model_container("model", "example/model:2.0", HTTP)],
+                               annotations={"modelwatch.io/model-container": "model", "modelwatch.io/config": "iris-modelwatch",
+                                            "modelwatch.io/cpu-limit": "500m", "modelwatch.io/memory-limit": "512Mi",
+                                            "modelwatch.io/share-process-namespace": "true"}),
+     True, "native", "injected",
+     {"proxy_name": "http", "upstream": 8080, "config_map": "iris-modelwatch", "limits": {"cpu": "500m", "memory": "512Mi"}, "share_pid": True}),
+    ("already-injected", pod([model_container(ports=[{"name": "mw-http", "containerPort": 8080}])],
+                             annotations={"modelwatch.io/status": "injected"},
+                             init=[{"name": "modelwatch", "image": "ghcr.io/modelwatch/modelwatch:0.1.0", "restartPolicy": "Always",
+                                    "ports": [{"name": "http", "containerPort": 15080}]}]),
+     True, "native", "skipped:already_injected", {}),
+    ("opted-out", pod([model_container(ports=HTTP)], annotations={"modelwatch.io/inject": "false"}),
+     True, "native", "skipped:opted_out", {}),
+    ("not-selected", pod([model_container(ports=HTTP)]), False, "native", "skipped:not_selected", {}),
+    ("job-native", pod([model_container("batch-scorer", "example/scorer:3", HTTP)], owner=owned("Job", "nightly-scoring"),
+                       restartPolicy="Never"),
+     True, "native", "injected", {"proxy_name": "http", "upstream": 8080}),
+    ("job-legacy", pod([model_container("batch-scorer", "example/scorer:3", HTTP)], owner=owned("Job", "nightly-scoring"),
+                       restartPolicy="Never"),
+     True, "legacy", "skipped:job_needs_native_sidecar", {}),
+    ("deployment-pod-legacy", pod([model_container(ports=HTTP,
+                                                  readinessProbe={"httpGet": {"path": "/ready", "port": "http"}})],
+                                  owner=owned("ReplicaSet", "model-7d9f8b6c5d")),
+     True, "legacy", "injected", {"proxy_name": "http", "upstream": 8080, "probes_numeric": 8080}),
+    ("port-conflict", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "admin", "containerPort": 15090}])],
+                          annotations={"modelwatch.io/model-port": "http"}),
+     True, "native", "skipped:conflict", {}),
+    ("name-conflict", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "mw-http", "containerPort": 9000}])],
+                          annotations={"modelwatch.io/model-port": "8080"}),
+     True, "native", "skipped:conflict", {}),
+    ("host-network", pod([model_container(ports=[{"name": "http", "containerPort": 8080, "hostPort": 8080}])], hostNetwork=True),
+     True, "native", "skipped:host_network", {}),
+    ("bad-sample-rate", pod([model_container(ports=HTTP)], annotations={"modelwatch.io/sample-rate": "2"}),
+     True, "native", "skipped:bad_annotation", {}),
+    ("bad-protocol", pod([model_container(ports=HTTP)], annotations={"modelwatch.io/protocol": "grpc"}),
+     True, "native", "skipped:bad_annotation", {}),
+]
+
+PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def semantic_checks(case, pod):
+    """What the API server's validation adds to the OpenAPI schema."""
+    spec = pod["spec"]
+    everything = spec.get("initContainers", []) + spec["containers"]
+    names = [c["name"] for c in everything]
+    if len(names) != len(set(names)):
+        fail(case, f"container names repeat: {names}")
+    vols = [v["name"] for v in spec.get("volumes", [])]
+    if len(vols) != len(set(vols)):
+        fail(case, f"volume names repeat: {vols}")
+    port_names = [p["name"] for c in everything for p in c.get("ports", []) if "name" in p]
+    if len(port_names) != len(set(port_names)):
+        fail(case, f"port names repeat: {port_names}")
+    for n in port_names:
+        if len(n) > 15 or "--" in n or not PORT_NAME.match(n):
+            fail(case, f"port name {n!r} is not an IANA service name")
+    for c in everything:
+        own = {p.get("name") for p in c.get("ports", [])}
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            pr = c.get(probe) or {}
+            for action in ("httpGet", "tcpSocket"):
+                port = (pr.get(action) or {}).get("port")
+                if isinstance(port, str) and port not in own:
+                    fail(case, f"{c['name']}.{probe} names port {port!r}, which the container does not declare")
+        mounts = {m["name"] for m in c.get("volumeMounts", [])}
+        if not mounts <= set(vols):
+            fail(case, f"{c['name']} mounts volumes {mounts - set(vols)} that the pod lacks")
+    if pod["metadata"].get("ownerReferences", [{}])[0].get("kind") == "Job" and any(
+            c["name"] == "modelwatch" for c in spec["containers"]):
+        fail(case, "a Job's pod got a regular sidecar container; it would never complete")
+
+
+def post(url, ca, body, method="POST", headers=None):
+    u = urllib.parse.urlsplit(url)
+    ctx = ssl.create_default_context(cafile=ca)
+    conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=30)
+    path = u.path + (("?" + u.query) if u.query else "")
+    conn.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def run_table(urls, ca, out):
+    counts = {}
+    for name, p, ns_enabled, mode, expected, checks in CASES:
+        rev = review(p, "models")
+        url = urls[mode] + ("?namespace=enabled" if ns_enabled else "")
+        status, data = post(url, ca, json.dumps(rev).encode())
+        if status != 200:
+            fail(name, f"HTTP {status}: {data[:300]!r}")
+            continue
+        ans = json.loads(data)
+        resp = ans.get("response", {})
+        if ans.get("apiVersion") != "admission.k8s.io/v1" or ans.get("kind") != "AdmissionReview":
+            fail(name, f"response is not an admission.k8s.io/v1 AdmissionReview: {ans}")
+        if resp.get("uid") != rev["request"]["uid"]:
+            fail(name, "response uid differs from the request's")
+        if resp.get("allowed") is not True:
+            fail(name, f"pod not allowed: {resp}")
+        warnings = resp.get("warnings", [])
+        key = expected.split(":")[0]
+        counts[(mode, expected)] = counts.get((mode, expected), 0) + 1
+        if expected.startswith("skipped"):
+            reason = expected.split(":")[1]
+            if "patch" in resp:
+                fail(name, f"expected no patch ({reason}), got one")
+            warns = reason not in ("not_selected", "opted_out", "already_injected")
+            if warns and not any(reason in w for w in warnings):
+                fail(name, f"expected a warning naming {reason}, got {warnings}")
+            if not warns and warnings:
+                fail(name, f"expected no warning, got {warnings}")
+            print(f"ok   {name}: admitted unchanged ({reason})" + (f"; warning: {warnings[0]}" if warnings else ""))
+            continue
+        if resp.get("patchType") != "JSONPatch" or "patch" not in resp:
+            fail(name, f"expected a JSONPatch, got {resp}")
+            continue
+        ops = json.loads(base64.b64decode(resp["patch"]))
+        before = rev["request"]["object"]
+        after = jsonpatch.JsonPatch(ops).apply(before)
+        if out:
+            with open(os.path.join(out, f"{name}.json"), "w") as f:
+                json.dump({"patch": ops, "pod": after}, f, indent=1)
+        # The user's containers are changed only where the port takeover says.
+        for op in ops:
+            if op["op"] == "remove":
+                fail(name, f"the patch removes {op['path']}")
+            if op["op"] == "replace" and not re.match(r"^/spec/containers/\d+/(ports/\d+/name|(liveness|readiness|startup)Probe/(httpGet|tcpSocket)/port)$", op["path"]):
+                fail(name, f"the patch replaces {op['path']}")
+        for v in (NATIVE_VERSIONS if mode == "native" else LEGACY_VERSIONS):
+            try:
+                kubernetes_validate.validate(after, v, strict=True)
+            except Exception as e:  # ValidationError and schema errors alike
+                fail(name, f"kubernetes-validate --strict {v}: {str(e).splitlines()[0][:300]}")
+        if mode == "native":
+            # A native sidecar is not a valid Pod before 1.28: the check is real.
+            try:
+                kubernetes_validate.validate(after, "1.27", strict=True)
+                fail(name, "a native sidecar validated on 1.27, where restartPolicy on a container does not exist")
+            except kubernetes_validate.ValidationError:
+                pass
+        semantic_checks(name, after)
+        spec = after["spec"]
+        group = spec.get("initContainers", []) if mode == "native" else spec["containers"]
+        mw = [c for c in group if c["name"] == "modelwatch"]
+        if len(mw) != 1:
+            fail(name, f"expected one modelwatch container in {'initContainers' if mode == 'native' else 'containers'}")
+            continue
+        mw = mw[0]
+        if mode == "native" and mw.get("restartPolicy") != "Always":
+            fail(name, "native sidecar without restartPolicy: Always")
+        if mode == "legacy" and "restartPolicy" in mw:
+            fail(name, "a regular container carries restartPolicy")
+        if checks.get("init_before") and [c["name"] for c in spec["initContainers"]].index(checks["init_before"]) > [c["name"] for c in spec["initContainers"]].index("modelwatch"):
+            fail(name, f"the sidecar runs before {checks['init_before']}")
+        sc = mw.get("securityContext", {})
+        hardened = (sc.get("runAsNonRoot") is True and sc.get("readOnlyRootFilesystem") is True
+                    and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]
+                    and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault" and sc.get("runAsUser", 0) > 0)
+        if not hardened:
+            fail(name, f"sidecar not hardened: {sc}")
+        if "add" in sc.get("capabilities", {}):
+            fail(name, "sidecar adds capabilities")
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in mw.get("env", [])}
+        if env.get("MODELWATCH_UPSTREAM") != f"http://127.0.0.1:{checks['upstream']}":
+            fail(name, f"upstream is {env.get('MODELWATCH_UPSTREAM')}")
+        for k in ("K8S_POD_NAME", "K8S_NAMESPACE_NAME", "K8S_NODE_NAME"):
+            if not isinstance(env.get(k), dict) or "fieldRef" not in env[k]:
+                fail(name, f"{k} is not from the downward API")
+        for k, v in checks.get("env", {}).items():
+            if env.get(k) != v:
+                fail(name, f"{k} is {env.get(k)!r}, expected {v!r}")
+        ports = {p["name"]: p["containerPort"] for p in mw["ports"]}
+        if checks["proxy_name"] not in ports or ports[checks["proxy_name"]] != int(env["MODELWATCH_LISTEN"].rsplit(":", 1)[1]):
+            fail(name, f"the sidecar does not serve port {checks['proxy_name']!r} on its listen address: {ports}, {env['MODELWATCH_LISTEN']}")
+        model_names = {p.get("name") for c in spec["containers"] if c["name"] != "modelwatch" for p in c.get("ports", [])}
+        if checks["proxy_name"] in model_names:
+            fail(name, f"the model still declares port name {checks['proxy_name']!r}")
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            if not (mw.get(probe) or {}).get("httpGet", {}).get("port") == "mw-admin":
+                fail(name, f"sidecar {probe} is not on the admin port")
+        if "probes_numeric" in checks:
+            model = [c for c in spec["containers"] if c["name"] != "modelwatch"][0]
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                if probe in model:
+                    action = model[probe].get("httpGet") or model[probe].get("tcpSocket")
+                    if action["port"] != checks["probes_numeric"]:
+                        fail(name, f"model {probe} points at {action['port']!r}, not the model's port number")
+        store = [v for v in spec["volumes"] if v["name"] == "modelwatch-store"]
+        if not store or "emptyDir" not in store[0] or "sizeLimit" not in store[0]["emptyDir"]:
+            fail(name, f"no bounded emptyDir for the store: {store}")
+        if "config_map" in checks:
+            cm = [v for v in spec["volumes"] if v.get("configMap", {}).get("name") == checks["config_map"]]
+            if not cm or env.get("MODELWATCH_CONFIG") != "/etc/modelwatch/modelwatch.yaml":
+                fail(name, "the ConfigMap is not mounted as the config file")
+        for k, v in checks.get("limits", {}).items():
+            if mw.get("resources", {}).get("limits", {}).get(k) != v:
+                fail(name, f"limit {k} is {mw.get('resources')}")
+        if checks.get("share_pid") and spec.get("shareProcessNamespace") is not True:
+            fail(name, "shareProcessNamespace not set")
+        if checks.get("warns") and not warnings:
+            fail(name, "expected a warning")
+        if after["metadata"]["annotations"].get("modelwatch.io/status") != "injected":
+            fail(name, "no modelwatch.io/status annotation")
+        # Idempotent: the injected pod, reviewed again, is left alone.
+        again = review(after, "models")
+        s2, d2 = post(url, ca, json.dumps(again).encode())
+        r2 = json.loads(d2).get("response", {})
+        if s2 != 200 or "patch" in r2:
+            fail(name, f"second injection changed the pod again: {s2} {r2}")
+        print(f"ok   {name}: injected ({len(ops)} operations), valid on {', '.join(NATIVE_VERSIONS if mode == 'native' else LEGACY_VERSIONS)}")
+    return counts
+
+
+def unhappy_paths(url, ca):
+    def expect(case, status, data, want_status, want_type):
+        if status != want_status:
+            fail(case, f"HTTP {status}, expected {want_status}: {data[:200]!r}")
+            return
+        try:
+            err = json.loads(data)["error"]
+        except Exception:
+            fail(case, f"not a JSON error: {data[:200]!r}")
+            return
+        if err.get("type") != want_type or not err.get("message"):
+            fail(case, f"error {err}, expected type {want_type}")
+        else:
+            print(f"ok   {case}: {status} {err['message'][:100]}")
+
+    s, d = post(url, ca, b'{"kind": "AdmissionReview", "apiVersion": ')
+    expect("malformed-json", s, d, 400, "malformed")
+    s, d = post(url, ca, b"\xff\xfe not json at all")
+    expect("binary-garbage", s, d, 400, "malformed")
+    s, d = post(url, ca, json.dumps({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "x"}}).encode())
+    expect("wrong-kind-body", s, d, 400, "wrong_kind")
+    s, d = post(url, ca, json.dumps({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1beta1", "request": {}}).encode())
+    expect("v1beta1-review", s, d, 400, "wrong_kind")
+    s, d = post(url, ca, json.dumps({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {"uid": 5}}).encode())
+    expect("bad-request-field", s, d, 400, "malformed")
+    huge = b'{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","pad":"' + b"x" * (9 * 1024 * 1024) + b'"}'
+    s, d = post(url, ca, huge)
+    expect("huge-body", s, d, 413, "too_large")
+    s, d = post(url, ca, None, method="GET")
+    expect("get", s, d, 405, "method_not_allowed")
+    # Another kind of object under review: admitted, untouched.
+    dep = review(pod([model_container(ports=HTTP)]), "models")
+    dep["request"]["kind"] = {"group": "apps", "version": "v1", "kind": "Deployment"}
+    dep["request"]["resource"] = {"group": "apps", "version": "v1", "resource": "deployments"}
+    s, d = post(url + "?namespace=enabled", ca, json.dumps(dep).encode())
+    r = json.loads(d).get("response", {}) if s == 200 else {}
+    if s != 200 or r.get("allowed") is not True or "patch" in r or r.get("uid") != dep["request"]["uid"]:
+        fail("deployment-review", f"expected an allowed response without a patch: {s} {d[:200]!r}")
+    else:
+        print("ok   deployment-review: allowed, no patch")
+    # An UPDATE of a pod (e.g. a label change): untouched.
+    upd = review(pod([model_container(ports=HTTP)]), "models")
+    upd["request"]["operation"] = "UPDATE"
+    s, d = post(url + "?namespace=enabled", ca, json.dumps(upd).encode())
+    r = json.loads(d).get("response", {}) if s == 200 else {}
+    if s != 200 or "patch" in r:
+        fail("pod-update", f"expected no patch: {s} {d[:200]!r}")
+    else:
+        print("ok   pod-update: allowed, no patch")
+    # Still serving after all that.
+    s, d = post(url + "?namespace=enabled", ca, json.dumps(review(pod([model_container(ports=HTTP)]), "models")).encode())
+    if s != 200 or "patch" not in json.loads(d).get("response", {}):
+        fail("after-errors", f"the webhook no longer injects: {s}")
+
+
+def peer_serial(url, ca):
+    u = urllib.parse.urlsplit(url)
+    ctx = ssl.create_default_context(cafile=ca)
+    conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=10)
+    conn.connect()
+    serial = conn.sock.getpeercert()["serialNumber"]
+    conn.close()
+    return serial
+
+
+def reload_check(url, ca, cert, key, new_cert, new_key):
+    first = peer_serial(url, ca)
+    # A broken pair first: the webhook must keep serving the old certificate.
+    with open(cert, "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    time.sleep(2.5)
+    if peer_serial(url, ca) != first:
+        fail("tls-reload", "a broken certificate file replaced the working one")
+    shutil.copy(new_key, key + ".tmp")
+    shutil.copy(new_cert, cert + ".tmp")
+    os.replace(key + ".tmp", key)
+    os.replace(cert + ".tmp", cert)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        if peer_serial(url, ca) != first:
+            print(f"ok   tls-reload: serial {first} -> {peer_serial(url, ca)} without a restart")
+            return
+        time.sleep(0.5)
+    fail("tls-reload", "the new certificate was not served within 20 s")
+
+
+def metrics_check(url, counts, reloaded):
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("modelwatch_injector_pods_total{"):
+            labels, v = line.rsplit(" ", 1)
+            values[labels] = float(v)
+    injected = values.get('modelwatch_injector_pods_total{outcome="injected",reason=""}', 0)
+    want = sum(n for (mode, e), n in counts.items() if mode == "native" and e == "injected")
+    # +1: the after-errors check injects once more.
+    if injected != want + 1:
+        fail("metrics", f"injected counter {injected}, expected {want + 1}")
+    for (mode, e), n in counts.items():
+        if mode == "native" and e.startswith("skipped:"):
+            reason = e.split(":")[1]
+            got = values.get(f'modelwatch_injector_pods_total{{outcome="skipped",reason="{reason}"}}', 0)
+            extra = sum(n2 for (m2, e2), n2 in counts.items() if m2 == "native" and e2 == "injected") if reason == "already_injected" else 0
+            if got != n + extra:
+                fail("metrics", f"skipped {reason}: {got}, expected {n + extra}")
+    if reloaded and 'modelwatch_injector_tls_reloads_total{result="reloaded"} 1' not in text:
+        fail("metrics", "the certificate reload is not counted")
+    if reloaded and 'modelwatch_injector_tls_reloads_total{result="failed"} 0' in text:
+        fail("metrics", "the broken certificate file is not counted")
+    print(f"ok   metrics: {int(injected)} injected; skipped counted per reason")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--native", required=True)
+    ap.add_argument("--legacy", required=True)
+    ap.add_argument("--ca", required=True)
+    ap.add_argument("--reload", nargs=4, metavar=("CERT", "KEY", "NEWCERT", "NEWKEY"))
+    ap.add_argument("--metrics")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    counts = run_table({"native": a.native, "legacy": a.legacy}, a.ca, a.out)
+    unhappy_paths(a.native, a.ca)
+    if a.reload:
+        reload_check(a.native, a.ca, *a.reload)
+    if a.metrics:
+        metrics_check(a.metrics, counts, bool(a.reload))
+    if FAILURES:
+        print(f"\n{len(FAILURES)} failure(s)")
+        sys.exit(1)
+    print(f"\nall {len(CASES)} pods and the error paths passed")
+
+
+if __name__ == "__main__":
+    main()
