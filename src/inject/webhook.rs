@@ -3,8 +3,8 @@
 //!
 //! `POST /mutate` answers an `admission.k8s.io/v1` AdmissionReview. The
 //! webhook configuration sends pods of namespaces labelled
-//! `modelwatch.io/injection=enabled` to `/mutate?namespace=enabled` and pods of
-//! other namespaces to `/mutate` (those are injected only when annotated).
+//! `modelwatch.io/injection=enabled` to `/mutate/namespace` and pods of other
+//! namespaces to `/mutate` (those are injected only when annotated).
 //! A pod is never rejected: one that cannot be injected is admitted unchanged,
 //! with a warning and a counted reason. A body that is not an AdmissionReview
 //! gets a 4xx with a JSON reason (the API server then applies the webhook's
@@ -56,6 +56,9 @@ pub struct WebhookArgs {
     /// PEM private key (read again when it changes).
     #[arg(long, default_value = "/etc/modelwatch/tls/tls.key")]
     pub tls_key: PathBuf,
+    /// Validate the config, print the effective settings (YAML) and exit.
+    #[arg(long)]
+    pub check_config: bool,
     /// How often the certificate files are checked for changes.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
@@ -308,22 +311,24 @@ impl State {
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Answer {
-        if req.uri().path() != "/mutate" {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "the webhook answers POST /mutate",
-            );
-        }
+        let namespace_enabled = match req.uri().path() {
+            "/mutate" => false,
+            "/mutate/namespace" => true,
+            _ => {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "the webhook answers POST /mutate and POST /mutate/namespace",
+                )
+            }
+        };
         if req.method() != Method::POST {
             return refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "the webhook answers POST /mutate",
+                "the webhook answers POST /mutate and POST /mutate/namespace",
             );
         }
-        let namespace_enabled = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .any(|(k, v)| k == "namespace" && v == "enabled");
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -388,6 +393,13 @@ pub async fn run(args: WebhookArgs) -> Result<(), String> {
         Some(p) => InjectorConfig::from_file(p).map_err(|e| e.to_string())?,
         None => InjectorConfig::default(),
     };
+    if args.check_config {
+        print!(
+            "{}",
+            serde_yaml_ng::to_string(&config).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
     let cert = ReloadingCert::new(args.tls_cert.clone(), args.tls_key.clone())?;
     let tls = tokio_rustls::TlsAcceptor::from(cert.server_config()?);
     let listener = TcpListener::bind(&args.listen)

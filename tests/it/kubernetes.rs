@@ -259,3 +259,42 @@ fn injector_refuses_a_bad_config_and_a_missing_certificate() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("missing.crt"), "{err}");
 }
+
+#[test]
+fn helm_chart_renders_valid_manifests_for_every_value_set() {
+    let helm = testbed().join("k8s/bin/helm");
+    assert!(
+        helm.exists(),
+        "{} is missing: run scripts/testbed.sh k8s",
+        helm.display()
+    );
+    let script = root().join("tests/k8s/chart_check.py");
+    let chart = root().join("helm/modelwatch");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_modelwatch"));
+    let promtool = testbed_bin("promtool");
+    let out = run_python(&[
+        script.as_os_str(),
+        "--helm".as_ref(),
+        helm.as_os_str(),
+        "--chart".as_ref(),
+        chart.as_os_str(),
+        "--modelwatch".as_ref(),
+        bin.as_os_str(),
+        "--promtool".as_ref(),
+        promtool.as_os_str(),
+    ]);
+    println!("{out}");
+    assert!(out.contains("valid manifests for every value set"), "{out}");
+}
+
+#[test]
+fn the_chart_carries_the_same_prometheus_rules_as_deploy() {
+    let chart =
+        std::fs::read_to_string(root().join("helm/modelwatch/files/modelwatch-rules.yml")).unwrap();
+    let deploy =
+        std::fs::read_to_string(root().join("deploy/prometheus/modelwatch-rules.yml")).unwrap();
+    assert!(
+        chart == deploy,
+        "helm/modelwatch/files/modelwatch-rules.yml differs from deploy/prometheus/modelwatch-rules.yml: copy the latter over the former"
+    );
+}

@@ -304,7 +304,7 @@ def run_table(urls, ca, out):
     counts = {}
     for name, p, ns_enabled, mode, expected, checks in CASES:
         rev = review(p, "models")
-        url = urls[mode] + ("?namespace=enabled" if ns_enabled else "")
+        url = urls[mode] + ("/namespace" if ns_enabled else "")
         status, data = post(url, ca, json.dumps(rev).encode())
         if status != 200:
             fail(name, f"HTTP {status}: {data[:300]!r}")
@@ -465,7 +465,7 @@ def unhappy_paths(url, ca):
     dep = review(pod([model_container(ports=HTTP)]), "models")
     dep["request"]["kind"] = {"group": "apps", "version": "v1", "kind": "Deployment"}
     dep["request"]["resource"] = {"group": "apps", "version": "v1", "resource": "deployments"}
-    s, d = post(url + "?namespace=enabled", ca, json.dumps(dep).encode())
+    s, d = post(url + "/namespace", ca, json.dumps(dep).encode())
     r = json.loads(d).get("response", {}) if s == 200 else {}
     if s != 200 or r.get("allowed") is not True or "patch" in r or r.get("uid") != dep["request"]["uid"]:
         fail("deployment-review", f"expected an allowed response without a patch: {s} {d[:200]!r}")
@@ -474,14 +474,14 @@ def unhappy_paths(url, ca):
     # An UPDATE of a pod (e.g. a label change): untouched.
     upd = review(pod([model_container(ports=HTTP)]), "models")
     upd["request"]["operation"] = "UPDATE"
-    s, d = post(url + "?namespace=enabled", ca, json.dumps(upd).encode())
+    s, d = post(url + "/namespace", ca, json.dumps(upd).encode())
     r = json.loads(d).get("response", {}) if s == 200 else {}
     if s != 200 or "patch" in r:
         fail("pod-update", f"expected no patch: {s} {d[:200]!r}")
     else:
         print("ok   pod-update: allowed, no patch")
     # Still serving after all that.
-    s, d = post(url + "?namespace=enabled", ca, json.dumps(review(pod([model_container(ports=HTTP)]), "models")).encode())
+    s, d = post(url + "/namespace", ca, json.dumps(review(pod([model_container(ports=HTTP)]), "models")).encode())
     if s != 200 or "patch" not in json.loads(d).get("response", {}):
         fail("after-errors", f"the webhook no longer injects: {s}")
 

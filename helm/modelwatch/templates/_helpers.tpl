@@ -1,0 +1,67 @@
+{{/* The release's base name, at most 63 characters. */}}
+{{- define "modelwatch.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelwatch.injector" -}}
+{{- printf "%s-injector" (include "modelwatch.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelwatch.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "modelwatch.injectorSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: injector
+{{- end -}}
+
+{{- define "modelwatch.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Whether cert-manager issues the webhook's certificate. */}}
+{{- define "modelwatch.certManager" -}}
+{{- $cm := .Values.tls.certManager -}}
+{{- if eq (toString $cm) "true" -}}true
+{{- else if and (eq (toString $cm) "auto") (.Capabilities.APIVersions.Has "cert-manager.io/v1") -}}true
+{{- end -}}
+{{- end -}}
+
+{{/* The injector's settings file (the sidecar it injects). */}}
+{{- define "modelwatch.injectorConfig" -}}
+{{- $env := list -}}
+{{- with .Values.sidecar.otlpEndpoint }}
+{{- $env = append $env (dict "name" "OTEL_EXPORTER_OTLP_ENDPOINT" "value" .) -}}
+{{- end }}
+{{- with .Values.sidecar.alertmanagerUrl }}
+{{- $env = append $env (dict "name" "MODELWATCH_ALERTMANAGER_URL" "value" .) -}}
+{{- end }}
+{{- $env = concat $env .Values.sidecar.env -}}
+image: {{ include "modelwatch.image" . | quote }}
+image_pull_policy: {{ .Values.image.pullPolicy }}
+native_sidecar: {{ .Values.sidecar.nativeSidecar }}
+proxy_port: {{ .Values.sidecar.proxyPort }}
+admin_port: {{ .Values.sidecar.adminPort }}
+resources:
+  {{- toYaml .Values.sidecar.resources | nindent 2 }}
+run_as_user: {{ .Values.sidecar.runAsUser }}
+store_size_limit: {{ .Values.sidecar.storeSizeLimit | quote }}
+log_format: {{ .Values.sidecar.logFormat }}
+prometheus_annotations: {{ .Values.sidecar.prometheusAnnotations }}
+{{- if $env }}
+env:
+  {{- toYaml $env | nindent 2 }}
+{{- else }}
+env: []
+{{- end }}
+{{- end -}}

@@ -1,0 +1,286 @@
+"""The Helm chart, rendered by the real helm binary and checked without a cluster.
+
+For every value set in helm/modelwatch/ci/ (and cert-manager "auto" with and
+without the cert-manager API): `helm lint --strict`, `helm template`, and for
+each rendered manifest:
+- built-in kinds: kubernetes-validate --strict on several Kubernetes versions;
+- cert-manager and Prometheus Operator kinds (no offline schema exists for
+  them): their required fields, and the PrometheusRule's groups through
+  `promtool check rules`;
+- across objects: the webhook's Service, ports and paths exist; the TLS
+  Secret's certificate verifies against the webhook's caBundle (openssl) and
+  names the Service; volumes name ConfigMaps and Secrets the chart makes; the
+  release's namespace and kube-system are never injected; the injector's
+  settings file is accepted by `modelwatch inject-webhook --check-config`; the
+  dashboards are JSON.
+Then every file in tests/k8s/bad-values/ must be refused, naming the key.
+
+Usage: chart_check.py --helm HELM --chart DIR --modelwatch BIN --promtool PROMTOOL
+"""
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import kubernetes_validate
+import yaml
+
+VERSIONS = ["1.29", "1.33", "1.37"]
+LEGACY_VERSIONS = ["1.25", "1.28"]
+CRD_KINDS = {
+    ("cert-manager.io/v1", "Issuer"): ["spec"],
+    ("cert-manager.io/v1", "Certificate"): ["spec.secretName", "spec.issuerRef.name"],
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): ["spec.selector", "spec.endpoints"],
+    ("monitoring.coreos.com/v1", "PodMonitor"): ["spec.selector", "spec.podMetricsEndpoints"],
+    ("monitoring.coreos.com/v1", "PrometheusRule"): ["spec.groups"],
+}
+BAD_VALUES = {
+    "port-out-of-range.yaml": "/sidecar/proxyPort",
+    "failure-policy.yaml": "/injector/failurePolicy",
+    "bad-quantity.yaml": "/sidecar/resources/limits/memory",
+    "misspelled-key.yaml": "nativeSidcar",
+    "cert-manager.yaml": "/tls/certManager",
+    "same-ports.yaml": "must differ",
+    "otlp-without-scheme.yaml": "/sidecar/otlpEndpoint",
+}
+FAILURES = []
+
+
+def fail(where, message):
+    FAILURES.append(f"{where}: {message}")
+    print(f"FAIL {where}: {message}", flush=True)
+
+
+def get(obj, dotted):
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def render(a, name, values, extra):
+    env = dict(os.environ)
+    tmp = tempfile.mkdtemp()
+    for k in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"):
+        env[k] = os.path.join(tmp, k.lower())
+    lint = run([a.helm, "lint", "--strict", a.chart, "-f", values], env=env)
+    if lint.returncode != 0:
+        fail(name, f"helm lint --strict: {lint.stdout}{lint.stderr}")
+    out = run([a.helm, "template", "mw", a.chart, "-n", "modelwatch", "-f", values] + extra, env=env)
+    if out.returncode != 0:
+        fail(name, f"helm template: {out.stderr}")
+        return []
+    notes = run([a.helm, "install", "mw", a.chart, "-n", "modelwatch", "-f", values, "--dry-run=client"], env=env)
+    if notes.returncode != 0 or "NOTES:" not in notes.stdout:
+        fail(name, f"helm install --dry-run=client (NOTES.txt): {notes.stderr[-500:]}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def check_set(a, name, values, extra, want_cert_manager):
+    before = len(FAILURES)
+    docs = render(a, name, values, extra)
+    if not docs:
+        return
+    vals = yaml.safe_load(open(values)) or {}
+    legacy = vals.get("sidecar", {}).get("nativeSidecar") is False
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+        key = (d["apiVersion"], d["kind"])
+        where = f"{name}: {d['kind']}/{d['metadata']['name']}"
+        if key in CRD_KINDS:
+            for field in CRD_KINDS[key]:
+                if get(d, field) in (None, [], ""):
+                    fail(where, f"missing {field}")
+            continue
+        for v in VERSIONS + (LEGACY_VERSIONS if legacy else []):
+            try:
+                kubernetes_validate.validate(d, v, strict=True)
+            except Exception as e:
+                fail(where, f"kubernetes-validate --strict {v}: {str(e).splitlines()[0][:300]}")
+
+    injector_on = vals.get("injector", {}).get("enabled", True)
+    kinds = set(by_kind)
+    if injector_on:
+        for k in ("Deployment", "Service", "ServiceAccount", "ConfigMap", "MutatingWebhookConfiguration"):
+            if k not in kinds:
+                fail(name, f"no {k} rendered")
+        if vals.get("injector", {}).get("replicas", 2) > 1 and "PodDisruptionBudget" not in kinds:
+            fail(name, "no PodDisruptionBudget with several replicas")
+        check_injector(a, name, by_kind, want_cert_manager, vals)
+    else:
+        for k in ("Deployment", "MutatingWebhookConfiguration", "Secret"):
+            if k in kinds:
+                fail(name, f"{k} rendered with the injector off")
+    for flag, kind in (("serviceMonitor", "ServiceMonitor"), ("podMonitor", "PodMonitor"), ("prometheusRule", "PrometheusRule")):
+        on = vals.get(flag, {}).get("enabled", False) and (injector_on or kind != "ServiceMonitor")
+        if on != (kind in kinds):
+            fail(name, f"{kind} rendered: {kind in kinds}, expected {on}")
+    for pm in by_kind.get("PodMonitor", []):
+        port = pm["spec"]["podMetricsEndpoints"][0]["port"]
+        if port != "mw-admin" or pm["spec"]["selector"]["matchLabels"] != {"modelwatch.io/injected": "true"}:
+            fail(name, "the PodMonitor does not select injected pods' admin port")
+    for pr in by_kind.get("PrometheusRule", []):
+        with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+            yaml.safe_dump(pr["spec"], f)
+        r = run([a.promtool, "check", "rules", f.name])
+        if r.returncode != 0:
+            fail(name, f"promtool check rules on the PrometheusRule: {r.stdout}{r.stderr}")
+        want = yaml.safe_load(open(os.path.join(a.chart, "..", "..", "deploy", "prometheus", "modelwatch-rules.yml")))
+        if pr["spec"] != want:
+            fail(name, "the PrometheusRule's groups differ from deploy/prometheus/modelwatch-rules.yml")
+    dashboards = [c for c in by_kind.get("ConfigMap", []) if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    files = [f for f in os.listdir(os.path.join(a.chart, "dashboards")) if f.endswith(".json")]
+    if len(dashboards) != len(files):
+        fail(name, f"{len(dashboards)} dashboard ConfigMaps for {len(files)} dashboard files")
+    for c in dashboards:
+        for k, v in c["data"].items():
+            try:
+                json.loads(v)
+            except ValueError as e:
+                fail(name, f"dashboard {k} is not JSON: {e}")
+        ns = vals.get("dashboards", {}).get("namespace") or "modelwatch"
+        if c["metadata"]["namespace"] != ns:
+            fail(name, f"dashboard in namespace {c['metadata']['namespace']}, expected {ns}")
+    if len(FAILURES) == before:
+        print(f"ok   {name}: {len(docs)} manifests ({', '.join(sorted(kinds))})")
+
+
+def check_injector(a, name, by_kind, want_cert_manager, vals):
+    dep = by_kind["Deployment"][0]
+    svc = by_kind["Service"][0]
+    hook = by_kind["MutatingWebhookConfiguration"][0]
+    pod = dep["spec"]["template"]
+    ctr = pod["spec"]["containers"][0]
+    cports = {p["name"] for p in ctr["ports"]}
+    for p in svc["spec"]["ports"]:
+        if p["targetPort"] not in cports:
+            fail(name, f"Service targetPort {p['targetPort']} is not a container port")
+    if any(svc["spec"]["selector"].get(k) != v for k, v in svc["spec"]["selector"].items() if pod["metadata"]["labels"].get(k) != v):
+        fail(name, "the Service does not select the injector's pods")
+    if pod["metadata"]["labels"].get("modelwatch.io/inject") != "false":
+        fail(name, "the injector's own pods are not opted out")
+    sc = ctr["securityContext"]
+    if not (sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False and sc["capabilities"]["drop"] == ["ALL"]
+            and pod["spec"]["securityContext"].get("runAsNonRoot")):
+        fail(name, "the injector is not hardened")
+    secret_names = {s["metadata"]["name"] for s in by_kind.get("Secret", [])}
+    secret_names |= {c["spec"]["secretName"] for c in by_kind.get("Certificate", [])}
+    config_maps = {c["metadata"]["name"]: c for c in by_kind.get("ConfigMap", [])}
+    for v in pod["spec"]["volumes"]:
+        if "secret" in v and v["secret"]["secretName"] not in secret_names:
+            fail(name, f"volume {v['name']} names Secret {v['secret']['secretName']}, which nothing makes")
+        if "configMap" in v and v["configMap"]["name"] not in config_maps:
+            fail(name, f"volume {v['name']} names ConfigMap {v['configMap']['name']}, which the chart lacks")
+    # The injector accepts its rendered settings.
+    cm = [c for c in config_maps.values() if "injector.yaml" in c.get("data", {})]
+    if len(cm) != 1:
+        fail(name, "no injector.yaml ConfigMap")
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(cm[0]["data"]["injector.yaml"])
+        r = run([a.modelwatch, "inject-webhook", "--check-config", "--config", f.name])
+        if r.returncode != 0:
+            fail(name, f"modelwatch refuses the rendered injector.yaml: {r.stderr}")
+        else:
+            eff = yaml.safe_load(r.stdout)
+            sv = vals.get("sidecar", {})
+            if eff["native_sidecar"] != sv.get("nativeSidecar", True) or eff["proxy_port"] != sv.get("proxyPort", 15080):
+                fail(name, f"the injector's effective settings differ from the values: {eff}")
+            env = {e["name"]: e.get("value") for e in eff["env"]}
+            if sv.get("otlpEndpoint") and env.get("OTEL_EXPORTER_OTLP_ENDPOINT") != sv["otlpEndpoint"]:
+                fail(name, "otlpEndpoint does not reach the sidecars' environment")
+            img = vals.get("image", {})
+            if img.get("repository") and not eff["image"].startswith(img["repository"] + ":"):
+                fail(name, f"sidecar image {eff['image']} ignores image.repository")
+    # The webhook entries.
+    entries = {w["name"]: w for w in hook["webhooks"]}
+    if set(entries) != {"namespace.inject.modelwatch.io", "pod.inject.modelwatch.io"}:
+        fail(name, f"webhook entries {sorted(entries)}")
+    for w in hook["webhooks"]:
+        ref = w["clientConfig"]["service"]
+        if ref["name"] != svc["metadata"]["name"] or ref["namespace"] != svc["metadata"]["namespace"] or ref["port"] not in [p["port"] for p in svc["spec"]["ports"]]:
+            fail(name, f"{w['name']} calls a service the chart does not make: {ref}")
+        if ref["path"] not in ("/mutate", "/mutate/namespace"):
+            fail(name, f"{w['name']} path {ref['path']}")
+        excluded = [e for e in w["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"][0]["values"]
+        if "modelwatch" not in excluded or "kube-system" not in excluded:
+            fail(name, f"{w['name']} does not exclude its own namespace and kube-system: {excluded}")
+        if w["failurePolicy"] != vals.get("injector", {}).get("failurePolicy", "Ignore"):
+            fail(name, f"failurePolicy {w['failurePolicy']}")
+    ns_entry = entries.get("namespace.inject.modelwatch.io", {})
+    if ns_entry and ns_entry["clientConfig"]["service"]["path"] != "/mutate/namespace":
+        fail(name, "the namespace entry does not tell the webhook the namespace opted in")
+    # TLS.
+    if want_cert_manager:
+        if "Certificate" not in by_kind or "Secret" in by_kind:
+            fail(name, "expected cert-manager objects, not a generated Secret")
+        if not hook["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from"):
+            fail(name, "no cert-manager.io/inject-ca-from annotation")
+        serving = [c for c in by_kind.get("Certificate", []) if not c["spec"].get("isCA")]
+        if not serving or f"{svc['metadata']['name']}.modelwatch.svc" not in serving[0]["spec"]["dnsNames"]:
+            fail(name, "the serving Certificate does not name the Service")
+    else:
+        if "Certificate" in by_kind:
+            fail(name, "cert-manager objects without cert-manager")
+        secret = by_kind["Secret"][0]
+        tmp = tempfile.mkdtemp()
+        for k in ("ca.crt", "tls.crt", "tls.key"):
+            with open(os.path.join(tmp, k), "wb") as f:
+                f.write(base64.b64decode(secret["data"][k]))
+        for w in hook["webhooks"]:
+            if base64.b64decode(w["clientConfig"]["caBundle"]) != open(os.path.join(tmp, "ca.crt"), "rb").read():
+                fail(name, f"{w['name']} caBundle is not the Secret's CA")
+        host = f"{svc['metadata']['name']}.modelwatch.svc"
+        r = run(["openssl", "verify", "-CAfile", os.path.join(tmp, "ca.crt"), "-verify_hostname", host, os.path.join(tmp, "tls.crt")])
+        if r.returncode != 0:
+            fail(name, f"the serving certificate does not verify for {host}: {r.stdout}{r.stderr}")
+        r1 = run(["openssl", "x509", "-noout", "-pubkey", "-in", os.path.join(tmp, "tls.crt")])
+        r2 = run(["openssl", "pkey", "-pubout", "-in", os.path.join(tmp, "tls.key")])
+        if r1.stdout != r2.stdout:
+            fail(name, "tls.key does not match tls.crt")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--helm", required=True)
+    ap.add_argument("--chart", required=True)
+    ap.add_argument("--modelwatch", required=True)
+    ap.add_argument("--promtool", required=True)
+    a = ap.parse_args()
+    ci = os.path.join(a.chart, "ci")
+    for f in sorted(os.listdir(ci)):
+        path = os.path.join(ci, f)
+        vals = yaml.safe_load(open(path)) or {}
+        cm = str(vals.get("tls", {}).get("certManager", "auto")).lower() == "true"
+        check_set(a, f, path, [], cm)
+    default = os.path.join(ci, "default-values.yaml")
+    check_set(a, "default-values.yaml + cert-manager API present", default, ["--api-versions", "cert-manager.io/v1"], True)
+    bad_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bad-values")
+    for f, want in sorted(BAD_VALUES.items()):
+        r = run([a.helm, "template", "mw", a.chart, "-f", os.path.join(bad_dir, f)])
+        if r.returncode == 0:
+            fail(f"bad-values/{f}", "helm template accepted it")
+        elif want not in r.stderr:
+            fail(f"bad-values/{f}", f"the error does not name {want!r}: {r.stderr.strip()[:300]}")
+        else:
+            print(f"ok   bad-values/{f}: refused ({r.stderr.strip().splitlines()[-1][:120]})")
+    if set(os.listdir(bad_dir)) != set(BAD_VALUES):
+        fail("bad-values", "every file there needs an expected error in BAD_VALUES")
+    if FAILURES:
+        print(f"\n{len(FAILURES)} failure(s)")
+        sys.exit(1)
+    print("\nthe chart renders valid manifests for every value set")
+
+
+if __name__ == "__main__":
+    main()
