@@ -21,3 +21,5 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
+echo "== the container image's build stage (Dockerfile), without Docker"
+scripts/image-build-check.sh

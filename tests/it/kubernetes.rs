@@ -298,3 +298,84 @@ fn the_chart_carries_the_same_prometheus_rules_as_deploy() {
         "helm/modelwatch/files/modelwatch-rules.yml differs from deploy/prometheus/modelwatch-rules.yml: copy the latter over the former"
     );
 }
+
+#[test]
+fn deploy_manifests_are_valid_and_route_through_the_sidecar() {
+    let script = root().join("tests/k8s/deploy_check.py");
+    let deploy = root().join("deploy");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_modelwatch"));
+    let out = run_python(&[
+        script.as_os_str(),
+        "--deploy".as_ref(),
+        deploy.as_os_str(),
+        "--modelwatch".as_ref(),
+        bin.as_os_str(),
+    ]);
+    println!("{out}");
+    assert!(out.contains("deploy/ manifests are valid"), "{out}");
+}
+
+/// What hadolint would catch that matters here (hadolint is not in the
+/// registries this project installs from): pinned bases, a multi-stage build,
+/// a non-root final user, exec-form entrypoint, and the build command that
+/// scripts/image-build-check.sh runs in CI.
+#[test]
+fn dockerfile_builds_with_the_ci_command_and_runs_as_non_root() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let froms: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert!(froms.len() >= 2, "not a multi-stage build: {froms:?}");
+    for f in &froms {
+        let image = f.split_whitespace().nth(1).unwrap();
+        let tag = image.rsplit('/').next().unwrap();
+        assert!(
+            tag.contains(':') && !tag.ends_with(":latest"),
+            "base image not pinned by tag: {f}"
+        );
+    }
+    let final_stage: Vec<&str> = lines
+        .iter()
+        .copied()
+        .skip_while(|l| *l != *froms.last().unwrap())
+        .collect();
+    let user = final_stage
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the final stage sets USER");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("numeric USER");
+    assert!(uid > 0, "the image runs as root");
+    assert!(
+        final_stage.iter().any(|l| l.starts_with("ENTRYPOINT [\"")),
+        "ENTRYPOINT is not in exec form"
+    );
+    assert!(
+        lines.contains(&"RUN cargo build --release --locked --bin modelwatch"),
+        "the build stage's cargo command changed: keep it --locked and building the modelwatch binary"
+    );
+    let check = std::fs::read_to_string(root().join("scripts/test.sh")).unwrap();
+    assert!(
+        check.contains("scripts/image-build-check.sh"),
+        "CI no longer builds the image's binary"
+    );
+    // The Helm chart and the injector default to the image this builds.
+    let values = std::fs::read_to_string(root().join("helm/modelwatch/values.yaml")).unwrap();
+    assert!(values.contains("repository: ghcr.io/modelwatch/modelwatch"));
+    assert!(
+        modelwatch::inject::config::default_image().starts_with("ghcr.io/modelwatch/modelwatch:")
+    );
+    let chart = std::fs::read_to_string(root().join("helm/modelwatch/Chart.yaml")).unwrap();
+    assert!(
+        chart.contains(&format!("appVersion: \"{}\"", env!("CARGO_PKG_VERSION"))),
+        "Chart.yaml appVersion differs from the crate version"
+    );
+}
