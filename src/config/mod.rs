@@ -115,7 +115,9 @@ pub struct ProxyConfig {
     pub response_header_timeout: Duration,
     /// Header carrying the request id; taken from the client when present, else generated.
     pub request_id_header: String,
-    /// Idle keep-alive connections to the model server are closed after this long.
+    /// Idle keep-alive connections to the model server are closed after this
+    /// long: below the 5 s keep-alive of uvicorn (vLLM, MLServer, KServe) and
+    /// llama.cpp, so that a connection the server is closing is never reused.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
     /// At most this many idle keep-alive connections to the model server are kept.
@@ -137,7 +139,7 @@ impl Default for ProxyConfig {
             connect_timeout: Duration::from_secs(2),
             response_header_timeout: Duration::from_secs(300),
             request_id_header: "x-request-id".into(),
-            pool_idle_timeout: Duration::from_secs(90),
+            pool_idle_timeout: Duration::from_secs(4),
             pool_max_idle: 256,
             upstream_http_version: UpstreamHttpVersion::Auto,
             shutdown_grace_period: Duration::from_secs(30),

@@ -435,6 +435,16 @@ impl Telemetry {
 
         let meter = meter_provider.meter("modelwatch");
         let instruments = Instruments::new(&meter);
+        // Drop counters exist at 0 from the start, so that rate() panels and
+        // alerts over them show 0, not "no data", until the first drop.
+        for reason in [
+            crate::sample::drop_reason::QUEUE_FULL,
+            crate::sample::drop_reason::SHUTDOWN,
+        ] {
+            instruments
+                .samples_dropped
+                .add(0, &[KeyValue::new(attr::REASON, reason)]);
+        }
         let gauges = Arc::new(Gauges::default());
         register_observables(
             &meter,

@@ -603,13 +603,18 @@ impl Service {
 
 /// A real Prometheus scraping `targets` every second.
 pub async fn prometheus(targets: &[SocketAddr]) -> Service {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: modelwatch\n    static_configs:\n      - targets: [{}]\n",
         targets.join(", ")
     );
+    prometheus_with_config(&config).await
+}
+
+/// A real Prometheus with this configuration file.
+pub async fn prometheus_with_config(config: &str) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
     let child = Command::new(testbed_bin("prometheus"))

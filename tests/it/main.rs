@@ -5,6 +5,7 @@
 mod alerts;
 mod cli;
 mod common;
+mod dashboards;
 mod drift;
 mod export;
 mod grpc;
