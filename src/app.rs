@@ -180,6 +180,10 @@ impl App {
             environment,
             started: Instant::now(),
             proxy_addr,
+            history: admin::history::History::new(
+                config.admin.history_interval,
+                config.admin.history_points,
+            ),
         });
         let admin = tokio::spawn(admin::serve(admin_listener, admin_state, side.clone()));
 

@@ -3,6 +3,7 @@
 //! reachable), `/v1/status` (JSON), `POST /v1/feedback` (ground-truth
 //! labels), `/v1/quality` (the quality figures). Model traffic never reaches it.
 
+pub mod history;
 pub mod readiness;
 
 use std::convert::Infallible;
@@ -39,6 +40,7 @@ pub struct AdminState {
     pub environment: Arc<std::sync::RwLock<crate::resources::environment::Versions>>,
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
+    pub history: Arc<history::History>,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -90,7 +92,28 @@ impl AdminState {
                 };
                 json_response(status, json!({ "ready": snap.up, "upstream": snap }))
             }
+            "/" | "/index.html" => {
+                let mut r = respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    Bytes::from_static(STATUS_PAGE.as_bytes()),
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    header::HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+                    ),
+                );
+                r
+            }
             "/v1/status" => json_response(StatusCode::OK, self.status()),
+            "/v1/status/history" => json_response(
+                StatusCode::OK,
+                json!({
+                    "interval_seconds": self.history.interval.as_secs_f64(),
+                    "points": self.history.points(),
+                }),
+            ),
             "/v1/quality" => match &self.quality {
                 Some(q) => json_response(StatusCode::OK, q.status()),
                 None => quality_disabled(),
@@ -126,14 +149,9 @@ impl AdminState {
                 StatusCode::NOT_FOUND,
                 json!({"error": {"type": "disabled", "message": "set admin.recent_records above 0 to keep recent inference records"}}),
             ),
-            "/" => respond(
-                StatusCode::OK,
-                "text/plain; charset=utf-8",
-                "modelwatch admin: /metrics /healthz /readyz /v1/status /v1/quality /v1/alerts /v1/gate, POST /v1/feedback\n",
-            ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": {"type": "not_found", "message": "admin endpoints: /metrics /healthz /readyz /v1/status /v1/quality /v1/alerts /v1/gate, POST /v1/feedback"}}),
+                json!({"error": {"type": "not_found", "message": "admin endpoints: / (status page) /metrics /healthz /readyz /v1/status /v1/status/history /v1/quality /v1/alerts /v1/gate, POST /v1/feedback"}}),
             ),
         }
     }
@@ -159,6 +177,8 @@ impl AdminState {
             },
             "upstream": self.readiness.snapshot(),
             "proxy": self.counters.snapshot(),
+            "traffic": self.history.latest(),
+            "models": history::model_traffic(&crate::alerts::figures::Figures::gather(self.telemetry.registry())),
             "samples": {
                 "queue_depth": g.sample_queue_depth.load(Relaxed),
                 "queue_capacity": g.sample_queue_capacity.load(Relaxed),
@@ -173,7 +193,7 @@ impl AdminState {
             "anomaly": self.anomaly.as_ref().map(|a| serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default()),
             "alerts": self.alerts.as_ref().map(|a| {
                 let a = a.read().expect("poisoned");
-                json!({"evaluations": a.evaluations, "last_evaluation_ms": a.last_evaluation_ms, "rules": a.rules, "notifications_dropped": a.notifications_dropped})
+                json!({"evaluations": a.evaluations, "last_evaluation_ms": a.last_evaluation_ms, "rules": a.rules, "active": a.alerts, "notifications_dropped": a.notifications_dropped})
             }),
             "resources": self.resources.as_ref().map(|r| serde_json::to_value(&*r.read().expect("poisoned")).unwrap_or_default()),
             "environment": &*self.environment.read().expect("poisoned"),
@@ -509,8 +529,27 @@ impl AdminState {
     }
 }
 
+/// The status page: one self-contained file (no CDN, works offline).
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// Takes a history point every `admin.history_interval` until `shutdown`.
+async fn keep_history(state: Arc<AdminState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(state.history.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let figures = crate::alerts::figures::Figures::gather(state.telemetry.registry());
+        let status = state.status();
+        state.history.record(&figures, &status);
+    }
+}
+
 /// Serves the admin endpoints until `shutdown` fires.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    tokio::spawn(keep_history(state.clone(), shutdown.clone()));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {

@@ -167,6 +167,11 @@ pub struct AdminConfig {
     /// Keep this many of the newest decoded inference records for
     /// `GET /v1/records` (0: off; the records hold inputs and outputs).
     pub recent_records: usize,
+    /// The status page's charts: a point of figures this often...
+    #[serde(with = "humantime_serde")]
+    pub history_interval: Duration,
+    /// ... and this many points kept (the default: one hour).
+    pub history_points: usize,
 }
 
 impl Default for AdminConfig {
@@ -175,6 +180,8 @@ impl Default for AdminConfig {
             listen: "0.0.0.0:9464".into(),
             readiness: ReadinessConfig::default(),
             recent_records: 0,
+            history_interval: Duration::from_secs(10),
+            history_points: 360,
         }
     }
 }
@@ -856,6 +863,20 @@ impl Config {
             self.proxy.response_header_timeout,
         )?;
         positive("admin.readiness.interval", self.admin.readiness.interval)?;
+        if self.admin.history_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "admin.history_interval",
+                humantime::format_duration(self.admin.history_interval),
+                "a duration of at least 100ms, e.g. 10s",
+            ));
+        }
+        if !(2..=100_000).contains(&self.admin.history_points) {
+            return Err(invalid(
+                "admin.history_points",
+                self.admin.history_points,
+                "2 to 100000 points",
+            ));
+        }
         positive("admin.readiness.timeout", self.admin.readiness.timeout)?;
         let path = &self.admin.readiness.http_path;
         if !path.is_empty()

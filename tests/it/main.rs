@@ -16,4 +16,5 @@ mod quality;
 mod resources;
 mod rollout;
 mod rules;
+mod status_page;
 mod traces;
