@@ -8,6 +8,7 @@
 # mlserver-sklearn (Open Inference Protocol v2), KServe 0.21's ModelServer (V1),
 # llama.cpp's llama-server (Debian sid packages, run through sid's own loader)
 # with a tiny random-weight GGUF model, and the official openai Python client.
+# TensorBoard 2.20 (its EventAccumulator reads modelwatch's event files).
 #
 # Chromium (Debian package, installed system-wide with apt-get: it needs root)
 # loads the status page headless.
@@ -143,6 +144,10 @@ models() {
   if [[ ! -x "$V/llmclient/bin/python" ]] || ! "$V/llmclient/bin/python" -c 'import openai, gguf' 2>/dev/null; then
     echo "testbed: openai client venv"
     python3 -m venv "$V/llmclient" && "$V/llmclient/bin/pip" install -q openai gguf numpy
+  fi
+  if [[ ! -x "$V/tensorboard/bin/python" ]] || ! "$V/tensorboard/bin/python" -c 'import tensorboard' 2>/dev/null; then
+    echo "testbed: TensorBoard venv"
+    python3 -m venv "$V/tensorboard" && "$V/tensorboard/bin/pip" install -q tensorboard==2.20.0
   fi
   if [[ ! -f "$TB/models/tiny-llama.gguf" ]]; then
     "$V/llmclient/bin/python" "$F/make_tiny_gguf.py" "$TB/models/tiny-llama.gguf"

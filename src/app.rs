@@ -68,6 +68,11 @@ impl App {
         if recent.enabled() {
             analyzers.push(Box::new(analysis::RecentRecordsAnalyzer(recent.clone())));
         }
+        if config.tensorboard.enabled {
+            std::fs::create_dir_all(&config.tensorboard.dir).with_context(|| {
+                format!("cannot create tensorboard.dir {:?}", config.tensorboard.dir)
+            })?;
+        }
         let quality = if config.quality.enabled {
             let q =
                 crate::quality::spawn(&config, telemetry.instruments.clone(), &telemetry.meter)?;
@@ -180,6 +185,11 @@ impl App {
             environment,
             started: Instant::now(),
             proxy_addr,
+            tensorboard: config.tensorboard.enabled.then(|| {
+                Arc::new(std::sync::Mutex::new(crate::tensorboard::Writer::new(
+                    config.tensorboard.clone(),
+                )))
+            }),
             history: admin::history::History::new(
                 config.admin.history_interval,
                 config.admin.history_points,

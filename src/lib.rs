@@ -22,3 +22,4 @@ pub mod resources;
 pub mod rollout;
 pub mod sample;
 pub mod telemetry;
+pub mod tensorboard;

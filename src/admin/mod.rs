@@ -41,6 +41,8 @@ pub struct AdminState {
     pub started: Instant,
     pub proxy_addr: std::net::SocketAddr,
     pub history: Arc<history::History>,
+    /// The TensorBoard writer, when `tensorboard.enabled`.
+    pub tensorboard: Option<Arc<std::sync::Mutex<crate::tensorboard::Writer>>>,
 }
 
 type AdminResponse = Response<Full<Bytes>>;
@@ -199,6 +201,15 @@ impl AdminState {
             "environment": &*self.environment.read().expect("poisoned"),
             "engine": self.engine.as_ref().map(|e| serde_json::to_value(&*e.read().expect("poisoned")).unwrap_or_default()),
             "drift": self.drift.as_ref().map(|d| serde_json::to_value(&*d.read().expect("poisoned")).unwrap_or_default()),
+            "tensorboard": self.tensorboard.as_ref().map(|w| {
+                let w = w.lock().expect("poisoned");
+                json!({
+                    "dir": c.tensorboard.dir,
+                    "interval_seconds": c.tensorboard.interval.as_secs_f64(),
+                    "errors": w.errors,
+                    "runs": w.runs.values().collect::<Vec<_>>(),
+                })
+            }),
             "export": {
                 "metrics": self.telemetry.metrics_export.as_ref().map(|s| s.snapshot()),
                 "traces": self.telemetry.traces_export.as_ref().map(|s| s.snapshot()),
@@ -547,9 +558,30 @@ async fn keep_history(state: Arc<AdminState>, shutdown: CancellationToken) {
     }
 }
 
+/// Writes the status figures as TensorBoard scalars every `tensorboard.interval`.
+async fn write_tensorboard(state: Arc<AdminState>, shutdown: CancellationToken) {
+    let Some(writer) = state.tensorboard.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(state.config.tensorboard.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let status = state.status();
+        let w = writer.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || w.lock().expect("poisoned").write(&status)).await;
+    }
+}
+
 /// Serves the admin endpoints until `shutdown` fires.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     tokio::spawn(keep_history(state.clone(), shutdown.clone()));
+    tokio::spawn(write_tensorboard(state.clone(), shutdown.clone()));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {

@@ -75,12 +75,65 @@ pub struct Config {
     pub rollout: RolloutConfig,
     /// Host, process, container (cgroup) and GPU figures.
     pub resources: ResourcesConfig,
+    /// TensorBoard event files of the quality, drift and latency figures.
+    pub tensorboard: TensorboardConfig,
+    /// Payload records and events as ECS JSON lines (for Filebeat, Fluent Bit, Kibana).
+    pub ecs_logs: EcsLogsConfig,
     /// OpenTelemetry export and resource identity.
     pub telemetry: TelemetryConfig,
     /// The async runtime.
     pub runtime: RuntimeConfig,
     /// modelwatch's own logs.
     pub log: LogConfig,
+}
+
+/// TensorBoard event files: per model version a run folder
+/// (`dir/MODEL/VERSION/`) of scalars, written every `interval`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TensorboardConfig {
+    pub enabled: bool,
+    /// Where the run folders go (required when enabled).
+    pub dir: String,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A file is closed and a new one started at this size...
+    pub max_file_bytes: u64,
+    /// ... and only this many files are kept per run (the oldest is deleted).
+    pub max_files: usize,
+}
+
+impl Default for TensorboardConfig {
+    fn default() -> Self {
+        TensorboardConfig {
+            enabled: false,
+            dir: String::new(),
+            interval: Duration::from_secs(60),
+            max_file_bytes: 16 * 1024 * 1024,
+            max_files: 8,
+        }
+    }
+}
+
+/// Where ECS JSON lines go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EcsLogsConfig {
+    pub enabled: bool,
+    /// `stdout`, or a file path (appended to; rotate it with the log shipper).
+    pub output: String,
+    /// Records waiting to be written; beyond it they are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+impl Default for EcsLogsConfig {
+    fn default() -> Self {
+        EcsLogsConfig {
+            enabled: false,
+            output: "stdout".into(),
+            queue_capacity: 4096,
+        }
+    }
 }
 
 /// The async runtime that runs the proxy and admin server.
@@ -863,6 +916,40 @@ impl Config {
             self.proxy.response_header_timeout,
         )?;
         positive("admin.readiness.interval", self.admin.readiness.interval)?;
+        if self.tensorboard.enabled {
+            if self.tensorboard.dir.trim().is_empty() {
+                return Err(invalid(
+                    "tensorboard.dir",
+                    "",
+                    "a folder for the event files (required when tensorboard.enabled is true)",
+                ));
+            }
+            if self.tensorboard.interval < Duration::from_millis(100) {
+                return Err(invalid(
+                    "tensorboard.interval",
+                    humantime::format_duration(self.tensorboard.interval),
+                    "a duration of at least 100ms, e.g. 1m",
+                ));
+            }
+            if self.tensorboard.max_file_bytes < 4096 || self.tensorboard.max_files == 0 {
+                return Err(invalid(
+                    "tensorboard.max_file_bytes",
+                    format!(
+                        "{} (max_files {})",
+                        self.tensorboard.max_file_bytes, self.tensorboard.max_files
+                    ),
+                    "at least 4096 bytes, and max_files at least 1",
+                ));
+            }
+        }
+        if self.ecs_logs.enabled {
+            if self.ecs_logs.output.trim().is_empty() {
+                return Err(invalid("ecs_logs.output", "", "stdout or a file path"));
+            }
+            if self.ecs_logs.queue_capacity == 0 {
+                return Err(invalid("ecs_logs.queue_capacity", 0, "at least 1"));
+            }
+        }
         if self.admin.history_interval < Duration::from_millis(100) {
             return Err(invalid(
                 "admin.history_interval",

@@ -17,4 +17,5 @@ mod resources;
 mod rollout;
 mod rules;
 mod status_page;
+mod tensorboard;
 mod traces;
