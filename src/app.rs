@@ -89,7 +89,8 @@ impl App {
         let drift = if config.drift.enabled {
             let profiles = crate::drift::load_profiles(&config.drift)
                 .map_err(|e| anyhow::anyhow!("{e} (drift.profiles)"))?;
-            let mut analyzer = crate::drift::DriftAnalyzer::new(config.drift.clone(), profiles);
+            let mut analyzer = crate::drift::DriftAnalyzer::new(config.drift.clone(), profiles)
+                .with_logger(telemetry.logger());
             if !config.drift.reference_dir.is_empty() {
                 let (saver, writer) = crate::drift::spawn_reference_writer(
                     std::path::PathBuf::from(&config.drift.reference_dir),

@@ -312,6 +312,8 @@ pub struct DriftAnalyzer {
     /// Where finished live references go to be saved.
     saver: Option<ReferenceSaver>,
     features_dropped: u64,
+    /// Drift events (`modelwatch.drift`) when a model's drifted features change.
+    logger: Option<opentelemetry_sdk::logs::SdkLogger>,
 }
 
 /// The file of a model's live reference in `drift.reference_dir`: the model
@@ -414,6 +416,83 @@ impl DriftAnalyzer {
             outliers: None,
             saver: None,
             features_dropped: 0,
+            logger: None,
+        }
+    }
+
+    /// Emits a `modelwatch.drift` event when a model version's set of
+    /// drifted features changes.
+    pub fn with_logger(mut self, logger: Option<opentelemetry_sdk::logs::SdkLogger>) -> Self {
+        self.logger = logger;
+        self
+    }
+
+    fn drift_events(&self, before: &DriftSnapshot, after: &[ModelDrift]) {
+        use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+        let Some(logger) = &self.logger else { return };
+        for m in after {
+            let old: Vec<&String> = before
+                .models
+                .iter()
+                .find(|o| o.model == m.model && o.model_version == m.model_version)
+                .map(|o| o.drifted_features.iter().collect())
+                .unwrap_or_default();
+            let started: Vec<&String> = m
+                .drifted_features
+                .iter()
+                .filter(|f| !old.contains(f))
+                .collect();
+            let stopped: Vec<&String> = old
+                .iter()
+                .copied()
+                .filter(|f| !m.drifted_features.contains(f))
+                .collect();
+            if started.is_empty() && stopped.is_empty() {
+                continue;
+            }
+            let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            let mut log = logger.create_log_record();
+            log.set_event_name("modelwatch.drift");
+            let (severity, text) = if started.is_empty() {
+                (Severity::Info, "INFO")
+            } else {
+                (Severity::Warn, "WARN")
+            };
+            log.set_severity_number(severity);
+            log.set_severity_text(text);
+            log.set_timestamp(std::time::SystemTime::now());
+            log.set_body(AnyValue::String(
+                format!(
+                    "drift in {} {}: {} of {} features drifted (share {:.2}){}{}",
+                    m.model,
+                    m.model_version,
+                    m.drifted_features.len(),
+                    m.features.len(),
+                    m.share,
+                    if started.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; started: {}", list(&started))
+                    },
+                    if stopped.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; stopped: {}", list(&stopped))
+                    },
+                )
+                .into(),
+            ));
+            log.add_attribute("modelwatch.model", m.model.clone());
+            log.add_attribute("modelwatch.model_version", m.model_version.clone());
+            log.add_attribute("modelwatch.drift.share", m.share);
+            log.add_attribute("modelwatch.drift.dataset", m.dataset_drift);
+            log.add_attribute(
+                "modelwatch.drift.features",
+                list(&m.drifted_features.iter().collect::<Vec<_>>()),
+            );
+            log.add_attribute("modelwatch.drift.started", list(&started));
+            log.add_attribute("modelwatch.drift.stopped", list(&stopped));
+            logger.emit(log);
         }
     }
 
@@ -706,6 +785,10 @@ impl DriftAnalyzer {
             m.bins.sort_by(|a, b| a.0.cmp(&b.0));
         }
         models.sort_by(|a, b| (&a.model, &a.model_version).cmp(&(&b.model, &b.model_version)));
+        if self.logger.is_some() {
+            let before = self.snapshot.read().expect("poisoned");
+            self.drift_events(&before, &models);
+        }
         *self.snapshot.write().expect("poisoned") = DriftSnapshot {
             models,
             features_dropped: self.features_dropped,

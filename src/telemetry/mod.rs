@@ -3,6 +3,7 @@
 //! the resource that names this pod, and the typed instruments every stage
 //! records into.
 
+pub mod ecs;
 pub mod export;
 pub mod names;
 
@@ -36,6 +37,8 @@ pub enum TelemetryError {
     },
     #[error("cannot build the Prometheus reader: {0}")]
     Prometheus(String),
+    #[error("cannot start the ECS log writer: {0}")]
+    Ecs(String),
 }
 
 /// Values read by observable instruments and `/v1/status`; written by the
@@ -395,12 +398,17 @@ impl Telemetry {
 
         let mut logger_provider = None;
         let mut logs_export = None;
-        // Logs carry payloads and events (anomalies, alert transitions).
+        let mut ecs = None;
+        // Logs carry payloads and events (anomalies, alert transitions, drift).
         let wants_logs = config.payload_logs.enabled
             || config.anomaly.enabled
+            || config.drift.enabled
             || config.resources.enabled
             || !config.alerts.rules.is_empty();
         if wants_logs {
+            let mut builder = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                .with_resource(resource.clone());
+            let mut any = false;
             if let Some(url) = signal_endpoint(&otlp.endpoint, "", otlp.protocol, "/v1/logs") {
                 let exporter = otlp_exporter!(LogExporter, "logs", otlp, &url, runtime)?;
                 let state = Arc::new(ExportState::default());
@@ -420,16 +428,24 @@ impl Telemetry {
                             .build(),
                     )
                     .build();
-                let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
-                    .with_resource(resource.clone())
-                    .with_log_processor(LogQueueGate {
-                        inner: batch,
-                        bound,
-                    })
-                    .build();
-                logger_provider = Some(provider);
+                builder = builder.with_log_processor(LogQueueGate {
+                    inner: batch,
+                    bound,
+                });
                 logs_export = Some(state);
+                any = true;
                 tracing::info!(%url, protocol = ?otlp.protocol, "OTLP logs (payloads and events) on");
+            }
+            if config.ecs_logs.enabled {
+                let processor =
+                    ecs::EcsProcessor::new(&config.ecs_logs).map_err(TelemetryError::Ecs)?;
+                ecs = Some(processor.stats.clone());
+                builder = builder.with_log_processor(processor);
+                any = true;
+                tracing::info!(output = %config.ecs_logs.output, "ECS JSON lines (payloads and events) on");
+            }
+            if any {
+                logger_provider = Some(builder.build());
             }
         }
 
@@ -453,6 +469,15 @@ impl Telemetry {
             traces_export.clone(),
             logs_export.clone(),
         );
+        if let Some(st) = ecs.clone() {
+            let written = st.clone();
+            u64_counter(&meter, names::ECS_WRITTEN, move |o| {
+                o.observe(written.written.load(Ordering::Relaxed), &[])
+            });
+            u64_counter(&meter, names::ECS_DROPPED, move |o| {
+                o.observe(st.dropped.load(Ordering::Relaxed), &[])
+            });
+        }
 
         Ok(Telemetry {
             meter_provider,

@@ -196,6 +196,20 @@ metric!(
 
 metric!(LOGS_DROPPED, "modelwatch.export.logs.dropped", "{record}", Counter,
     "Payload log records dropped because payload_logs.queue_capacity records were already waiting for export.");
+metric!(
+    ECS_WRITTEN,
+    "modelwatch.ecs.records.written",
+    "{record}",
+    Counter,
+    "Payload records and events written as ECS JSON lines (ecs_logs)."
+);
+metric!(
+    ECS_DROPPED,
+    "modelwatch.ecs.records.dropped",
+    "{record}",
+    Counter,
+    "ECS lines dropped because ecs_logs.queue_capacity lines were already waiting to be written."
+);
 
 // Model quality (labels joined to predictions). Counters and histograms add
 // up across replicas; gauges carry the windowed figures of one pod.
@@ -825,6 +839,8 @@ pub const ALL: &[MetricName] = &[
     INFERENCES,
     DECODE_ERRORS,
     LOGS_DROPPED,
+    ECS_WRITTEN,
+    ECS_DROPPED,
     QUALITY_PREDICTIONS,
     QUALITY_PREDICTIONS_DROPPED,
     QUALITY_FEEDBACK,

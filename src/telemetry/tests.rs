@@ -13,6 +13,11 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
     // Export on (to a closed port) so the export self-metrics exist too.
     config.telemetry.otlp.endpoint = "http://127.0.0.1:9".into();
     config.telemetry.otlp.metrics_interval = std::time::Duration::from_secs(3600);
+    // ECS lines on too (to a scratch file), for their counters.
+    let ecs_out =
+        std::env::temp_dir().join(format!("modelwatch-ecs-{}.ndjson", std::process::id()));
+    config.ecs_logs.enabled = true;
+    config.ecs_logs.output = ecs_out.display().to_string();
     let t = Telemetry::new(&config, runtime.handle()).unwrap();
     let i = &t.instruments;
     i.request_duration.record(0.1, &[]);

@@ -9,6 +9,7 @@ mod dashboards;
 mod drift;
 mod export;
 mod grpc;
+mod kibana;
 mod kubernetes;
 mod models;
 mod proxy;
