@@ -30,6 +30,10 @@ pub struct DemoArgs {
     /// Stop after this long (e.g. 30s); default: run until Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Also write TensorBoard event files here, every 5 s
+    /// (then: tensorboard --logdir DIR).
+    #[arg(long)]
+    pub tensorboard: Option<std::path::PathBuf>,
 }
 
 /// Runs the demo until Ctrl-C or `--duration`.
@@ -69,6 +73,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let model = runtime.block_on(model_server::start())?;
     config.proxy.upstream = format!("http://{model}");
     config.admin.readiness.http_path = "/health".into();
+    if let Some(dir) = &args.tensorboard {
+        config.tensorboard.enabled = true;
+        config.tensorboard.dir = dir.display().to_string();
+        config.tensorboard.interval = Duration::from_secs(5);
+    }
     config.validate()?;
     let telemetry = Arc::new(Telemetry::new(&config, runtime.handle())?);
 
