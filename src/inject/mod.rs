@@ -178,7 +178,7 @@ pub fn decide(pod: &Pod, namespace_enabled: bool, config: &InjectorConfig) -> De
     match ann.get(annotations::INJECT).map(|v| v.trim()) {
         Some("false") => return Decision::skip(Skip::OptedOut, ""),
         Some("true") => {}
-        Some(other) if !namespace_enabled => {
+        Some(other) => {
             return Decision::skip(
                 Skip::BadAnnotation,
                 format!(

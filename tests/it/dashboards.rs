@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::models::{bc_data, llama_server, mlserver_versions, oip_infer, testbed};
+use crate::models::{bc_data, llama_server, mlserver_versions, oip_infer, send_labels, testbed};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -340,19 +340,7 @@ async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
         .await;
     }
     for v in ["v1", "v2"] {
-        let items: Vec<String> = labels[..rows]
-            .iter()
-            .enumerate()
-            .map(|(i, l)| json!({"request_id": format!("{v}-{}", i / 5), "row": i % 5, "label": l, "model": "bc"}).to_string())
-            .collect();
-        let resp = http()
-            .post(classifier.admin_url("/v1/feedback"))
-            .header("content-type", "application/x-ndjson")
-            .body(items.join("\n"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        send_labels(&classifier, "bc", v, 5, &labels[..rows]).await;
     }
     // Let analysis catch up before the next burst (a full sample queue drops
     // samples, counted, and their labels would find nothing to join).
@@ -380,19 +368,7 @@ async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
     }
     let d = caught_up().await;
     println!("classifier samples: {d}");
-    let items: Vec<String> = diabetes.1[..200]
-        .iter()
-        .enumerate()
-        .map(|(i, l)| json!({"request_id": format!("d-{}", i / 40), "row": i % 40, "label": l, "model": "diabetes"}).to_string())
-        .collect();
-    let resp = http()
-        .post(classifier.admin_url("/v1/feedback"))
-        .header("content-type", "application/x-ndjson")
-        .body(items.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    send_labels(&classifier, "diabetes", "d", 40, &diabetes.1[..200]).await;
     for i in 0..6 {
         let resp = http()
             .post(llm.url("/v1/chat/completions"))

@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::common::*;
-use crate::models::{bc_data, mlserver_versions, oip_infer};
+use crate::models::{bc_data, mlserver_versions, oip_infer, send_labels};
 
 fn kql_fields(query: &str) -> Vec<String> {
     let re = regex::Regex::new(r#"([A-Za-z0-9_.@]+)\s*:"#).unwrap();
@@ -114,23 +114,7 @@ protocol:
         (q["stored"].as_u64() == Some(200)).then_some(())
     })
     .await;
-    let items: Vec<String> = y[..200]
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            json!({"request_id": format!("r-{}", i / 5), "row": i % 5, "label": l, "model": "bc"})
-                .to_string()
-        })
-        .collect();
-    let resp = http()
-        .post(mw.admin_url("/v1/feedback"))
-        .header("content-type", "application/x-ndjson")
-        .body(items.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.bytes().await.unwrap();
+    send_labels(&mw, "bc", "r", 5, &y[..200]).await;
 
     let wanted = [
         "modelwatch.inference",

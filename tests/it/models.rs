@@ -424,3 +424,34 @@ pub fn predicted(answer: &serde_json::Value) -> Vec<serde_json::Value> {
         .unwrap()
         .clone()
 }
+
+/// Labels for rows that were sent with request ids `{prefix}-{n}`, `batch`
+/// rows per request, through the feedback API as NDJSON; checks for a 200 and
+/// returns the answer.
+pub async fn send_labels<L: serde::Serialize>(
+    mw: &Modelwatch,
+    model: &str,
+    prefix: &str,
+    batch: usize,
+    labels: &[L],
+) -> serde_json::Value {
+    let items: Vec<String> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::json!({"request_id": format!("{prefix}-{}", i / batch), "row": i % batch, "label": l, "model": model})
+                .to_string()
+        })
+        .collect();
+    let resp = http()
+        .post(mw.admin_url("/v1/feedback"))
+        .header("content-type", "application/x-ndjson")
+        .body(items.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}

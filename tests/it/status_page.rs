@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::common::*;
-use crate::models::{bc_data, mlserver_versions, oip_infer};
+use crate::models::{bc_data, mlserver_versions, oip_infer, send_labels};
 
 pub fn chromium() -> PathBuf {
     let p = PathBuf::from("/usr/bin/chromium");
@@ -114,20 +114,7 @@ protocol:
     })
     .await;
     for v in ["v1", "v2"] {
-        let items: Vec<String> = y[..200]
-            .iter()
-            .enumerate()
-            .map(|(i, l)| json!({"request_id": format!("{v}-{}", i / 5), "row": i % 5, "label": l, "model": "bc"}).to_string())
-            .collect();
-        let resp = http()
-            .post(mw.admin_url("/v1/feedback"))
-            .header("content-type", "application/x-ndjson")
-            .body(items.join("\n"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.bytes().await.unwrap();
+        send_labels(&mw, "bc", v, 5, &y[..200]).await;
     }
     let status: Value = eventually("figures and history", Duration::from_secs(30), || async {
         let s = mw.status().await;

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::common::*;
-use crate::models::{bc_data, fixtures, mlserver_versions, oip_infer, testbed};
+use crate::models::{bc_data, fixtures, mlserver_versions, oip_infer, send_labels, testbed};
 
 fn read_events(dir: &std::path::Path) -> Value {
     let python = testbed().join("venvs/tensorboard/bin/python");
@@ -36,7 +36,7 @@ async fn event_files_hold_the_status_figures_per_model_version() {
 tensorboard:
   enabled: true
   dir: {}
-  interval: 300ms
+  interval: 2s
 quality:
   refresh_interval: 100ms
   windows: [1h]
@@ -73,28 +73,17 @@ protocol:
     })
     .await;
     for v in ["v1", "v2"] {
-        let items: Vec<String> = y[..250]
-            .iter()
-            .enumerate()
-            .map(|(i, l)| json!({"request_id": format!("{v}-{}", i / 5), "row": i % 5, "label": l, "model": "bc"}).to_string())
-            .collect();
-        let resp = http()
-            .post(mw.admin_url("/v1/feedback"))
-            .header("content-type", "application/x-ndjson")
-            .body(items.join("\n"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.bytes().await.unwrap();
+        send_labels(&mw, "bc", v, 5, &y[..250]).await;
     }
     // The figures have settled and been written: the newest event of each run
     // carries exactly the scalars of the current status.
-    eventually("figures written", Duration::from_secs(30), || async {
+    eventually("figures written", Duration::from_secs(60), || async {
         let s = mw.status().await;
         let want = modelwatch::tensorboard::scalars(&s);
         let runs = s["tensorboard"]["runs"].as_array()?;
         let ok = want.len() == 2
+            && runs.len() == 2
+            && runs.iter().all(|r| r["records"].as_u64() >= Some(3))
             && want
                 .values()
                 .all(|r| r.contains_key("quality/1h/accuracy") && r.contains_key("drift/share"))
@@ -107,8 +96,9 @@ protocol:
     })
     .await;
 
-    // Read while no write happens in between (same record counts before and after).
-    let (status, read) = eventually("a quiet read", Duration::from_secs(30), || async {
+    // Read between two writes (the same record counts before and after the
+    // read; a write every 2 s leaves room for TensorBoard's start-up).
+    let (status, read) = eventually("a quiet read", Duration::from_secs(60), || async {
         let before = mw.status().await;
         let read = tokio::task::spawn_blocking({
             let d = dir.path().to_path_buf();
