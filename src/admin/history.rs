@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::alerts::figures::{histogram_delta, histogram_quantile, Figures, Labels, Raw};
+use crate::alerts::figures::{histogram_delta, histogram_quantile, sum, Figures, Labels, Raw};
 use crate::telemetry::names::{self, attr};
 
 /// Per model version, since start: what the registry's per-version series say.
@@ -26,35 +26,6 @@ pub struct ModelTraffic {
     pub latency_p95_seconds: Option<f64>,
 }
 
-/// Sums histogram readings with the same bounds.
-fn merge(into: &mut Option<Raw>, r: &Raw) {
-    match (into.as_mut(), r) {
-        (None, _) => *into = Some(r.clone()),
-        (
-            Some(Raw::Histogram {
-                bounds,
-                cumulative,
-                count,
-                sum,
-            }),
-            Raw::Histogram {
-                bounds: b,
-                cumulative: c,
-                count: n,
-                sum: s,
-            },
-        ) if bounds == b => {
-            for (x, y) in cumulative.iter_mut().zip(c) {
-                *x += y;
-            }
-            *count += n;
-            *sum += s;
-        }
-        (Some(Raw::Scalar(x)), Raw::Scalar(y)) => *x += y,
-        _ => {}
-    }
-}
-
 /// Requests, errors and latency per model version (sampled requests).
 pub fn model_traffic(f: &Figures) -> Vec<ModelTraffic> {
     let key = |l: &Labels| {
@@ -63,10 +34,13 @@ pub fn model_traffic(f: &Figures) -> Vec<ModelTraffic> {
             l.get(attr::MODEL_VERSION).cloned().unwrap_or_default(),
         )
     };
-    let mut latency: BTreeMap<(String, String), Option<Raw>> = BTreeMap::new();
-    for s in f.series(&names::MODEL_REQUEST_DURATION, &Labels::new()) {
-        merge(latency.entry(key(&s.labels)).or_default(), &s.raw);
+    let durations = f.series(&names::MODEL_REQUEST_DURATION, &Labels::new());
+    let mut by_version: BTreeMap<(String, String), Vec<&Raw>> = BTreeMap::new();
+    for s in &durations {
+        by_version.entry(key(&s.labels)).or_default().push(&s.raw);
     }
+    let latency: BTreeMap<(String, String), Option<Raw>> =
+        by_version.into_iter().map(|(k, v)| (k, sum(v))).collect();
     let mut counts: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for s in f.series(&names::MODEL_REQUESTS, &Labels::new()) {
         let Raw::Scalar(v) = s.raw else { continue };
@@ -165,19 +139,17 @@ impl History {
     /// Takes a point from the registry and the status figures.
     pub fn record(&self, figures: &Figures, status: &serde_json::Value) {
         let now = std::time::Instant::now();
-        let mut latency = None;
-        let mut errors = 0.0;
-        for s in figures.series(&names::HTTP_SERVER_REQUEST_DURATION, &Labels::new()) {
-            if s.labels
-                .get(&crate::alerts::figures::label_name(attr::ERROR_TYPE))
-                .is_some_and(|e| !e.is_empty())
-            {
-                if let Raw::Histogram { count, .. } = &s.raw {
-                    errors += *count as f64;
-                }
-            }
-            merge(&mut latency, &s.raw);
-        }
+        let series = figures.series(&names::HTTP_SERVER_REQUEST_DURATION, &Labels::new());
+        let error_label = crate::alerts::figures::label_name(attr::ERROR_TYPE);
+        let errors: f64 = series
+            .iter()
+            .filter(|s| s.labels.get(&error_label).is_some_and(|e| !e.is_empty()))
+            .filter_map(|s| match &s.raw {
+                Raw::Histogram { count, .. } => Some(*count as f64),
+                Raw::Scalar(_) => None,
+            })
+            .sum();
+        let latency = sum(series.iter().map(|s| &s.raw));
         let mut cpu = BTreeMap::new();
         let mut memory = BTreeMap::new();
         for p in status["resources"]["processes"]

@@ -25,6 +25,48 @@ pub enum Raw {
     },
 }
 
+impl Raw {
+    /// Adds another reading: scalars add up, histograms with the same bounds
+    /// add bucket by bucket; anything else is left out.
+    pub fn add(&mut self, other: &Raw) {
+        match (self, other) {
+            (Raw::Scalar(x), Raw::Scalar(y)) => *x += y,
+            (
+                Raw::Histogram {
+                    bounds,
+                    cumulative,
+                    count,
+                    sum,
+                },
+                Raw::Histogram {
+                    bounds: b,
+                    cumulative: c,
+                    count: n,
+                    sum: s,
+                },
+            ) if bounds == b => {
+                for (x, y) in cumulative.iter_mut().zip(c) {
+                    *x += y;
+                }
+                *count += n;
+                *sum += s;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The sum of several readings (e.g. every series of a version), by `Raw::add`.
+pub fn sum<'a>(readings: impl IntoIterator<Item = &'a Raw>) -> Option<Raw> {
+    readings.into_iter().fold(None, |acc, r| match acc {
+        None => Some(r.clone()),
+        Some(mut a) => {
+            a.add(r);
+            Some(a)
+        }
+    })
+}
+
 /// One series of a figure.
 #[derive(Debug, Clone)]
 pub struct Series {

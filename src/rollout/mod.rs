@@ -129,30 +129,27 @@ fn error_counts(f: &Figures, model: &str, version: &str) -> (f64, u64) {
 
 /// Per-bucket (not cumulative) counts of one version's durations.
 fn latency_bins(f: &Figures, model: &str, version: &str) -> (Vec<f64>, Vec<u64>) {
-    let mut bounds = Vec::new();
-    let mut counts: Vec<u64> = Vec::new();
-    for s in f
-        .series(&names::MODEL_REQUEST_DURATION, &Labels::new())
+    let series = f.series(&names::MODEL_REQUEST_DURATION, &Labels::new());
+    let total = crate::alerts::figures::sum(
+        series
+            .iter()
+            .filter(|s| version_matches(&s.labels, model, version))
+            .map(|s| &s.raw),
+    );
+    let Some(Raw::Histogram {
+        bounds, cumulative, ..
+    }) = total
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    let counts = cumulative
         .iter()
-        .filter(|s| version_matches(&s.labels, model, version))
-    {
-        if let Raw::Histogram {
-            bounds: b,
-            cumulative,
-            ..
-        } = &s.raw
-        {
-            if counts.is_empty() {
-                bounds = b.clone();
-                counts = vec![0; b.len()];
-            }
-            let mut below = 0;
-            for (i, c) in cumulative.iter().enumerate().take(counts.len()) {
-                counts[i] += c - below;
-                below = *c;
-            }
-        }
-    }
+        .scan(0, |below, c| {
+            let n = c - *below;
+            *below = *c;
+            Some(n)
+        })
+        .collect();
     (bounds, counts)
 }
 
