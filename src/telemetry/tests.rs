@@ -132,6 +132,7 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
         )),
     );
     let text = t.render_prometheus();
+    let _ = std::fs::remove_file(&ecs_out);
     for m in names::ALL {
         let name = prometheus_name(m);
         assert!(
