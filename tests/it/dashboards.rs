@@ -244,25 +244,7 @@ async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
     let (reference, current) = x.split_at(285);
     // A reference profile of the first half (modelwatch profile).
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("reference.csv");
-    let mut text = names.join(",") + "\n";
-    for r in reference {
-        text += &(r.iter().map(f64::to_string).collect::<Vec<_>>().join(",") + "\n");
-    }
-    std::fs::write(&csv, text).unwrap();
-    let profile = dir.path().join("bc.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
-        .args(["profile", "--input"])
-        .arg(&csv)
-        .arg("--output")
-        .arg(&profile)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (profile, _) = crate::models::profile_from_rows(dir.path(), &names, reference);
 
     let (models, shadow, llama) = tokio::join!(
         mlserver_versions(&[

@@ -187,32 +187,8 @@ async fn drift_injected_through_a_real_model_is_detected_and_exported() {
     let (names, x) = breast_cancer();
     let (reference, current) = x.split_at(285);
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("reference.csv");
-    let mut text = names
-        .iter()
-        .map(|n| format!("\"{n}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    text.push('\n');
-    for r in reference {
-        text.push_str(&r.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
-        text.push('\n');
-    }
-    std::fs::write(&csv, text).unwrap();
-    let profile = dir.path().join("bc-profile.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
-        .args(["profile", "--input"])
-        .arg(&csv)
-        .arg("--output")
-        .arg(&profile)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("profiled 285 rows, 30 features"));
+    let (profile, printed) = crate::models::profile_from_rows(dir.path(), &names, reference);
+    assert!(printed.contains("profiled 285 rows, 30 features"));
 
     let server = mlserver(&["bc"]).await;
     let features = names

@@ -455,3 +455,58 @@ pub async fn send_labels<L: serde::Serialize>(
     assert_eq!(status, 200, "{body}");
     body
 }
+
+/// Sends `batches` batches of 5 rows of `x` to each of `versions` of model
+/// `bc`, interleaved, with request ids `{version}-{batch}`, and waits until
+/// the quality store holds every row.
+pub async fn infer_versions(mw: &Modelwatch, x: &[Vec<f64>], versions: &[&str], batches: usize) {
+    for i in 0..batches {
+        let r = i * 5..(i + 1) * 5;
+        for v in versions {
+            oip_infer(
+                &mw.url(&format!("/v2/models/bc/versions/{v}/infer")),
+                &x[r.clone()],
+                Some(&format!("{v}-{i}")),
+            )
+            .await;
+        }
+    }
+    let want = (versions.len() * batches * 5) as u64;
+    eventually("predictions stored", Duration::from_secs(30), || async {
+        let q = mw.admin_json("/v1/quality").await;
+        (q["stored"].as_u64() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+/// Runs `modelwatch profile` on `rows` (a CSV with `names` as its header)
+/// and returns the profile's path, in `dir`, and what the command printed.
+pub fn profile_from_rows(
+    dir: &std::path::Path,
+    names: &[String],
+    rows: &[Vec<f64>],
+) -> (PathBuf, String) {
+    let csv = dir.join("reference.csv");
+    let mut text = names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    text.push('\n');
+    for r in rows {
+        text.push_str(&r.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+        text.push('\n');
+    }
+    std::fs::write(&csv, text).unwrap();
+    let profile = dir.join("profile.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
+        .args(["profile", "--input"])
+        .arg(&csv)
+        .arg("--output")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (profile, stderr)
+}

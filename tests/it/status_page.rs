@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::models::{bc_data, mlserver_versions, oip_infer, send_labels};
+use crate::models::{bc_data, infer_versions, mlserver_versions, send_labels};
 
 pub fn chromium() -> PathBuf {
     let p = PathBuf::from("/usr/bin/chromium");
@@ -97,22 +97,7 @@ protocol:
       scores_output: predict_proba
 "#;
     let mw = Modelwatch::start(Options::new(server.url("")).config(config)).await;
-    for i in 0..40 {
-        let r = i * 5..(i + 1) * 5;
-        for v in ["v1", "v2"] {
-            oip_infer(
-                &mw.url(&format!("/v2/models/bc/versions/{v}/infer")),
-                &x[r.clone()],
-                Some(&format!("{v}-{i}")),
-            )
-            .await;
-        }
-    }
-    eventually("predictions stored", Duration::from_secs(30), || async {
-        let q = mw.admin_json("/v1/quality").await;
-        (q["stored"].as_u64() == Some(400)).then_some(())
-    })
-    .await;
+    infer_versions(&mw, &x, &["v1", "v2"], 40).await;
     for v in ["v1", "v2"] {
         send_labels(&mw, "bc", v, 5, &y[..200]).await;
     }

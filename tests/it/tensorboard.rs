@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::models::{bc_data, fixtures, mlserver_versions, oip_infer, send_labels, testbed};
+use crate::models::{bc_data, fixtures, infer_versions, mlserver_versions, send_labels, testbed};
 
 fn read_events(dir: &std::path::Path) -> Value {
     let python = testbed().join("venvs/tensorboard/bin/python");
@@ -56,22 +56,7 @@ protocol:
         dir.path().display()
     );
     let mw = Modelwatch::start(Options::new(server.url("")).config(&config)).await;
-    for i in 0..50 {
-        let r = i * 5..(i + 1) * 5;
-        for v in ["v1", "v2"] {
-            oip_infer(
-                &mw.url(&format!("/v2/models/bc/versions/{v}/infer")),
-                &x[r.clone()],
-                Some(&format!("{v}-{i}")),
-            )
-            .await;
-        }
-    }
-    eventually("predictions stored", Duration::from_secs(30), || async {
-        let q = mw.admin_json("/v1/quality").await;
-        (q["stored"].as_u64() == Some(500)).then_some(())
-    })
-    .await;
+    infer_versions(&mw, &x, &["v1", "v2"], 50).await;
     for v in ["v1", "v2"] {
         send_labels(&mw, "bc", v, 5, &y[..250]).await;
     }
