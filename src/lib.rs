@@ -21,5 +21,6 @@ pub mod quality;
 pub mod resources;
 pub mod rollout;
 pub mod sample;
+pub mod serve;
 pub mod telemetry;
 pub mod tensorboard;

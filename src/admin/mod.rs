@@ -6,7 +6,6 @@
 pub mod history;
 pub mod readiness;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,6 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -582,45 +580,24 @@ async fn write_tensorboard(state: Arc<AdminState>, shutdown: CancellationToken) 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     tokio::spawn(keep_history(state.clone(), shutdown.clone()));
     tokio::spawn(write_tensorboard(state.clone(), shutdown.clone()));
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let st = state.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let st = st.clone();
+    crate::serve::serve(
+        "admin",
+        listener,
+        None,
+        shutdown,
+        Duration::from_secs(2),
+        move |req: Request<Incoming>| {
+            let st = state.clone();
             async move {
-                if req.uri().path() == "/v1/feedback" && req.method() == Method::POST {
-                    return Ok::<_, Infallible>(st.feedback(req).await);
+                let post = req.method() == Method::POST;
+                match req.uri().path() {
+                    "/v1/feedback" if post => st.feedback(req).await,
+                    "/v1/gate" if post => st.gate_webhook(req).await,
+                    "/v1/quality/reference/reset" if post => st.reset_reference(req).await,
+                    _ => st.route(&req),
                 }
-                if req.uri().path() == "/v1/gate" && req.method() == Method::POST {
-                    return Ok::<_, Infallible>(st.gate_webhook(req).await);
-                }
-                if req.uri().path() == "/v1/quality/reference/reset" && req.method() == Method::POST
-                {
-                    return Ok::<_, Infallible>(st.reset_reference(req).await);
-                }
-                Ok::<_, Infallible>(st.route(&req))
             }
-        });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+        },
+    )
+    .await;
 }

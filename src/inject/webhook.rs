@@ -10,7 +10,6 @@
 //! gets a 4xx with a JSON reason (the API server then applies the webhook's
 //! failurePolicy).
 
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,6 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::core::v1::Pod;
 use kube_core::admission::{AdmissionReview, Operation};
 use kube_core::DynamicObject;
@@ -310,6 +308,25 @@ impl State {
         json_response(answer.status, &answer.body)
     }
 
+    /// `/metrics`, `/healthz` and `/readyz` of the plain-HTTP listener.
+    fn metrics_endpoint(&self, req: &Request<Incoming>) -> Resp {
+        match req.uri().path() {
+            "/metrics" => {
+                let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+            "/healthz" | "/readyz" => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": {"type": "not_found", "message": "GET /metrics, /healthz or /readyz"}}),
+            ),
+        }
+    }
+
     async fn answer(&self, req: Request<Incoming>) -> Answer {
         let namespace_enabled = match req.uri().path() {
             "/mutate" => false,
@@ -434,109 +451,33 @@ pub async fn run(args: WebhookArgs) -> Result<(), String> {
         native_sidecar = state.config.native_sidecar,
         "injection webhook ready"
     );
-    let metrics_task = tokio::spawn(serve_metrics(
+    let st = state.clone();
+    let metrics_task = tokio::spawn(crate::serve::serve(
+        "injector metrics",
         metrics_listener,
-        state.clone(),
+        None,
         cancel.clone(),
+        Duration::from_secs(1),
+        move |req: Request<Incoming>| {
+            let st = st.clone();
+            async move { st.metrics_endpoint(&req) }
+        },
     ));
-    let webhook_task = tokio::spawn(serve_tls(listener, tls, state, cancel.clone()));
+    let webhook_task = tokio::spawn(crate::serve::serve(
+        "webhook",
+        listener,
+        Some(tls),
+        cancel.clone(),
+        Duration::from_secs(5),
+        move |req: Request<Incoming>| {
+            let st = state.clone();
+            async move { st.handle(req).await }
+        },
+    ));
     crate::app::shutdown_signal().await;
     tracing::info!("stopping the injection webhook");
     cancel.cancel();
     let _ = webhook_task.await;
     let _ = metrics_task.await;
     Ok(())
-}
-
-async fn serve_tls(
-    listener: TcpListener,
-    tls: tokio_rustls::TlsAcceptor,
-    state: Arc<State>,
-    cancel: CancellationToken,
-) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => break,
-        };
-        let tls = tls.clone();
-        let st = state.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let st = st.clone();
-                async move { Ok::<_, Infallible>(st.handle(req).await) }
-            });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let _ = watcher.watch(conn).await;
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
-}
-
-async fn serve_metrics(listener: TcpListener, state: Arc<State>, cancel: CancellationToken) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => break,
-        };
-        let st = state.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let st = st.clone();
-            async move {
-                let r = match req.uri().path() {
-                    "/metrics" => {
-                        let mut r = Response::new(Full::new(Bytes::from(st.metrics.render())));
-                        r.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            header::HeaderValue::from_static(
-                                "text/plain; version=0.0.4; charset=utf-8",
-                            ),
-                        );
-                        r
-                    }
-                    "/healthz" | "/readyz" => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
-                    _ => json_response(
-                        StatusCode::NOT_FOUND,
-                        &json!({"error": {"type": "not_found", "message": "GET /metrics, /healthz or /readyz"}}),
-                    ),
-                };
-                Ok::<_, Infallible>(r)
-            }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
 }
