@@ -728,3 +728,8 @@ pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     });
     (addr, task)
 }
+
+/// Held by the heaviest test (several model servers at once) and by tests
+/// that compare latencies, so that they never run side by side: on a 2-core
+/// machine one would skew the other's latencies.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

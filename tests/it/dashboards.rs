@@ -239,6 +239,7 @@ protocol:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
+    let _alone = HEAVY.lock().await;
     let (x, y) = bc_data();
     let names: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
     let (reference, current) = x.split_at(285);

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::models::{bc_data, fixtures, mlserver_versions, oip_infer, predicted, testbed};
+use crate::models::{
+    bc_data, fixtures, mlserver_versions, oip_infer, predicted, send_labels, testbed,
+};
 
 const CONFIG: &str = r#"
 quality:
@@ -28,25 +30,8 @@ rollout:
 "#;
 
 async fn label(mw: &Modelwatch, version: &str, y: &[&str]) {
-    let items: Vec<String> = y
-        .iter()
-        .enumerate()
-        .map(|(i, l)| json!({"request_id": format!("{version}-{}", i / 5), "row": i % 5, "label": l, "model": "bc"}).to_string())
-        .collect();
-    let resp = http()
-        .post(mw.admin_url("/v1/feedback"))
-        .header("content-type", "application/x-ndjson")
-        .body(items.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(
-        (status, body["joined"].as_u64()),
-        (200, Some(y.len() as u64)),
-        "{body}"
-    );
+    let body = send_labels(mw, "bc", version, 5, y).await;
+    assert_eq!(body["joined"].as_u64(), Some(y.len() as u64), "{body}");
 }
 
 async fn gate(mw: &Modelwatch, baseline: &str, candidate: &str) -> Value {
@@ -84,6 +69,7 @@ fn scipy(g: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gate_fails_a_weaker_version_passes_an_equal_one_and_waits_for_samples() {
+    let _alone = HEAVY.lock().await;
     let (x, y) = bc_data();
     let model = mlserver_versions(&[
         ("bc", "v1", "bc"),
