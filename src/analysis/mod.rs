@@ -14,7 +14,7 @@ use opentelemetry::KeyValue;
 use tokio::sync::mpsc;
 
 use crate::config::ProtocolConfig;
-use crate::protocol::{self, Inference};
+use crate::protocol::{self, Inference, Protocol};
 use crate::sample::Sample;
 use crate::telemetry::names::attr;
 use crate::telemetry::{Gauges, Instruments};
@@ -66,7 +66,9 @@ impl Decoder {
         };
         match decoded {
             Ok(mut records) => {
-                self.fill_model_version(sample, &mut records);
+                if let Some(p) = protocol {
+                    self.fill_identity(sample, p, &mut records);
+                }
                 if let Some(first) = records.first() {
                     self.instruments.inferences.add(
                         records.len() as u64,
@@ -105,31 +107,22 @@ impl Decoder {
 }
 
 impl Decoder {
-    /// Records whose protocol reported no model version take it from the
-    /// configured header (response first, then request), else the configured default.
-    fn fill_model_version(&self, sample: &Sample, records: &mut [Inference]) {
-        if records.iter().all(|r| r.model_version.is_some()) {
+    /// Records whose protocol named no model or version take them from the
+    /// exchange itself ([`protocol::identify`]: path, headers, default).
+    fn fill_identity(&self, sample: &Sample, protocol: Protocol, records: &mut [Inference]) {
+        if records
+            .iter()
+            .all(|r| r.model.is_some() && r.model_version.is_some())
+        {
             return;
         }
-        let header = &self.config.model_version_header;
-        let from_header = (!header.is_empty())
-            .then(|| {
-                sample
-                    .response_headers
-                    .get(header.as_str())
-                    .or_else(|| sample.request_headers.get(header.as_str()))
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.trim().to_string())
-                    .filter(|v| !v.is_empty())
-            })
-            .flatten();
-        let version = from_header.or_else(|| {
-            (!self.config.default_model_version.is_empty())
-                .then(|| self.config.default_model_version.clone())
-        });
-        if let Some(v) = version {
-            for r in records.iter_mut().filter(|r| r.model_version.is_none()) {
-                r.model_version = Some(v.clone());
+        let id = protocol::identify(sample, Some(protocol), &self.config);
+        for r in records.iter_mut() {
+            if r.model.is_none() {
+                r.model = id.model.clone();
+            }
+            if r.model_version.is_none() {
+                r.model_version = id.version.clone();
             }
         }
     }
@@ -172,13 +165,14 @@ impl Analyzer for HttpAnalyzer {
 }
 
 /// Per model version: request durations and results of sampled model
-/// requests, for comparing versions (`GET /v1/gate`). At most
-/// `MAX_VERSION_PAIRS` (model, version) pairs get their own labels; later
-/// ones share `_OTHER`.
+/// requests, for comparing versions (`GET /v1/gate`). Every exchange counts
+/// under its model and version whatever its status: a failed request is
+/// named by its path, headers or the default ([`protocol::identify`]), so
+/// a version that fails is seen failing. At most `MAX_VERSION_PAIRS`
+/// (model, version) pairs get their own labels; later ones share `_OTHER`.
 pub struct VersionAnalyzer {
     instruments: Instruments,
-    default_version: String,
-    header: String,
+    config: ProtocolConfig,
     seen: std::collections::HashSet<(String, String)>,
     models: Option<Arc<crate::resources::environment::SeenModels>>,
 }
@@ -190,8 +184,7 @@ impl VersionAnalyzer {
     pub fn new(instruments: Instruments, config: &ProtocolConfig) -> VersionAnalyzer {
         VersionAnalyzer {
             instruments,
-            default_version: config.default_model_version.clone(),
-            header: config.model_version_header.clone(),
+            config: config.clone(),
             seen: Default::default(),
             models: None,
         }
@@ -217,6 +210,20 @@ impl VersionAnalyzer {
         }
         (OTHER.into(), OTHER.into())
     }
+
+    /// The model and version an exchange counts under; None when it is not
+    /// recognisably model traffic and nothing names a version.
+    pub fn identity(&self, sample: &Sample, records: &[Inference]) -> Option<protocol::Identity> {
+        if let Some(r) = records.first() {
+            return Some(protocol::Identity {
+                model: r.model.clone(),
+                version: r.model_version.clone(),
+            });
+        }
+        let detected = protocol::detect(sample, self.config.kind);
+        let id = protocol::identify(sample, detected, &self.config);
+        (detected.is_some() || id.version.is_some()).then_some(id)
+    }
 }
 
 impl Analyzer for VersionAnalyzer {
@@ -231,27 +238,11 @@ impl Analyzer for VersionAnalyzer {
         ) {
             return;
         }
-        let (model, version) = match records.first() {
-            Some(r) => (
-                r.model.clone().unwrap_or_default(),
-                r.model_version.clone().unwrap_or_default(),
-            ),
-            // Not decoded (often an error body): the header or the default still names the version.
-            None => {
-                let header = (!self.header.is_empty())
-                    .then(|| sample.response_headers.get(self.header.as_str()))
-                    .flatten()
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                match header.or_else(|| {
-                    (!self.default_version.is_empty()).then(|| self.default_version.clone())
-                }) {
-                    Some(v) => (String::new(), v),
-                    None => return,
-                }
-            }
+        let Some(id) = self.identity(sample, records) else {
+            return;
         };
-        let (model, version) = self.labels(&model, &version);
+        let version = id.version.clone().unwrap_or_default();
+        let (model, version) = self.labels(id.model_label(), &version);
         let error = sample.status >= 500
             || matches!(sample.outcome, crate::sample::Outcome::UpstreamError(_));
         let attrs = [

@@ -20,6 +20,35 @@ fn query<'a>(path: &str, doc: &'a Json) -> Vec<&'a Json> {
     }
 }
 
+/// The model and version the configured paths name, read from whatever
+/// parses (a failed exchange's error body is no JSON document of rows).
+pub(crate) fn model_and_version(
+    sample: &Sample,
+    config: &ProtocolConfig,
+) -> (Option<String>, Option<String>) {
+    let p = &config.json_paths;
+    if p.model.is_empty() && p.model_version.is_empty() {
+        return (None, None);
+    }
+    let parsed = |b: &[u8]| json::parse(b).unwrap_or(Json::Null);
+    let doc = serde_json::json!({
+        "request": parsed(&sample.request_body.bytes),
+        "response": parsed(&sample.response_body.bytes),
+    });
+    let text = |v: &Json| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    (
+        query(&p.model, &doc)
+            .first()
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        query(&p.model_version, &doc).first().map(|v| text(v)),
+    )
+}
+
 /// Rows from the nodes a path matched: one node holding an array of rows, or
 /// one node per row.
 fn rows(nodes: Vec<&Json>) -> Vec<&Json> {
@@ -49,6 +78,9 @@ fn features_of(v: &Json) -> Vec<(String, Value)> {
 pub fn decode(sample: &Sample, config: &ProtocolConfig) -> Result<Vec<Inference>, DecodeError> {
     if sample.request_body.truncated || sample.response_body.truncated {
         return Err(DecodeError::Truncated);
+    }
+    if sample.status >= 400 {
+        return Err(DecodeError::ErrorResponse);
     }
     let request = json::parse(&sample.request_body.bytes)?;
     let response = if sample.response_body.bytes.is_empty() {

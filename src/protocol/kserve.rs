@@ -53,13 +53,14 @@ fn rows_from_columns(v: &Json, default_name: &str) -> Result<Rows, DecodeError> 
     }
 }
 
-/// `(model, version)` from `/v1/models/{model}[/versions/{v}]:predict`.
-fn model_from_path(path: &str) -> (Option<String>, Option<String>) {
+/// `(model, version)` from `/v1/models/{model}[/versions/{v}]:predict`
+/// (and TF Serving's version labels, `/v1/models/{model}/labels/{label}:predict`).
+pub(crate) fn model_from_path(path: &str) -> (Option<String>, Option<String>) {
     let path = path.split('?').next().unwrap_or("");
     let path = path.rsplit_once(':').map(|(p, _)| p).unwrap_or(path);
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["v1", "models", m, "versions", v] => (Some(m.to_string()), Some(v.to_string())),
+        ["v1", "models", m, "versions" | "labels", v] => (Some(m.to_string()), Some(v.to_string())),
         ["v1", "models", m] => (Some(m.to_string()), None),
         _ => (None, None),
     }

@@ -271,6 +271,73 @@ pub fn decode_as(
     }
 }
 
+/// Which model and version an exchange was for, known whatever its status:
+/// a failed request belongs to its model and version as much as a good one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub model: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Identity {
+    /// The `model` label: never empty (`unknown` when nothing names it).
+    pub fn model_label(&self) -> &str {
+        self.model
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .unwrap_or(UNKNOWN_MODEL)
+    }
+}
+
+/// The `model` label of exchanges and records that nothing names a model for.
+pub const UNKNOWN_MODEL: &str = "unknown";
+
+/// The `model` label of a record: never empty.
+pub fn model_label(model: Option<&str>) -> &str {
+    model.filter(|m| !m.is_empty()).unwrap_or(UNKNOWN_MODEL)
+}
+
+/// The model and version of one exchange, whatever its status. The model:
+/// the path (`/v2/models/M/…`, `/v1/models/M…`), else the request body
+/// (OpenAI's `model`, `protocol.json_paths.model`). The version, in the
+/// order docs/rollouts.md gives: the path (`…/versions/V/…`, TF Serving's
+/// `…/labels/L…`) or the configured JSON path, then
+/// `protocol.model_version_header` on the response, then on the request,
+/// then `protocol.default_model_version`. Decoded records may know better
+/// (an Open Inference answer's `model_version`); this is what holds when
+/// there is no answer to read.
+pub fn identify(sample: &Sample, protocol: Option<Protocol>, config: &ProtocolConfig) -> Identity {
+    let (model, version) = match protocol {
+        Some(Protocol::OpenInferenceV2) => oip::model_from_path(&sample.path),
+        Some(Protocol::KserveV1 | Protocol::TfServing) => kserve::model_from_path(&sample.path),
+        Some(Protocol::Openai) => (openai::request_model(sample), None),
+        Some(Protocol::JsonPaths) => jsonpath::model_and_version(sample, config),
+        None => (None, None),
+    };
+    let version = version.or_else(|| version_from_config(sample, config));
+    Identity { model, version }
+}
+
+/// The version that `protocol.model_version_header` (response, then
+/// request) or else `protocol.default_model_version` gives.
+pub fn version_from_config(sample: &Sample, config: &ProtocolConfig) -> Option<String> {
+    let header = config.model_version_header.as_str();
+    let from = |headers: &http::HeaderMap| {
+        headers
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    (!header.is_empty())
+        .then(|| from(&sample.response_headers).or_else(|| from(&sample.request_headers)))
+        .flatten()
+        .or_else(|| {
+            (!config.default_model_version.is_empty()).then(|| config.default_model_version.clone())
+        })
+}
+
 /// The per-model settings for `model` (exact name first, then `*`).
 pub fn model_settings<'a>(
     config: &'a ProtocolConfig,

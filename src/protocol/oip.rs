@@ -218,7 +218,7 @@ pub fn tensors(
 }
 
 /// `(model, version)` from `/v2/models/{model}[/versions/{version}]/infer`.
-fn model_from_path(path: &str) -> (Option<String>, Option<String>) {
+pub(crate) fn model_from_path(path: &str) -> (Option<String>, Option<String>) {
     let parts: Vec<&str> = path
         .split('?')
         .next()

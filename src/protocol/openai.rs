@@ -83,6 +83,18 @@ fn is_truncated(body: &crate::sample::CapturedBody) -> bool {
     body.truncated
 }
 
+/// The model a request asked for (`model` in its body), also when the body
+/// was cut at the capture cap or the exchange failed.
+pub fn request_model(sample: &Sample) -> Option<String> {
+    match json::parse(&sample.request_body.bytes) {
+        Ok(request) => request
+            .get("model")
+            .and_then(Json::as_str)
+            .map(str::to_string),
+        Err(_) => crate::proxy::llm::string_field(&sample.request_body.bytes, br#""model""#),
+    }
+}
+
 /// Decodes an OpenAI-style exchange into one record (embeddings: one per input).
 pub fn decode(sample: &Sample) -> Result<Vec<Inference>, DecodeError> {
     let operation = operation_for_path(&sample.path).unwrap_or_else(|| {

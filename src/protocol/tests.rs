@@ -375,3 +375,177 @@ fn auto_detection_and_truncation() {
     s.request_body.truncated = true;
     assert_eq!(decode(&s, &cfg()).unwrap_err(), DecodeError::Truncated);
 }
+
+/// A failed exchange (the model server's error body, status 500) is still
+/// named by its model and version, for every protocol and every place a
+/// version can be given: the path, the response header, the request header,
+/// the default; in that order.
+#[test]
+fn failed_exchanges_keep_their_model_and_version() {
+    struct Case {
+        what: &'static str,
+        kind: ProtocolKind,
+        path: &'static str,
+        request: &'static [u8],
+        response_header: Option<&'static str>,
+        request_header: Option<&'static str>,
+        default: &'static str,
+        model: Option<&'static str>,
+        version: Option<&'static str>,
+    }
+    let oip_req: &[u8] =
+        br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP64","data":[1,2]}]}"#;
+    let chat_req: &[u8] = br#"{"model":"llama-3","messages":[{"role":"user","content":"hi"}]}"#;
+    let base = Case {
+        what: "",
+        kind: ProtocolKind::Auto,
+        path: "/v2/models/bc/versions/v2/infer",
+        request: oip_req,
+        response_header: None,
+        request_header: None,
+        default: "",
+        model: Some("bc"),
+        version: Some("v2"),
+    };
+    let cases = [
+        Case {
+            what: "OIP, version in the path",
+            ..base
+        },
+        Case {
+            what: "OIP, the path beats the headers and the default",
+            response_header: Some("h-resp"),
+            request_header: Some("h-req"),
+            default: "dflt",
+            ..base
+        },
+        Case {
+            what: "OIP, version in the response header",
+            path: "/v2/models/bc/infer",
+            response_header: Some("v3"),
+            request_header: Some("h-req"),
+            default: "dflt",
+            version: Some("v3"),
+            ..base
+        },
+        Case {
+            what: "OIP, version in the request header",
+            path: "/v2/models/bc/infer",
+            request_header: Some("v4"),
+            default: "dflt",
+            version: Some("v4"),
+            ..base
+        },
+        Case {
+            what: "OIP, the default",
+            path: "/v2/models/bc/infer",
+            default: "dflt",
+            version: Some("dflt"),
+            ..base
+        },
+        Case {
+            what: "OIP, nothing names a version",
+            path: "/v2/models/bc/infer",
+            version: None,
+            ..base
+        },
+        Case {
+            what: "KServe v1, version in the path",
+            path: "/v1/models/iris/versions/7:predict",
+            request: br#"{"instances":[[1,2]]}"#,
+            default: "dflt",
+            model: Some("iris"),
+            version: Some("7"),
+            ..base
+        },
+        Case {
+            what: "TF Serving, version label in the path",
+            kind: ProtocolKind::TfServing,
+            path: "/v1/models/iris/labels/canary:predict",
+            request: br#"{"instances":[[1,2]]}"#,
+            model: Some("iris"),
+            version: Some("canary"),
+            ..base
+        },
+        Case {
+            what: "KServe v1, the request header",
+            path: "/v1/models/iris:predict",
+            request: br#"{"instances":[[1,2]]}"#,
+            request_header: Some("r9"),
+            model: Some("iris"),
+            version: Some("r9"),
+            ..base
+        },
+        Case {
+            what: "OpenAI, model from the request, version from the response header",
+            path: "/v1/chat/completions",
+            request: chat_req,
+            response_header: Some("2025-01"),
+            model: Some("llama-3"),
+            version: Some("2025-01"),
+            ..base
+        },
+        Case {
+            what: "OpenAI, a request cut at the capture cap still names its model",
+            path: "/v1/chat/completions",
+            request: br#"{"model":"llama-3","messages":[{"role":"user","content":"a very long pro"#,
+            default: "dflt",
+            model: Some("llama-3"),
+            version: Some("dflt"),
+            ..base
+        },
+        Case {
+            what: "JSON paths, model and version from the request",
+            kind: ProtocolKind::JsonPaths,
+            path: "/score",
+            request: br#"{"meta":{"model":"churn","version":"b"},"rows":[[1,2]]}"#,
+            default: "dflt",
+            model: Some("churn"),
+            version: Some("b"),
+            ..base
+        },
+        Case {
+            what: "JSON paths, nothing in the body: the request header",
+            kind: ProtocolKind::JsonPaths,
+            path: "/score",
+            request: br#"not json"#,
+            request_header: Some("h1"),
+            model: None,
+            version: Some("h1"),
+            ..base
+        },
+    ];
+    for c in cases {
+        let mut config = cfg();
+        config.kind = c.kind;
+        config.model_version_header = "x-model-version".into();
+        config.default_model_version = c.default.into();
+        config.json_paths.model = "$.request.meta.model".into();
+        config.json_paths.model_version = "$.request.meta.version".into();
+        config.json_paths.features = "$.request.rows".into();
+        let mut s = sample(
+            c.path,
+            c.request,
+            br#"{"error":"boom"}"#,
+            "application/json",
+        );
+        s.status = 500;
+        if let Some(v) = c.response_header {
+            s.response_headers
+                .insert("x-model-version", v.parse().unwrap());
+        }
+        if let Some(v) = c.request_header {
+            s.request_headers
+                .insert("x-model-version", v.parse().unwrap());
+        }
+        assert!(
+            decode(&s, &config).is_err(),
+            "{}: a 500 is not decoded",
+            c.what
+        );
+        let id = identify(&s, detect(&s, config.kind), &config);
+        assert_eq!(id.model.as_deref(), c.model, "{}: model", c.what);
+        assert_eq!(id.version.as_deref(), c.version, "{}: version", c.what);
+        assert!(!id.model_label().is_empty(), "{}", c.what);
+    }
+}

@@ -344,7 +344,7 @@ impl Analyzer for QualityAnalyzer {
             batch.push(Prediction {
                 key: store::join_key(id, r.row as u32),
                 time_ms,
-                model: r.model.clone().unwrap_or_else(|| "unknown".into()),
+                model: crate::protocol::model_label(r.model.as_deref()).to_string(),
                 version: r.model_version.clone().unwrap_or_default(),
                 prediction,
                 scores: r.scores.clone(),

@@ -154,7 +154,17 @@ impl Shadow {
                 .unwrap_or_default()
         };
         let (p, s) = (decode(&primary), decode(&shadow));
+        let model = match p.first() {
+            Some(r) => protocol::model_label(r.model.as_deref()).to_string(),
+            None => {
+                let detected = protocol::detect(&primary, self.protocol.kind);
+                protocol::identify(&primary, detected, &self.protocol)
+                    .model_label()
+                    .to_string()
+            }
+        };
         compare(
+            &model,
             &p,
             &s,
             took.as_secs_f64() - primary.timings.total.as_secs_f64(),
@@ -181,7 +191,7 @@ pub fn compare_rows(primary: &[Inference], shadow: &[Inference]) -> Vec<RowCompa
         .iter()
         .zip(shadow)
         .map(|(p, s)| {
-            let model = p.model.clone().unwrap_or_default();
+            let model = protocol::model_label(p.model.as_deref()).to_string();
             if p.output_text.is_some() || s.output_text.is_some() {
                 let (lp, ls) = (
                     p.output_text.as_deref().map_or(0, |t| t.chars().count()),
@@ -212,12 +222,15 @@ pub fn compare_rows(primary: &[Inference], shadow: &[Inference]) -> Vec<RowCompa
         .collect()
 }
 
-fn compare(primary: &[Inference], shadow: &[Inference], latency_difference: f64, i: &Instruments) {
+fn compare(
+    model: &str,
+    primary: &[Inference],
+    shadow: &[Inference],
+    latency_difference: f64,
+    i: &Instruments,
+) {
     let rows = compare_rows(primary, shadow);
-    let model = primary
-        .first()
-        .and_then(|r| r.model.clone())
-        .unwrap_or_default();
+    let model = model.to_string();
     i.shadow_latency_difference
         .record(latency_difference, &[KeyValue::new(attr::MODEL, model)]);
     for r in rows {
