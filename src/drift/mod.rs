@@ -238,8 +238,12 @@ pub struct FeatureDrift {
     pub feature: String,
     pub kind: Kind,
     pub method: &'static str,
-    /// The statistic: a p-value for `ks` and `chi2`, a distance otherwise.
+    /// The verdict's figure: a p-value for `ks` and `chi2`, a distance otherwise.
     pub score: f64,
+    /// The test statistic: KS's D, the chi-squared statistic, or the
+    /// distance (then equal to `score`). Ranks features whose p-values are
+    /// all tiny.
+    pub statistic: f64,
     pub threshold: f64,
     pub drifted: bool,
     pub window: usize,
@@ -551,7 +555,7 @@ impl DriftAnalyzer {
     }
 
     fn record(&mut self, r: &Inference) {
-        let model = r.model.as_deref().unwrap_or("unknown");
+        let model = crate::protocol::model_label(r.model.as_deref());
         let key = (
             model.to_string(),
             r.model_version.clone().unwrap_or_default(),
@@ -837,17 +841,20 @@ fn feature_drift(c: &DriftConfig, feature: &str, w: &Window) -> Option<FeatureDr
         (Kind::Categorical, _, m) => m,
     };
     let counts = w.window_counts();
+    let mut statistic = None;
     let (score, threshold, drifted) = match method {
         DriftMethod::Ks => {
             let d = match w.merged() {
                 Some(s) => sketch::ks(&r.sample, &s)?,
                 None => stats::ks_statistic(&r.sample, &w.sorted_values())?,
             };
+            statistic = Some(d);
             let p = stats::ks_pvalue(d, r.sample.len(), w.len());
             (p, c.p_value_threshold, p < c.p_value_threshold)
         }
         DriftMethod::Chi2 => {
-            let (_, p) = stats::chi_squared(&r.bin_counts, &counts)?;
+            let (x2, p) = stats::chi_squared(&r.bin_counts, &counts)?;
+            statistic = Some(x2);
             (p, c.p_value_threshold, p < c.p_value_threshold)
         }
         DriftMethod::Wasserstein => {
@@ -882,6 +889,7 @@ fn feature_drift(c: &DriftConfig, feature: &str, w: &Window) -> Option<FeatureDr
         kind: r.kind,
         method: method.as_str(),
         score,
+        statistic: statistic.unwrap_or(score),
         threshold,
         drifted,
         window: w.len(),
@@ -924,6 +932,14 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<DriftSnapshot>>)
         for m in &s.read().expect("poisoned").models {
             for f in &m.features {
                 o.observe(f.score, &feature_attrs(m, &f.feature, Some(f.method)));
+            }
+        }
+    });
+    let s = snapshot.clone();
+    crate::telemetry::f64_gauge(meter, DRIFT_STATISTIC, move |o| {
+        for m in &s.read().expect("poisoned").models {
+            for f in &m.features {
+                o.observe(f.statistic, &feature_attrs(m, &f.feature, Some(f.method)));
             }
         }
     });
@@ -1039,6 +1055,7 @@ pub(crate) mod tests {
                     kind: Kind::Numeric,
                     method: "ks",
                     score: 0.01,
+                    statistic: 0.3,
                     threshold: 0.05,
                     drifted: true,
                     window: 100,

@@ -431,6 +431,13 @@ metric!(
 metric!(DRIFT_SCORE, "modelwatch.drift.score", "", Gauge,
     "The feature's drift statistic over its current window: a p-value (ks, chi2) or a distance (wasserstein, psi, jensenshannon, hellinger).");
 metric!(
+    DRIFT_STATISTIC,
+    "modelwatch.drift.statistic",
+    "",
+    Gauge,
+    "The test statistic behind the score, for ranking features that all drift: the KS distance D (largest gap between the ECDFs), the chi-squared statistic; for distance methods, the distance."
+);
+metric!(
     DRIFT_THRESHOLD,
     "modelwatch.drift.threshold",
     "",
@@ -876,6 +883,7 @@ pub const ALL: &[MetricName] = &[
     QUALITY_ESTIMATED_F1,
     QUALITY_ESTIMATION_GAP,
     DRIFT_SCORE,
+    DRIFT_STATISTIC,
     DRIFT_THRESHOLD,
     DRIFT_DETECTED,
     DRIFT_SHARE,

@@ -54,8 +54,14 @@ fn statistics_match_scipy_on_breast_cancer() {
     let (_, x) = breast_cancer();
     let (reference, current) = x.split_at(285);
     let shifted = shift(current);
+    // Strong drift, where p-values reach far into the tail (SciPy: down to
+    // about 1e-160 at these sizes).
+    let strong: Vec<Vec<f64>> = current
+        .iter()
+        .map(|r| r.iter().map(|x| x * 1.8).collect())
+        .collect();
     let mut pairs = Vec::new();
-    for cur in [current, &shifted[..]] {
+    for cur in [current, &shifted[..], &strong[..]] {
         for j in 0..30 {
             pairs.push((column(reference, j), column(cur, j)));
         }
@@ -65,6 +71,7 @@ fn statistics_match_scipy_on_breast_cancer() {
     cmd.arg(fixtures().join("drift_reference.py"));
     let want = stdout_json(run_with_input(&mut cmd, input.to_string().as_bytes()));
     let mut worst_p = 0.0f64;
+    let (mut worst_rel, mut smallest_p) = (0.0f64, 1.0f64);
     let (mut worst_ks, mut worst_w) = (0.0f64, 0.0f64);
     for (i, (r, c)) in pairs.iter().enumerate() {
         let w = &want[i];
@@ -129,9 +136,23 @@ fn statistics_match_scipy_on_breast_cancer() {
             1e-9 * chi.max(1.0),
         );
         close(&what("chi2 p-value"), chi_p, f("chi2_pvalue"), 1e-9);
-        // Exact p-value at these sizes, as SciPy's default.
+        // Exact p-value at these sizes, as SciPy's default: 1e-9 absolute,
+        // and in the tails (strong drift, p down to 1e-100 and below) 1e-9
+        // relative, where an absolute tolerance says nothing; a p-value that
+        // cancels to 0 cannot rank features.
         let p = stats::ks_pvalue(d, rs.len(), cs.len());
         close(&what("ks p-value"), p, f("ks_pvalue"), 1e-9);
+        let want_p = f("ks_pvalue");
+        if want_p > 0.0 {
+            let rel = (p - want_p).abs() / want_p;
+            assert!(
+                rel < 1e-9,
+                "{}: {p:e} vs SciPy {want_p:e} (relative {rel:e})",
+                what("ks p-value, relative")
+            );
+            worst_rel = worst_rel.max(rel);
+            smallest_p = smallest_p.min(want_p);
+        }
         // Above KS_EXACT_LIMIT pairs: the limiting distribution, against
         // SciPy's `method="asymp"`; stated tolerance 0.02.
         let en = (rs.len() * cs.len()) as f64 / (rs.len() + cs.len()) as f64;
@@ -164,7 +185,11 @@ fn statistics_match_scipy_on_breast_cancer() {
         );
     }
     println!(
-        "largest differences: asymptotic KS p-value {worst_p:.5}; sketch KS {worst_ks:.5}; sketch Wasserstein (relative) {worst_w:.5}"
+        "largest differences: exact KS p-value (relative) {worst_rel:e}, smallest SciPy p {smallest_p:e}; asymptotic KS p-value {worst_p:.5}; sketch KS {worst_ks:.5}; sketch Wasserstein (relative) {worst_w:.5}"
+    );
+    assert!(
+        smallest_p < 1e-20,
+        "the shifted pairs must reach SciPy's tail (smallest p {smallest_p:e})"
     );
     // The shifted half drifts on the scaled features only (KS at 0.05).
     for j in 0..30 {
