@@ -132,9 +132,12 @@ impl App {
                 &config.payload_logs,
             )?));
         }
+        let decoder =
+            analysis::Decoder::new(config.protocol.clone(), telemetry.instruments.clone());
+        let decode_problems = decoder.problems();
         let analysis = analysis::spawn(
             queue,
-            analysis::Decoder::new(config.protocol.clone(), telemetry.instruments.clone()),
+            decoder,
             analyzers,
             telemetry.instruments.clone(),
             telemetry.gauges.clone(),
@@ -177,6 +180,7 @@ impl App {
             readiness,
             counters: proxy.counters.clone(),
             recent,
+            decode_problems,
             quality: quality.as_ref().map(|q| q.handle.clone()),
             drift,
             anomaly,

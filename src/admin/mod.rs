@@ -29,6 +29,8 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     pub counters: Arc<ProxyCounters>,
     pub recent: Arc<crate::analysis::RecentRecords>,
+    /// Configuration problems that decoding found (feature names that do not fit).
+    pub decode_problems: Arc<crate::analysis::DecodeProblems>,
     pub quality: Option<crate::quality::QualityHandle>,
     pub drift: Option<std::sync::Arc<std::sync::RwLock<crate::drift::DriftSnapshot>>>,
     pub anomaly: Option<std::sync::Arc<std::sync::RwLock<crate::anomaly::AnomalySnapshot>>>,
@@ -188,6 +190,9 @@ impl AdminState {
                     "queue_full": g.samples_dropped_queue_full.load(Relaxed),
                     "shutdown": g.samples_dropped_shutdown.load(Relaxed),
                 },
+            },
+            "decode": {
+                "feature_names_mismatch": self.decode_problems.feature_names(),
             },
             "quality": self.quality.as_ref().map(|q| q.status()),
             "anomaly": self.anomaly.as_ref().map(|a| serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default()),

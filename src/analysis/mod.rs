@@ -40,6 +40,45 @@ pub trait Analyzer: Send {
 pub struct Decoder {
     config: ProtocolConfig,
     instruments: Instruments,
+    problems: Arc<DecodeProblems>,
+}
+
+/// The `reason` of `modelwatch.decode.errors` for exchanges that decoded,
+/// but whose configured feature names do not fit the model's inputs (the
+/// features then carry positional names, and a profile's names never match).
+pub const FEATURE_NAMES_MISMATCH: &str = "feature_names_mismatch";
+
+/// At most this many models are listed with a feature-name mismatch.
+const MAX_MISMATCHED_MODELS: usize = 64;
+
+/// A configured feature list whose length does not fit what the model gets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FeatureNamesMismatch {
+    pub model: String,
+    /// The config key to fix, e.g. `protocol.models[0].features`.
+    pub key: String,
+    pub configured: usize,
+    pub received: usize,
+    /// Exchanges decoded with positional names because of it.
+    pub exchanges: u64,
+}
+
+/// Problems that decoding found in the configuration, for `/v1/status`
+/// (bounded: one entry per model, at most 64 models).
+#[derive(Debug, Default)]
+pub struct DecodeProblems {
+    feature_names: std::sync::Mutex<std::collections::BTreeMap<String, FeatureNamesMismatch>>,
+}
+
+impl DecodeProblems {
+    pub fn feature_names(&self) -> Vec<FeatureNamesMismatch> {
+        self.feature_names
+            .lock()
+            .expect("poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
 }
 
 impl Decoder {
@@ -47,6 +86,76 @@ impl Decoder {
         Decoder {
             config,
             instruments,
+            problems: Arc::default(),
+        }
+    }
+
+    /// What `/v1/status` shows of the problems decoding found.
+    pub fn problems(&self) -> Arc<DecodeProblems> {
+        self.problems.clone()
+    }
+
+    /// A configured feature list that the first record's inputs do not fit:
+    /// said once at WARN per model (with the counts and the key to fix),
+    /// counted on every exchange, listed in `/v1/status`.
+    fn check_feature_names(&self, records: &[Inference]) {
+        let Some(first) = records.first() else {
+            return;
+        };
+        let Some((index, settings)) = self
+            .config
+            .models
+            .iter()
+            .enumerate()
+            .find(|(_, s)| first.model.as_deref() == Some(s.name.as_str()))
+            .or_else(|| {
+                self.config
+                    .models
+                    .iter()
+                    .enumerate()
+                    .find(|(_, s)| s.name == "*")
+            })
+        else {
+            return;
+        };
+        if settings.features.is_empty() || settings.features.len() == first.features.len() {
+            return;
+        }
+        let model = protocol::model_label(first.model.as_deref()).to_string();
+        self.instruments.decode_errors.add(
+            1,
+            &[
+                KeyValue::new(attr::PROTOCOL, first.protocol.as_str()),
+                KeyValue::new(attr::REASON, FEATURE_NAMES_MISMATCH),
+            ],
+        );
+        let mut seen = self.problems.feature_names.lock().expect("poisoned");
+        if let Some(entry) = seen.get_mut(&model) {
+            entry.exchanges += 1;
+            entry.received = first.features.len();
+            return;
+        }
+        let key = format!("protocol.models[{index}].features");
+        tracing::warn!(
+            model = %model,
+            configured = settings.features.len(),
+            received = first.features.len(),
+            key = %key,
+            "{key} names {} features but model {model} gets {} input values per row; its features keep positional names (input[0], ...) and no profile feature will match until the list has one name per value",
+            settings.features.len(),
+            first.features.len(),
+        );
+        if seen.len() < MAX_MISMATCHED_MODELS {
+            seen.insert(
+                model.clone(),
+                FeatureNamesMismatch {
+                    model,
+                    key,
+                    configured: settings.features.len(),
+                    received: first.features.len(),
+                    exchanges: 1,
+                },
+            );
         }
     }
 
@@ -69,6 +178,7 @@ impl Decoder {
                 if let Some(p) = protocol {
                     self.fill_identity(sample, p, &mut records);
                 }
+                self.check_feature_names(&records);
                 if let Some(first) = records.first() {
                     self.instruments.inferences.add(
                         records.len() as u64,

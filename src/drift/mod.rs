@@ -658,7 +658,8 @@ impl DriftAnalyzer {
         }
         let mut seen = 0usize;
         let mut outlier: Option<f64> = None;
-        for (name, v) in values() {
+        let inputs = r.features.len();
+        for (i, (name, v)) in values().enumerate() {
             match state.windows.get_mut(name) {
                 Some(w) => {
                     if let Some(z) = w.push(v, cap) {
@@ -666,6 +667,10 @@ impl DriftAnalyzer {
                     }
                     seen += 1;
                 }
+                // The model's own output (the prediction, LLM lengths and
+                // tokens) missing from a profile built from training data is
+                // no data-quality problem: it is simply not compared.
+                None if i >= inputs => {}
                 None => {
                     if state.not_in_profile.len() < max_features
                         || state.not_in_profile.contains_key(name)
@@ -1200,6 +1205,30 @@ pub(crate) mod tests {
         // The window of a categorical feature holds bin numbers, not strings.
         let w = &d.models[&("m".to_string(), String::new())].windows["color"];
         assert!(w.cats.len() <= 200);
+    }
+
+    /// A profile built from a training CSV has no `prediction` column: the
+    /// model's output is then not compared, and is no data-quality issue;
+    /// an input the profile lacks still is.
+    #[test]
+    fn a_prediction_missing_from_the_profile_is_no_issue() {
+        let p = numeric_profile("x", (0..500).map(|i| (i % 100) as f64));
+        let mut d = DriftAnalyzer::new(config(), HashMap::from([("m".to_string(), p)]));
+        for i in 0..50 {
+            let mut r = record(Value::Number((i % 100) as f64), "red");
+            r.prediction = Some(Value::Text("benign".into()));
+            r.features.push(("unexpected".into(), Value::Number(1.0)));
+            d.record(&r);
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        let not_in_profile: Vec<(&str, u64)> = snap.models[0]
+            .issues
+            .iter()
+            .filter(|i| i.issue == Issue::NotInProfile)
+            .map(|i| (i.feature.as_str(), i.count))
+            .collect();
+        assert_eq!(not_in_profile, vec![("unexpected", 50)]);
     }
 
     #[test]
