@@ -119,9 +119,9 @@ const RECENT_VALUES: usize = 20;
 impl RuleState {
     pub fn new(rule: Rule, max_series: usize) -> RuleState {
         let figure = find_figure(&rule.figure).expect("validated figure");
-        let samples_from = (rule.min_samples > 0)
-            .then(|| samples_figure(figure))
-            .flatten();
+        // The sample count is read whenever the figure has one, so that
+        // `{{ samples }}` and the evidence carry it without `min_samples`.
+        let samples_from = samples_figure(figure);
         let matchers = rule
             .matchers
             .iter()
@@ -463,6 +463,9 @@ fn alert_labels(rule: &Rule, series: &Labels, base: &Labels) -> Labels {
     if !rule.severity.is_empty() {
         labels.insert(attr::SEVERITY.into(), rule.severity.clone());
     }
+    // An empty value is no label (Alertmanager drops them on receipt, and
+    // Prometheus treats them as absent): never sent, never fingerprinted.
+    labels.retain(|_, v| !v.is_empty());
     labels
 }
 

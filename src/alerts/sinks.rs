@@ -144,16 +144,30 @@ struct Evidence<'a> {
     recent: &'a [f64],
 }
 
-/// A stable identity of an alert: a hash of its sorted labels.
+/// An alert's identity, as Alertmanager computes it for the same label set
+/// (`model.LabelSet.Fingerprint` in prometheus/common): 64-bit FNV-1a over
+/// the labels sorted by name, each name and value followed by the byte
+/// 0xff, empty values left out (Alertmanager drops them on receipt);
+/// printed as 16 hex digits. A receiver can match a webhook call with the
+/// alert in Alertmanager's API by it.
 pub fn fingerprint(labels: &Labels) -> String {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for (k, v) in labels {
-        h.update(k.as_bytes());
-        h.update(&[0xff]);
-        h.update(v.as_bytes());
-        h.update(&[0xfe]);
+    const OFFSET: u64 = 14_695_981_039_346_656_037;
+    const PRIME: u64 = 1_099_511_628_211;
+    let mut h = OFFSET;
+    let mut add = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    // BTreeMap: already sorted by name, as Go's sort of LabelNames.
+    for (k, v) in labels.iter().filter(|(_, v)| !v.is_empty()) {
+        add(k.as_bytes());
+        add(&[0xff]);
+        add(v.as_bytes());
+        add(&[0xff]);
     }
-    format!("{:016x}", h.digest())
+    format!("{h:016x}")
 }
 
 fn webhook_body(name: &str, batch: &[Transition]) -> Vec<u8> {
@@ -296,5 +310,28 @@ mod tests {
         b.insert("model".into(), "y".into());
         assert_ne!(fingerprint(&a), fingerprint(&b));
         assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+    }
+
+    /// prometheus/common's own vectors (model/signature_test.go,
+    /// TestMetricToFingerprint): the empty set and a two-label set.
+    #[test]
+    fn fingerprint_is_alertmanager_s() {
+        assert_eq!(
+            fingerprint(&Labels::new()),
+            format!("{:016x}", 14_695_981_039_346_656_037u64)
+        );
+        let set: Labels = [
+            ("name".to_string(), "garland, briggs".to_string()),
+            ("fear".into(), "love is not enough".into()),
+        ]
+        .into();
+        assert_eq!(
+            fingerprint(&set),
+            format!("{:016x}", 5_799_056_148_416_392_346u64)
+        );
+        // An empty value is no label.
+        let mut with_empty = set.clone();
+        with_empty.insert("model_version".into(), String::new());
+        assert_eq!(fingerprint(&with_empty), fingerprint(&set));
     }
 }

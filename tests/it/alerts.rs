@@ -352,6 +352,11 @@ async fn accuracy_drop_reaches_a_real_alertmanager_and_resolves() {
     assert_eq!(body["status"], "firing");
     assert_eq!(body["alerts"][0]["labels"]["alertname"], "ModelAccuracyLow");
     assert_eq!(body["alerts"][0]["evidence"]["threshold"], 0.8);
+    // The webhook's fingerprint is the one Alertmanager computed for the same alert.
+    assert_eq!(
+        body["alerts"][0]["fingerprint"], alert["fingerprint"],
+        "webhook {body} vs Alertmanager {alert}"
+    );
     let rollback = hooks.on("/rollback");
     assert_eq!(rollback.len(), 1);
     assert!(
