@@ -33,6 +33,16 @@ pub enum Origin {
 }
 
 impl ProxyError {
+    /// Every kind, for counters that start at 0.
+    pub const ALL: [ProxyError; 6] = [
+        ProxyError::ConnectRefused,
+        ProxyError::ConnectTimeout,
+        ProxyError::ResponseTimeout,
+        ProxyError::Reset,
+        ProxyError::Protocol,
+        ProxyError::Internal,
+    ];
+
     /// The bounded `error.type` value.
     pub fn kind(self) -> &'static str {
         match self {

@@ -461,6 +461,13 @@ impl Telemetry {
                 .samples_dropped
                 .add(0, &[KeyValue::new(attr::REASON, reason)]);
         }
+        // Upstream errors too: a healthy model server shows 0 errors of each
+        // kind, not "no data".
+        for error in crate::proxy::error::ProxyError::ALL {
+            instruments
+                .upstream_errors
+                .add(0, &[KeyValue::new(attr::ERROR_TYPE, error.kind())]);
+        }
         let gauges = Arc::new(Gauges::default());
         register_observables(
             &meter,
