@@ -69,14 +69,59 @@ fn dashboards_have_what_grafana_requires_and_are_generated() {
             d["uid"].as_str().unwrap().len() <= 40,
             "{name}: uid too long"
         );
-        let vars: Vec<&str> = d["templating"]["list"]
+        let vars: Vec<&Value> = d["templating"]["list"].as_array().unwrap().iter().collect();
+        let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
+        for want in ["datasource", "namespace", "pod"] {
+            assert!(names.contains(&want), "{name}: no ${want} variable");
+        }
+        // A variable is shown only above panels it filters.
+        let exprs: Vec<String> = d["panels"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| v["name"].as_str().unwrap())
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["expr"].as_str().unwrap_or("").to_string())
             .collect();
-        for want in ["datasource", "namespace", "pod", "model", "version"] {
-            assert!(vars.contains(&want), "{name}: no ${want} variable");
+        for v in &vars {
+            let n = v["name"].as_str().unwrap();
+            if n == "datasource" {
+                continue;
+            }
+            let used = |text: &str| {
+                let re = regex::Regex::new(&format!(r"\${n}\b")).unwrap();
+                re.is_match(text)
+            };
+            assert!(
+                exprs.iter().any(|e| used(e)),
+                "{name}: variable ${n} filters no panel"
+            );
+        }
+        assert_eq!(
+            d["time"]["from"], "now-30m",
+            "{name}: a time range that fits the demo"
+        );
+        let mut titles = BTreeSet::new();
+        for p in d["panels"].as_array().unwrap() {
+            if p["type"] == "row" {
+                continue;
+            }
+            let title = p["title"].as_str().unwrap();
+            assert!(
+                titles.insert(title),
+                "{name}: two panels titled \"{title}\""
+            );
+            let defaults = &p["fieldConfig"]["defaults"];
+            assert!(
+                defaults["unit"].as_str().is_some_and(|u| !u.is_empty()),
+                "{name}: \"{title}\" has no unit"
+            );
+            if p["type"] == "stat" {
+                let steps = defaults["thresholds"]["steps"].as_array();
+                assert!(
+                    steps.is_some_and(|s| !s.is_empty()) && defaults["color"]["mode"].is_string(),
+                    "{name}: stat \"{title}\" has no thresholds and colours"
+                );
+            }
         }
         let ds = d["templating"]["list"]
             .as_array()
@@ -129,39 +174,102 @@ fn which_python() -> PathBuf {
     }
 }
 
-/// A panel expression as Grafana sends it with every variable on "All".
-fn substitute(expr: &str) -> String {
+/// A panel expression as Grafana sends it, with the variables' values.
+fn substitute(expr: &str, vars: &[(String, String)]) -> String {
     let mut e = expr.to_string();
     for (k, v) in [
         ("$__rate_interval", "1m"),
         ("$__interval", "15s"),
         ("$__range", "1h"),
-        ("$namespace", ".*"),
-        ("$pod", ".*"),
-        ("$model", ".*"),
-        ("$version", ".*"),
-        ("$window", ".*"),
-        ("$baseline", "v1"),
-        ("$candidate", "v2"),
     ] {
         e = e.replace(k, v);
+    }
+    // Longest names first, so that `$model` does not eat `$model_x`.
+    let mut vars: Vec<&(String, String)> = vars.iter().collect();
+    vars.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+    for (k, v) in vars {
+        e = e.replace(&format!("${k}"), v);
     }
     assert!(!e.contains('$'), "an unknown variable in {expr}");
     e
 }
 
 /// `label_values(metric{…}, label)` as a query that returns one series per value.
-fn variable_query(q: &str) -> String {
+fn variable_query(q: &str, vars: &[(String, String)]) -> (String, String) {
     let inner = q
         .strip_prefix("label_values(")
         .and_then(|s| s.strip_suffix(')'))
         .unwrap_or_else(|| panic!("not label_values: {q}"));
     let (metric, label) = inner.rsplit_once(',').unwrap();
-    format!(
-        "count by ({}) ({})",
-        label.trim(),
-        substitute(metric.trim())
+    (
+        format!(
+            "count by ({}) ({})",
+            label.trim(),
+            substitute(metric.trim(), vars)
+        ),
+        label.trim().to_string(),
     )
+}
+
+/// Grafana's natural order: digit runs compare as numbers (v9 before v10).
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let re = regex::Regex::new(r"\d+|\D+").unwrap();
+    let parts = |s: &str| -> Vec<(Option<u128>, String)> {
+        re.find_iter(s)
+            .map(|m| (m.as_str().parse().ok(), m.as_str().to_string()))
+            .collect()
+    };
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(&pb) {
+        let o = match (x.0, y.0) {
+            (Some(i), Some(j)) => i.cmp(&j),
+            _ => x.1.cmp(&y.1),
+        };
+        if o != std::cmp::Ordering::Equal {
+            return o;
+        }
+    }
+    pa.len().cmp(&pb.len())
+}
+
+/// Every variable's value as Grafana sets it when the dashboard opens:
+/// multi-select ones on "All" (their `allValue`), single-select ones on the
+/// first value their query lists in their `sort` order.
+async fn defaults(prom: &Service, d: &Value) -> Result<Vec<(String, String)>, String> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for v in d["templating"]["list"].as_array().unwrap() {
+        if v["type"] != "query" {
+            continue;
+        }
+        let name = v["name"].as_str().unwrap().to_string();
+        if v["multi"] == true {
+            vars.push((name, v["allValue"].as_str().unwrap().to_string()));
+            continue;
+        }
+        let (q, label) = variable_query(v["definition"].as_str().unwrap(), &vars);
+        let mut values: Vec<String> = query_series(prom, &q)
+            .await?
+            .iter()
+            .filter_map(|l| l.get(&label).cloned())
+            .collect();
+        match v["sort"].as_u64() {
+            Some(7) => values.sort_by(|a, b| natural_cmp(a, b)),
+            Some(8) => values.sort_by(|a, b| natural_cmp(b, a)),
+            Some(2) => values.sort_by(|a, b| b.cmp(a)),
+            _ => values.sort(),
+        }
+        let first = values
+            .first()
+            .ok_or_else(|| format!("variable ${name} lists nothing: {q}"))?;
+        vars.push((name, first.clone()));
+    }
+    Ok(vars)
+}
+
+/// The vector selectors of an expression (`metric{…}`), as written.
+fn selectors(expr: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{[^}]*\}").unwrap();
+    re.find_iter(expr).map(|m| m.as_str().to_string()).collect()
 }
 
 /// The metric names an expression reads (without histogram suffixes).
@@ -180,7 +288,20 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         .collect()
 }
 
-async fn query(prom: &Service, q: &str) -> Result<usize, String> {
+/// Gauges whose values are figures of one model version over one window:
+/// two of them must never be folded into one number.
+fn is_figure_gauge(selector: &str) -> bool {
+    let re = regex::Regex::new(
+        r"^(modelwatch_quality_(estimated_)?[a-z0-9_]+_ratio|modelwatch_quality_(log_loss|mae|rmse|mape|r2)|modelwatch_drift_(score|statistic|share_ratio|dataset|detected))\s*\{",
+    )
+    .unwrap();
+    re.is_match(selector)
+}
+
+async fn query_series(
+    prom: &Service,
+    q: &str,
+) -> Result<Vec<std::collections::BTreeMap<String, String>>, String> {
     let v: Value = http()
         .get(prom.url("/api/v1/query"))
         .query(&[("query", q)])
@@ -193,7 +314,16 @@ async fn query(prom: &Service, q: &str) -> Result<usize, String> {
     if v["status"] != "success" {
         return Err(format!("{}: {}", v["errorType"], v["error"]));
     }
-    Ok(v["data"]["result"].as_array().map_or(0, |r| r.len()))
+    Ok(v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| serde_json::from_value(r["metric"].clone()).unwrap_or_default())
+        .collect())
+}
+
+async fn query(prom: &Service, q: &str) -> Result<usize, String> {
+    query_series(prom, q).await.map(|r| r.len())
 }
 
 const CLASSIFIER: &str = r#"
@@ -413,13 +543,42 @@ async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
     };
     let mut checked = 0;
     let mut empty_without_source = Vec::new();
+    let mut empty_lists = Vec::new();
     let mut failures = Vec::new();
     for (name, d) in dashboards() {
+        let vars = match defaults(&prom, &d).await {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        println!("{name}: defaults {vars:?}");
+        if name == "modelwatch-rollouts.json" {
+            let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            for (k, want, why) in [
+                (
+                    "baseline",
+                    "v1",
+                    "the baseline defaults to the oldest version",
+                ),
+                (
+                    "candidate",
+                    "v2",
+                    "the candidate defaults to the newest version",
+                ),
+                ("model", "bc", "one model"),
+            ] {
+                if get(k) != Some(want) {
+                    failures.push(format!("{name}: ${k} is {:?}: {why} ({want})", get(k)));
+                }
+            }
+        }
         for v in d["templating"]["list"].as_array().unwrap() {
             if v["type"] != "query" {
                 continue;
             }
-            let q = variable_query(v["definition"].as_str().unwrap());
+            let (q, _) = variable_query(v["definition"].as_str().unwrap(), &vars);
             match query(&prom, &q).await {
                 Ok(n) if n > 0 => checked += 1,
                 other => {
@@ -428,33 +587,72 @@ async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
             }
         }
         for p in d["panels"].as_array().unwrap() {
+            let title = p["title"].as_str().unwrap_or("");
             for t in p["targets"].as_array().into_iter().flatten() {
                 let expr = t["expr"].as_str().unwrap();
-                let q = substitute(expr);
-                match query(&prom, &q).await {
-                    Ok(n) if n > 0 => checked += 1,
-                    Ok(_) => {
+                let q = substitute(expr, &vars);
+                let result = match query_series(&prom, &q).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failures.push(format!("{name}: \"{title}\": {e} in {q}"));
+                        continue;
+                    }
+                };
+                // What each selector reads, with the same variable values.
+                let mut read = Vec::new();
+                for sel in selectors(expr) {
+                    let raw = query_series(&prom, &substitute(&sel, &vars))
+                        .await
+                        .unwrap_or_default();
+                    read.push((sel, raw));
+                }
+                if result.is_empty() {
+                    let with_data: Vec<&str> = read
+                        .iter()
+                        .filter(|(_, r)| !r.is_empty())
+                        .map(|(s, _)| s.as_str())
+                        .collect();
+                    // A list of what matches a condition (`== 1`, `> 0`) may be empty.
+                    let is_list = regex::Regex::new(r"(==|>|<)\s*[0-9]")
+                        .unwrap()
+                        .is_match(expr);
+                    if with_data.is_empty() || is_list {
                         let missing: Vec<String> = metric_names(expr)
                             .into_iter()
                             .filter(|m| !exports(m))
                             .collect();
+                        let what = format!(
+                            "{name}: \"{title}\" (not exported here: {})",
+                            missing.join(", ")
+                        );
                         if missing.is_empty() {
-                            failures.push(format!(
-                                "{name}: \"{}\": no data from {q}",
-                                p["title"].as_str().unwrap()
-                            ));
+                            empty_lists.push(format!("{name}: \"{title}\": {q}"));
                         } else {
-                            empty_without_source.push(format!(
-                                "{name}: \"{}\" (not exported here: {})",
-                                p["title"].as_str().unwrap(),
-                                missing.join(", ")
+                            empty_without_source.push(what);
+                        }
+                    } else {
+                        failures.push(format!(
+                            "{name}: \"{title}\": no data from {q}, while {} has data",
+                            with_data.join(", ")
+                        ));
+                    }
+                    continue;
+                }
+                checked += 1;
+                // Never two windows, models or versions folded into one number.
+                for (sel, raw) in &read {
+                    if !is_figure_gauge(sel) {
+                        continue;
+                    }
+                    for label in ["window", "model", "model_version"] {
+                        let values: BTreeSet<&String> =
+                            raw.iter().filter_map(|l| l.get(label)).collect();
+                        if values.len() > 1 && result.iter().any(|r| !r.contains_key(label)) {
+                            failures.push(format!(
+                                "{name}: \"{title}\" mixes {label} {values:?} of {sel} into one figure: {q}"
                             ));
                         }
                     }
-                    Err(e) => failures.push(format!(
-                        "{name}: \"{}\": {e} in {q}",
-                        p["title"].as_str().unwrap()
-                    )),
                 }
             }
         }
@@ -462,6 +660,9 @@ async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
     println!("{checked} queries returned data");
     for e in &empty_without_source {
         println!("empty, nothing to read in this environment: {e}");
+    }
+    for e in &empty_lists {
+        println!("empty: nothing matches now: {e}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Only hardware this machine lacks may leave a panel empty.
