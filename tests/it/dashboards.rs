@@ -545,6 +545,8 @@ async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
     let mut empty_without_source = Vec::new();
     let mut empty_lists = Vec::new();
     let mut failures = Vec::new();
+    // A list of what matches a condition (`== 1`, `> 0`) may be empty.
+    let list_filter = regex::Regex::new(r"(==|>|<)\s*[0-9]").unwrap();
     for (name, d) in dashboards() {
         let vars = match defaults(&prom, &d).await {
             Ok(v) => v,
@@ -612,10 +614,7 @@ async fn every_dashboard_query_returns_data_from_a_real_modelwatch() {
                         .filter(|(_, r)| !r.is_empty())
                         .map(|(s, _)| s.as_str())
                         .collect();
-                    // A list of what matches a condition (`== 1`, `> 0`) may be empty.
-                    let is_list = regex::Regex::new(r"(==|>|<)\s*[0-9]")
-                        .unwrap()
-                        .is_match(expr);
+                    let is_list = list_filter.is_match(expr);
                     if with_data.is_empty() || is_list {
                         let missing: Vec<String> = metric_names(expr)
                             .into_iter()
