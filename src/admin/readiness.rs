@@ -57,9 +57,9 @@ impl Readiness {
         let mut s = self.state.lock().expect("poisoned");
         if s.up != up {
             match &result {
-                Ok(()) => tracing::info!(target = %s.target, "model server is reachable"),
+                Ok(()) => tracing::info!(upstream = %s.target, "model server is reachable"),
                 Err(e) => {
-                    tracing::warn!(target = %s.target, error = %e, "model server is not reachable")
+                    tracing::warn!(upstream = %s.target, error = %e, "model server is not reachable")
                 }
             }
         }

@@ -34,6 +34,40 @@ pub struct DemoArgs {
     /// (then: tensorboard --logdir DIR).
     #[arg(long)]
     pub tensorboard: Option<std::path::PathBuf>,
+    /// A modelwatch config file laid over the demo's settings (alert rules,
+    /// ECS logs, payload logs, ...): its keys win, except the listen
+    /// addresses (the flags above) and the upstream (the built-in server).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// Lays the YAML file at `path` over `base`: every key the file sets wins,
+/// maps are merged key by key, lists and scalars replaced whole.
+fn overlay(base: &Config, path: &std::path::Path) -> anyhow::Result<Config> {
+    // Parsed alone first, so that a bad key is refused with its name.
+    Config::from_file(path)?;
+    let text = std::fs::read_to_string(path)?;
+    let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+    let mut merged = serde_yaml_ng::to_value(base)?;
+    fn merge(into: &mut serde_yaml_ng::Value, from: serde_yaml_ng::Value) {
+        match (into, from) {
+            (serde_yaml_ng::Value::Mapping(a), serde_yaml_ng::Value::Mapping(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(&k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            a.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+    if !file.is_null() {
+        merge(&mut merged, file);
+    }
+    Ok(serde_yaml_ng::from_value(merged)?)
 }
 
 /// Runs the demo until Ctrl-C or `--duration`.
@@ -64,6 +98,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.drift.window = 100;
     config.drift.min_samples = 50;
     config.drift.refresh_interval = Duration::from_secs(2);
+    if let Some(path) = &args.config {
+        let demo_model = config.protocol.models[0].clone();
+        config = overlay(&config, path)?;
+        if !config
+            .protocol
+            .models
+            .iter()
+            .any(|m| m.name == demo_model.name)
+        {
+            config.protocol.models.push(demo_model);
+        }
+        config.proxy.listen = args.listen.clone();
+        config.admin.listen = args.admin_listen.clone();
+    }
     crate::config::env::apply_process_env(&mut config)?;
     crate::cli::init_logging(&config);
 

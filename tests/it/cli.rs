@@ -215,6 +215,102 @@ fn demo_runs_and_shows_traffic() {
     assert!(sent > 20, "{stdout}");
 }
 
+/// `modelwatch demo --config FILE`: the docs' ECS example on the demo's
+/// traffic; a bad key in the file is refused with its name.
+#[test]
+fn demo_takes_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ecs = dir.path().join("ecs.ndjson");
+    let config = dir.path().join("demo.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "ecs_logs:\n  enabled: true\n  output: {}\npayload_logs:\n  enabled: true\n",
+            ecs.display()
+        ),
+    )
+    .unwrap();
+    let args = |c: &std::path::Path| {
+        vec![
+            "demo".to_string(),
+            "--duration".into(),
+            "6s".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--config".into(),
+            c.display().to_string(),
+        ]
+    };
+    let out = modelwatch().args(args(&config)).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = std::fs::read_to_string(&ecs).unwrap_or_default();
+    let records = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.to_string().contains("demo-classifier"))
+        .count();
+    assert!(
+        records > 0,
+        "no ECS lines of the demo's classifier in {lines}"
+    );
+
+    std::fs::write(&config, "alerts:\n  rulez: []\n").unwrap();
+    let out = modelwatch().args(args(&config)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("rulez"), "{stderr}");
+}
+
+/// Fails on a JSON object with a key twice (log shippers keep only one).
+fn assert_unique_keys(line: &str) {
+    struct Unique;
+    impl<'de> serde::Deserialize<'de> for Unique {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Unique;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Unique, A::Error> {
+                    let mut seen = std::collections::HashSet::new();
+                    while let Some(k) = map.next_key::<String>()? {
+                        if !seen.insert(k.clone()) {
+                            return Err(serde::de::Error::custom(format!("key {k} twice")));
+                        }
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                    Ok(Unique)
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    if let Err(e) = serde_json::from_str::<Unique>(line) {
+        panic!("{e}: {line}");
+    }
+}
+
+/// Text logs written to a file or a pipe carry no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_to_a_file_have_no_colour_codes() {
+    let up = TestUpstream::start().await;
+    let mw = Modelwatch::start(Options::new(up.url())).await;
+    let log = mw.log_text();
+    assert!(log.contains("modelwatch started"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in {log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line() {
     let up = TestUpstream::start().await;
@@ -224,6 +320,7 @@ async fn json_logs_are_one_object_per_line() {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in lines {
+        assert_unique_keys(line);
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(
@@ -232,4 +329,12 @@ async fn json_logs_are_one_object_per_line() {
         );
     }
     assert!(log.contains("modelwatch started"));
+    // The readiness line names the upstream once, beside the tracing target.
+    let ready = log
+        .lines()
+        .find(|l| l.contains("model server is reachable"))
+        .unwrap_or_else(|| panic!("no readiness line in {log}"));
+    let v: serde_json::Value = serde_json::from_str(ready).unwrap();
+    assert_eq!(v["upstream"], up.url(), "{ready}");
+    assert_eq!(v["target"], "modelwatch::admin::readiness", "{ready}");
 }
