@@ -175,6 +175,11 @@ pub struct ProxyConfig {
     pub pool_idle_timeout: Duration,
     /// At most this many idle keep-alive connections to the model server are kept.
     pub pool_max_idle: usize,
+    /// A request whose body is at most this long (Content-Length, bytes) is
+    /// sent once more, on another connection, when the model server closed
+    /// the connection without answering (uvicorn closes a connection right
+    /// after an error answer, and the next request on it would fail). 0: never.
+    pub retry_body_bytes: usize,
     /// HTTP version towards the model server: `auto` uses HTTP/2 (h2c) for gRPC
     /// requests that arrived over HTTP/2 and HTTP/1.1 for everything else;
     /// `http1` or `http2` force one.
@@ -193,6 +198,7 @@ impl Default for ProxyConfig {
             response_header_timeout: Duration::from_secs(300),
             request_id_header: "x-request-id".into(),
             pool_idle_timeout: Duration::from_secs(4),
+            retry_body_bytes: 64 * 1024,
             pool_max_idle: 256,
             upstream_http_version: UpstreamHttpVersion::Auto,
             shutdown_grace_period: Duration::from_secs(30),

@@ -20,16 +20,107 @@ use crate::sample::{Capture, Outcome, Sample, SampleSender, Timings};
 use crate::telemetry::names::attr;
 use crate::telemetry::Instruments;
 
-/// The request body as forwarded to the model server.
+/// The request body as forwarded to the model server: the client's body as
+/// it arrives, or, for a second attempt, the frames the first one forwarded.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Source,
     capture: Arc<Capture>,
+    replay: Option<Arc<Replay>>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Incoming(Incoming),
+    Replayed(Option<Bytes>),
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, capture: Arc<Capture>) -> RequestBody {
-        RequestBody { inner, capture }
+        RequestBody {
+            inner: Source::Incoming(inner),
+            capture,
+            replay: None,
+        }
+    }
+
+    /// Also keeps the forwarded frames (shared `Bytes`, no copy) in `replay`.
+    pub fn with_replay(mut self, replay: Arc<Replay>) -> RequestBody {
+        self.replay = Some(replay);
+        self
+    }
+
+    /// The whole body again, for a second attempt.
+    pub fn replayed(body: Bytes) -> RequestBody {
+        RequestBody {
+            inner: Source::Replayed(Some(body)),
+            capture: Arc::new(Capture::new(0, false)),
+            replay: None,
+        }
+    }
+
+    /// The body's exact length when it is known before it is read.
+    pub fn exact_len(&self) -> Option<u64> {
+        self.size_hint().exact()
+    }
+}
+
+/// The frames of a small request body as they were forwarded, so that the
+/// request can be sent again when the model server closed the connection
+/// without answering. Holds at most `limit` bytes; a body that is longer,
+/// or has trailers, cannot be replayed.
+#[derive(Debug)]
+pub struct Replay {
+    limit: usize,
+    expected: u64,
+    state: std::sync::Mutex<ReplayState>,
+}
+
+#[derive(Debug, Default)]
+struct ReplayState {
+    frames: Vec<Bytes>,
+    len: u64,
+    unusable: bool,
+}
+
+impl Replay {
+    /// For a body of exactly `expected` bytes (at most `limit`).
+    pub fn new(expected: u64, limit: usize) -> Arc<Replay> {
+        Arc::new(Replay {
+            limit,
+            expected,
+            state: Default::default(),
+        })
+    }
+
+    fn push(&self, data: &Bytes) {
+        let mut s = self.state.lock().expect("poisoned");
+        s.len += data.len() as u64;
+        if s.len > self.limit as u64 {
+            s.unusable = true;
+            s.frames = Vec::new();
+        } else if !s.unusable {
+            s.frames.push(data.clone());
+        }
+    }
+
+    fn unusable(&self) {
+        let mut s = self.state.lock().expect("poisoned");
+        s.unusable = true;
+        s.frames = Vec::new();
+    }
+
+    /// The whole body, when every byte of it was forwarded and kept.
+    pub fn body(&self) -> Option<Bytes> {
+        let s = self.state.lock().expect("poisoned");
+        if s.unusable || s.len != self.expected {
+            return None;
+        }
+        match s.frames.as_slice() {
+            [] => Some(Bytes::new()),
+            [one] => Some(one.clone()),
+            many => Some(many.concat().into()),
+        }
     }
 }
 
@@ -41,21 +132,48 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = match &mut self.inner {
+            Source::Incoming(inner) => Pin::new(inner).poll_frame(cx),
+            Source::Replayed(body) => {
+                return Poll::Ready(
+                    body.take()
+                        .filter(|b| !b.is_empty())
+                        .map(|b| Ok(Frame::data(b))),
+                )
+            }
+        };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.capture.push(data);
+            match frame.data_ref() {
+                Some(data) => {
+                    self.capture.push(data);
+                    if let Some(r) = &self.replay {
+                        r.push(data);
+                    }
+                }
+                None => {
+                    if let Some(r) = &self.replay {
+                        r.unusable();
+                    }
+                }
             }
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Incoming(inner) => inner.is_end_stream(),
+            Source::Replayed(body) => body.as_ref().is_none_or(|b| b.is_empty()),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Incoming(inner) => inner.size_hint(),
+            Source::Replayed(body) => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use crate::config::{Config, UpstreamHttpVersion};
 use crate::sample::{Capture, Outcome, SampleSender, Sampler};
 use crate::telemetry::names::attr;
 use crate::telemetry::Instruments;
-use body::{Exchange, InFlight, PendingSample, RequestBody, ResponseBody};
+use body::{Exchange, InFlight, PendingSample, Replay, RequestBody, ResponseBody};
 use error::ProxyError;
 
 type UpstreamClient = Client<CountingConnector, RequestBody>;
@@ -142,6 +142,7 @@ pub struct Proxy {
     request_id_header: HeaderName,
     sampler: Sampler,
     max_body_bytes: usize,
+    retry_body_bytes: usize,
     samples: SampleSender,
     instruments: Instruments,
     tracer: Option<Tracer>,
@@ -244,6 +245,7 @@ impl Proxy {
                 .expect("validated"),
             sampler: Sampler::new(config.sampling.rate),
             max_body_bytes: config.sampling.max_body_bytes,
+            retry_body_bytes: config.proxy.retry_body_bytes,
             samples,
             instruments,
             tracer,
@@ -373,12 +375,46 @@ impl Proxy {
             parts.headers.remove(http::header::HOST);
         }
 
-        let mut upstream_req =
-            Request::from_parts(parts, RequestBody::new(incoming, request_capture));
+        let mut body = RequestBody::new(incoming, request_capture);
+        // A small HTTP/1.1 request keeps its forwarded frames, to be sent once
+        // more if the model server closes the connection without answering.
+        let replay = match body.exact_len() {
+            Some(n) if !use_http2 && !upgrade && n <= self.retry_body_bytes as u64 => {
+                let r = Replay::new(n, self.retry_body_bytes);
+                body = body.with_replay(r.clone());
+                Some((
+                    r,
+                    parts.method.clone(),
+                    parts.uri.clone(),
+                    parts.headers.clone(),
+                ))
+            }
+            _ => None,
+        };
+        let mut upstream_req = Request::from_parts(parts, body);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut upstream_req));
         let client = if use_http2 { &self.http2 } else { &self.http1 };
-        let sent =
-            tokio::time::timeout(self.response_header_timeout, client.request(upstream_req)).await;
+        let deadline = tokio::time::Instant::now() + self.response_header_timeout;
+        let sent = tokio::time::timeout_at(deadline, client.request(upstream_req)).await;
+        let sent = match (sent, replay) {
+            (Ok(Err(e)), Some((replay, method, uri, headers)))
+                if ProxyError::classify(&e) == ProxyError::Reset =>
+            {
+                match replay.body() {
+                    Some(again) => {
+                        tracing::debug!(error = %e, "the model server closed the connection without answering; sending the request again");
+                        self.instruments.upstream_retries.add(1, &[]);
+                        let mut retry = Request::new(RequestBody::replayed(again));
+                        *retry.method_mut() = method;
+                        *retry.uri_mut() = uri;
+                        *retry.headers_mut() = headers;
+                        tokio::time::timeout_at(deadline, client.request(retry)).await
+                    }
+                    None => Ok(Err(e)),
+                }
+            }
+            (sent, _) => sent,
+        };
         let mut response = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {

@@ -67,6 +67,7 @@ pub struct Instruments {
     pub bodies_truncated: Counter<u64>,
     pub sample_time_to_first_byte: Histogram<f64>,
     pub upstream_errors: Counter<u64>,
+    pub upstream_retries: Counter<u64>,
     pub gen_ai_duration: Histogram<f64>,
     pub gen_ai_ttft: Histogram<f64>,
     pub gen_ai_tpot: Histogram<f64>,
@@ -151,6 +152,7 @@ impl Instruments {
             bodies_truncated: counter(SAMPLE_BODIES_TRUNCATED),
             sample_time_to_first_byte: f64_hist(SAMPLE_TIME_TO_FIRST_BYTE, DURATION_BUCKETS),
             upstream_errors: counter(UPSTREAM_ERRORS),
+            upstream_retries: counter(UPSTREAM_RETRIES),
             gen_ai_duration: f64_hist(GEN_AI_SERVER_REQUEST_DURATION, GEN_AI_DURATION_BUCKETS),
             gen_ai_ttft: f64_hist(GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, GEN_AI_TTFT_BUCKETS),
             gen_ai_tpot: f64_hist(GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, GEN_AI_TPOT_BUCKETS),
@@ -468,6 +470,7 @@ impl Telemetry {
                 .upstream_errors
                 .add(0, &[KeyValue::new(attr::ERROR_TYPE, error.kind())]);
         }
+        instruments.upstream_retries.add(0, &[]);
         let gauges = Arc::new(Gauges::default());
         register_observables(
             &meter,

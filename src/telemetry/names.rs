@@ -116,6 +116,13 @@ metric!(
 );
 metric!(SAMPLE_TIME_TO_FIRST_BYTE, "modelwatch.sample.time_to_first_byte", "s", Histogram,
     "Sampled requests: time from the request's arrival to the model server's first response body byte.");
+metric!(
+    UPSTREAM_RETRIES,
+    "modelwatch.upstream.retries",
+    "{request}",
+    Counter,
+    "Requests sent a second time because the model server closed the connection without answering (a kept-alive connection it had just closed)."
+);
 metric!(UPSTREAM_ERRORS, "modelwatch.upstream.errors", "{error}", Counter,
     "Requests the model server could not answer, by error.type (connect_refused, connect_timeout, response_timeout, reset, protocol).");
 metric!(
@@ -831,6 +838,7 @@ pub const ALL: &[MetricName] = &[
     SAMPLE_BODIES_TRUNCATED,
     SAMPLE_TIME_TO_FIRST_BYTE,
     UPSTREAM_ERRORS,
+    UPSTREAM_RETRIES,
     UPSTREAM_UP,
     EXPORT_FAILURES,
     EXPORT_SKIPPED,

@@ -519,3 +519,93 @@ async fn connect_timeout_is_a_504_that_says_so() {
     assert_eq!(body["error"]["origin"], "model_server");
     drop(socket);
 }
+
+/// A model server that answers, then closes the connection without saying
+/// so (uvicorn after an error answer: no `Connection: close`). The request
+/// that next reuses that connection is sent again on a fresh one; no
+/// client sees a 502 for another request's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_after_its_answer_is_not_a_502_for_the_next_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s = served.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                // Read one whole request (headers and its small body), answer, close.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                // Inference requests only (the environment watcher's metadata GETs aside).
+                if buf.starts_with(b"POST") {
+                    s.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                let body = br#"{"error":"model failed"}"#;
+                let head = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body).await;
+                // As uvicorn: the close comes a moment after the answer, once
+                // the error has gone up the stack; a request sent on the
+                // connection meanwhile is never read.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                drop(stream);
+            });
+        }
+    });
+    let mw = Modelwatch::start(Options::new(format!("http://{addr}")).no_wait()).await;
+    let client = http();
+    for i in 0..50 {
+        let resp = client
+            .post(mw.url("/v2/models/m/infer"))
+            .json(&serde_json::json!({"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [i]}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            500,
+            "request {i}: the model server's own answer"
+        );
+        assert_eq!(resp.text().await.unwrap(), r#"{"error":"model failed"}"#);
+    }
+    let m = mw.metrics().await;
+    let retries = prom_value(&m, "modelwatch_upstream_retries_total", &[]).unwrap_or(0.0);
+    println!("requests sent again: {retries}");
+    assert!(
+        retries >= 1.0,
+        "the race never happened in 50 requests: {m}"
+    );
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        50,
+        "each request reached the model once"
+    );
+    server.abort();
+}
