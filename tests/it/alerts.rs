@@ -228,7 +228,7 @@ async fn label(
     );
 }
 
-async fn am_alerts(am: &Service) -> Vec<Value> {
+pub async fn am_alerts(am: &Service) -> Vec<Value> {
     let v: Value = http()
         .get(am.url("/api/v2/alerts"))
         .send()

@@ -292,7 +292,8 @@ pub struct Seen {
 /// Routes: `/echo` streams the request body back; `/sse?n=N&ms=M` sends N
 /// events M ms apart (N=0: forever) and counts streams cut off by the other
 /// side; `/gated` sends one event, then one more each time `gate` is
-/// notified; `/slow?ms=M` waits before the headers; `/status/NNN`; `/ws` accepts an upgrade and
+/// notified; `/slow?ms=M` waits before the headers; `/status/NNN[?version=V]`
+/// (with `x-model-version: V`); `/ws` accepts an upgrade and
 /// echoes raw bytes; `/upload-gated` reports each received chunk on `chunks`.
 pub struct TestUpstream {
     pub addr: SocketAddr,
@@ -500,10 +501,16 @@ async fn route(
         }
         p if p.starts_with("/status/") => {
             let code: u16 = p[8..].parse().unwrap_or(500);
-            full(
+            let mut r = full(
                 StatusCode::from_u16(code).unwrap(),
                 format!("{{\"status\":{code}}}"),
-            )
+            );
+            // `?version=V`: the answer names its model version in a header.
+            if let Some(v) = q.get("version") {
+                r.headers_mut()
+                    .insert("x-model-version", v.parse().unwrap());
+            }
+            r
         }
         "/headers" => {
             let map: HashMap<String, String> = req

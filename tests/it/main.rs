@@ -8,6 +8,7 @@ mod common;
 mod dashboards;
 mod drift;
 mod export;
+mod figures;
 mod grpc;
 mod kibana;
 mod kubernetes;
