@@ -272,4 +272,22 @@ protocol:
             }
         }
     }
+    // The KQL that docs/kibana.md and docs/alerts.md tell people to type
+    // names only fields the ECS lines carry (event.action, not event.name).
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/kibana.md"))
+        .unwrap()
+        + &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/alerts.md")).unwrap();
+    let kql = regex::Regex::new(r#"`(event\.[a-z_]+: [^`\n]*)`"#).unwrap();
+    let mut checked = 0;
+    for c in kql.captures_iter(&docs) {
+        for f in kql_fields(&c[1]) {
+            assert!(
+                fields.contains(&f),
+                "the docs' KQL `{}` names {f:?}, which the ECS output lacks",
+                &c[1]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "the docs' KQL examples were not found");
 }
