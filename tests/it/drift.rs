@@ -361,13 +361,21 @@ async fn drift_injected_through_a_real_model_is_detected_and_exported() {
         ),
         Some(total)
     );
-    // The model's predictions are not in this profile: counted, not tracked.
-    assert!(prom_value(
-        &metrics,
-        "modelwatch_data_quality_issues_total",
-        &[("feature", "prediction"), ("issue", "not_in_profile")]
-    )
-    .is_some());
+    // The model's predictions are not in this profile (built from training
+    // data, as docs/drift.md shows): not compared, and no data-quality issue.
+    assert_eq!(
+        prom_value(
+            &metrics,
+            "modelwatch_data_quality_issues_total",
+            &[("feature", "prediction"), ("issue", "not_in_profile")]
+        ),
+        None,
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("issue=\"not_in_profile\""),
+        "every input is in the profile: {metrics}"
+    );
 }
 
 /// A latency jump through the proxy is flagged: steady fast requests for the
