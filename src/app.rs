@@ -260,11 +260,21 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        // SIGHUP is what config reloaders and habits send; its default action
+        // would end the process and break the model's traffic. It is caught
+        // and said, never an exit.
+        let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => break,
+                _ = term.recv() => break,
+                _ = hangup.recv() => tracing::warn!(
+                    "SIGHUP received: live reload is not supported yet, the running configuration stays; restart modelwatch to apply a changed config"
+                ),
+            }
         }
     }
     #[cfg(not(unix))]

@@ -210,7 +210,11 @@ fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Dur
                 None
             };
         }
-        let sync = last_sync.elapsed() >= sync_every;
+        // Acknowledged means durable: feedback is answered only after the
+        // commit that holds it is on disk. One fsync serves every feedback
+        // call that arrived together (group commit), and also flushes the
+        // predictions written before it.
+        let sync = last_sync.elapsed() >= sync_every || !feedback.is_empty();
         let mut wrote = false;
         // Predictions first, so that labels in the same batch find them.
         if !predictions.is_empty() {
@@ -220,15 +224,30 @@ fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Dur
             wrote = true;
         }
         let n = feedback.len();
+        let mut answers = Vec::with_capacity(n);
+        let mut synced = n == 0;
         for (i, (parsed, reply)) in feedback.into_iter().enumerate() {
-            let result = engine
-                .add_labels(parsed, sync && i + 1 == n)
-                .map_err(|e| e.to_string());
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "cannot join labels");
+            let last = i + 1 == n;
+            let result = engine.add_labels(parsed, last).map_err(|e| e.to_string());
+            match &result {
+                Err(e) => tracing::error!(error = %e, "cannot join labels"),
+                Ok(_) if last => synced = true,
+                Ok(_) => {}
             }
-            let _ = reply.send(result);
+            answers.push((reply, result));
             wrote = true;
+        }
+        if !synced {
+            // The last call failed before its durable commit: flush the others'.
+            if let Err(e) = engine.close() {
+                tracing::error!(error = %e, "quality store flush failed");
+                for (_, result) in answers.iter_mut().filter(|(_, r)| r.is_ok()) {
+                    *result = Err(format!("the labels could not be flushed to disk: {e}"));
+                }
+            }
+        }
+        for (reply, result) in answers {
+            let _ = reply.send(result);
         }
         if wrote {
             if sync {

@@ -2,6 +2,7 @@
 //! start, and the demo.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -337,4 +338,44 @@ async fn json_logs_are_one_object_per_line() {
     let v: serde_json::Value = serde_json::from_str(ready).unwrap();
     assert_eq!(v["upstream"], up.url(), "{ready}");
     assert_eq!(v["target"], "modelwatch::admin::readiness", "{ready}");
+}
+
+/// SIGHUP (what config reloaders send) never ends modelwatch: traffic flows
+/// on, not one request fails, and the log says what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_never_an_exit() {
+    let up = TestUpstream::start().await;
+    let mut mw = Modelwatch::start(Options::new(up.url())).await;
+    let pid = mw.child.as_ref().unwrap().id();
+    let url = mw.url("/headers");
+    let load = tokio::spawn(async move {
+        let client = http();
+        let mut failed = 0;
+        for _ in 0..300 {
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => {
+                    let _ = r.bytes().await;
+                }
+                _ => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        failed
+    });
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    assert_eq!(load.await.unwrap(), 0, "requests failed around SIGHUP");
+    assert!(
+        mw.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "modelwatch exited on SIGHUP"
+    );
+    let log = mw.log_text();
+    assert_eq!(log.matches("SIGHUP received").count(), 3, "{log}");
+    assert!(mw.terminate().success());
 }

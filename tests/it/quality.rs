@@ -761,3 +761,114 @@ async fn an_llm_classifier_is_joined_by_the_openai_response_id() {
     let w = window(&mw, "demo-llm", "1h", 2).await;
     assert_eq!(w["accuracy"], 0.5);
 }
+
+/// Acknowledged means durable: a label back-fill in batches of 25 while
+/// traffic flows, SIGKILL right after an answer (and with the next call in
+/// flight), a restart on the same store. Every label that was answered
+/// `joined` is still joined (sent again: `duplicate`, never joined a second
+/// time); every prediction older than `quality.sync_interval` is still there
+/// (its label joins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_answered_joined_survive_sigkill() {
+    let server = mlserver(&["bc"]).await;
+    let store = tempfile::tempdir().unwrap();
+    let config = format!(
+        "quality:\n  store_path: {}\n  sync_interval: 1s\nprotocol:\n  models:\n    - name: bc\n      class_names: [malignant, benign]\n      label_output: predict\n      scores_output: predict_proba\n",
+        store.path().join("q.redb").display()
+    );
+    let mut mw = Modelwatch::start(Options::new(server.url("")).config(&config)).await;
+    let bc = dataset("bc", "breast_cancer");
+    let rows = 400;
+    let data = Dataset {
+        name: "bc",
+        x: bc.x[..rows].to_vec(),
+        y: bc.y[..rows].to_vec(),
+    };
+    predict(&mw, &data, &["malignant", "benign"]).await;
+    stored(&mw, rows as u64).await;
+    // The documented loss window of predictions: one sync_interval.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Traffic goes on during the back-fill (other request ids).
+    let traffic = {
+        let url = mw.url("/v2/models/bc/infer");
+        let x = bc.x[rows..rows + 50].to_vec();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let body = json!({"inputs": [{"name": "input-0", "shape": [1, 30], "datatype": "FP64", "data": x[i % 50]}]});
+                if http().post(&url).json(&body).send().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let batch = 25;
+    let acknowledged = 8;
+    for b in 0..acknowledged {
+        let items = label_items(&data, b * batch..(b + 1) * batch, |y| json!(y as i64));
+        let (status, report) = feedback(&mw, json!({ "items": items }).to_string(), false).await;
+        assert_eq!(
+            (status, report["joined"].as_u64()),
+            (200, Some(batch as u64)),
+            "{report}"
+        );
+    }
+    // The next call is on its way when the process is killed.
+    let in_flight = {
+        let items = label_items(
+            &data,
+            acknowledged * batch..(acknowledged + 1) * batch,
+            |y| json!(y as i64),
+        );
+        let url = mw.admin_url("/v1/feedback");
+        tokio::spawn(async move {
+            http()
+                .post(url)
+                .json(&json!({ "items": items }))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut child = mw.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let _ = in_flight.await;
+    traffic.abort();
+
+    let mw = Modelwatch::start(Options::new(server.url("")).config(&config)).await;
+    let q = quality(&mw).await;
+    assert!(
+        q["stored"].as_u64().unwrap() >= rows as u64,
+        "predictions lost: {q}"
+    );
+    // Every acknowledged label is still there.
+    let items = label_items(&data, 0..acknowledged * batch, |y| json!(y as i64));
+    let (status, report) = feedback(&mw, json!({ "items": items }).to_string(), false).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (report["joined"].as_u64(), report["duplicate"].as_u64()),
+        (Some(0), Some((acknowledged * batch) as u64)),
+        "labels answered `joined` before the kill were lost: {report}"
+    );
+    // The one in flight: either committed or not, never half.
+    let items = label_items(
+        &data,
+        acknowledged * batch..(acknowledged + 1) * batch,
+        |y| json!(y as i64),
+    );
+    let (_, report) = feedback(&mw, json!({ "items": items }).to_string(), false).await;
+    let (j, d) = (
+        report["joined"].as_u64().unwrap(),
+        report["duplicate"].as_u64().unwrap(),
+    );
+    assert!(j + d == batch as u64 && (j == 0 || d == 0), "{report}");
+    // Predictions older than sync_interval: every remaining label joins.
+    let items = label_items(&data, (acknowledged + 1) * batch..rows, |y| json!(y as i64));
+    let (_, report) = feedback(&mw, json!({ "items": items }).to_string(), false).await;
+    assert_eq!(
+        report["joined"].as_u64(),
+        Some((rows - (acknowledged + 1) * batch) as u64),
+        "{report}"
+    );
+}
