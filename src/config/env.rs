@@ -44,6 +44,18 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "telemetry.otlp.timeout (milliseconds)",
     ),
     (
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "telemetry.otlp.tls.ca_file",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        "telemetry.otlp.tls.cert_file",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        "telemetry.otlp.tls.key_file",
+    ),
+    (
         "OTEL_METRIC_EXPORT_INTERVAL",
         "telemetry.otlp.metrics_interval (milliseconds)",
     ),
@@ -170,6 +182,15 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
     }
     if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
         otlp.timeout = millis("OTEL_EXPORTER_OTLP_TIMEOUT", &v)?;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+        otlp.tls.ca_file = v;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE") {
+        otlp.tls.cert_file = v;
+    }
+    if let Some(v) = get("OTEL_EXPORTER_OTLP_CLIENT_KEY") {
+        otlp.tls.key_file = v;
     }
     if let Some(v) = get("OTEL_METRIC_EXPORT_INTERVAL") {
         otlp.metrics_interval = millis("OTEL_METRIC_EXPORT_INTERVAL", &v)?;

@@ -805,6 +805,24 @@ pub struct OtlpConfig {
     pub traces: bool,
     /// Finished spans waiting for export; when full, spans are dropped.
     pub span_queue_capacity: usize,
+    /// TLS for an `https://` endpoint (OTLP over HTTP/protobuf).
+    pub tls: OtlpTlsConfig,
+}
+
+/// TLS of the OTLP exporter: the system's roots plus an optional CA file,
+/// an optional client certificate (mTLS).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpTlsConfig {
+    /// PEM file of CA certificates trusted besides the system's
+    /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`).
+    pub ca_file: String,
+    /// PEM client certificate chain for mTLS (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`).
+    pub cert_file: String,
+    /// PEM private key of `cert_file` (`OTEL_EXPORTER_OTLP_CLIENT_KEY`).
+    pub key_file: String,
+    /// Accept any server certificate. For tests only: warned about at start.
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for OtlpConfig {
@@ -820,6 +838,7 @@ impl Default for OtlpConfig {
             max_backoff: Duration::from_secs(300),
             traces: true,
             span_queue_capacity: 2048,
+            tls: OtlpTlsConfig::default(),
         }
     }
 }
@@ -1009,6 +1028,23 @@ impl Config {
         }
         positive("telemetry.otlp.timeout", otlp.timeout)?;
         positive("telemetry.otlp.metrics_interval", otlp.metrics_interval)?;
+        let https = [
+            &otlp.endpoint,
+            &otlp.metrics_endpoint,
+            &otlp.traces_endpoint,
+        ]
+        .iter()
+        .any(|e| e.starts_with("https://"));
+        if https && otlp.protocol == OtlpProtocol::Grpc {
+            return Err(invalid(
+                "telemetry.otlp.protocol",
+                "grpc",
+                "http/protobuf for an https:// endpoint (OTLP over gRPC with TLS is not built yet; the Collector's HTTP port 4318 takes the same data)",
+            ));
+        }
+        if let Err((key, value, problem)) = crate::telemetry::tls::check(&otlp.tls) {
+            return Err(invalid(&key, value, &problem));
+        }
         if otlp.span_queue_capacity == 0 {
             return Err(invalid(
                 "telemetry.otlp.span_queue_capacity",

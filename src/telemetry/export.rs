@@ -28,6 +28,9 @@ pub struct ExportState {
     consecutive_failures: AtomicU32,
     backoff_until: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
+    /// Why the HTTP client could not send (the exporter itself only says
+    /// "network error"): TLS, connection, DNS. Taken by the next failure.
+    pub transport_cause: Arc<Mutex<Option<String>>>,
 }
 
 /// A snapshot for `/v1/status`.
@@ -65,8 +68,13 @@ impl ExportState {
             .min(16);
         let backoff = base.saturating_mul(1 << n).min(max);
         *self.backoff_until.lock().expect("poisoned") = Some(Instant::now() + backoff);
-        *self.last_error.lock().expect("poisoned") = Some(error.to_string());
-        tracing::warn!(%error, backoff = %humantime::format_duration(backoff), "OTLP export failed");
+        let cause = self.transport_cause.lock().expect("poisoned").take();
+        let text = match &cause {
+            Some(c) => format!("{error}: {c}"),
+            None => error.to_string(),
+        };
+        *self.last_error.lock().expect("poisoned") = Some(text.clone());
+        tracing::warn!(error = %text, backoff = %humantime::format_duration(backoff), "OTLP export failed");
     }
 
     fn succeeded(&self) {

@@ -6,6 +6,7 @@
 pub mod ecs;
 pub mod export;
 pub mod names;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -278,12 +279,20 @@ fn signal_endpoint(
 /// Builds one OTLP exporter (`MetricExporter`, `SpanExporter`, `LogExporter`)
 /// for the configured transport. The gRPC channel is created inside `runtime`.
 macro_rules! otlp_exporter {
-    ($kind:ident, $signal:literal, $otlp:expr, $url:expr, $runtime:expr) => {{
+    ($kind:ident, $signal:literal, $otlp:expr, $url:expr, $runtime:expr, $state:expr) => {{
         let _enter = $runtime.enter();
         let b = opentelemetry_otlp::$kind::builder();
         match $otlp.protocol {
             OtlpProtocol::HttpProtobuf => b
                 .with_http()
+                .with_http_client(
+                    tls::OtlpHttpClient::new($otlp, $state.transport_cause.clone()).map_err(
+                        |message| TelemetryError::Exporter {
+                            signal: $signal,
+                            message,
+                        },
+                    )?,
+                )
                 .with_endpoint($url.clone())
                 .with_timeout($otlp.timeout)
                 .with_headers(headers($otlp))
@@ -339,8 +348,8 @@ impl Telemetry {
             otlp.protocol,
             "/v1/metrics",
         ) {
-            let exporter = otlp_exporter!(MetricExporter, "metrics", otlp, &url, runtime)?;
             let state = Arc::new(ExportState::default());
+            let exporter = otlp_exporter!(MetricExporter, "metrics", otlp, &url, runtime, state)?;
             let guarded = GuardedMetricExporter {
                 inner: exporter,
                 state: state.clone(),
@@ -365,8 +374,8 @@ impl Telemetry {
                 otlp.protocol,
                 "/v1/traces",
             ) {
-                let exporter = otlp_exporter!(SpanExporter, "traces", otlp, &url, runtime)?;
                 let state = Arc::new(ExportState::default());
+                let exporter = otlp_exporter!(SpanExporter, "traces", otlp, &url, runtime, state)?;
                 let capacity = otlp.span_queue_capacity;
                 let bound = QueueBound::new(capacity, state.clone());
                 let guarded = GuardedSpanExporter {
@@ -412,8 +421,8 @@ impl Telemetry {
                 .with_resource(resource.clone());
             let mut any = false;
             if let Some(url) = signal_endpoint(&otlp.endpoint, "", otlp.protocol, "/v1/logs") {
-                let exporter = otlp_exporter!(LogExporter, "logs", otlp, &url, runtime)?;
                 let state = Arc::new(ExportState::default());
+                let exporter = otlp_exporter!(LogExporter, "logs", otlp, &url, runtime, state)?;
                 let capacity = config.payload_logs.queue_capacity;
                 let bound = QueueBound::new(capacity, state.clone());
                 let batch =

@@ -76,6 +76,25 @@ fn bad_config_is_refused_with_key_value_and_what_is_accepted() {
             Some(("MODELWATCH_SAMPLE_RATE", "7")),
             vec!["sampling.rate", "7"],
         ),
+        (
+            "",
+            Some(("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")),
+            vec![
+                "telemetry.otlp.tls.ca_file",
+                "/nonexistent/ca.pem",
+                "readable PEM",
+            ],
+        ),
+        (
+            "telemetry:\n  otlp:\n    tls:\n      cert_file: /etc/hostname\n",
+            None,
+            vec!["telemetry.otlp.tls.key_file", "private key"],
+        ),
+        (
+            "telemetry:\n  otlp:\n    endpoint: https://collector:4317\n    protocol: grpc\n",
+            None,
+            vec!["telemetry.otlp.protocol", "grpc", "http/protobuf"],
+        ),
     ] {
         let (_d, path) = temp_file("bad.yaml", yaml);
         let mut cmd = modelwatch();

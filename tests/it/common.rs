@@ -650,9 +650,22 @@ pub async fn prometheus_with_config(config: &str) -> Service {
 
 /// A real VictoriaMetrics (OTLP/HTTP receiver at /opentelemetry/v1/metrics).
 pub async fn victoria_metrics_on(port: u16) -> Service {
+    let svc = victoria_metrics_with(port, &[]);
+    wait_ok(
+        &svc.url("/health"),
+        "victoria-metrics ready",
+        Duration::from_secs(30),
+    )
+    .await;
+    svc
+}
+
+/// VictoriaMetrics on `port` with extra flags (e.g. `-tls`); not waited for.
+pub fn victoria_metrics_with(port: u16, extra: &[String]) -> Service {
     let dir = tempfile::tempdir().unwrap();
     let log = std::fs::File::create(dir.path().join("vm.log")).unwrap();
     let child = Command::new(testbed_bin("victoria-metrics"))
+        .args(extra)
         .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
         .arg(format!(
             "-storageDataPath={}",
@@ -665,14 +678,7 @@ pub async fn victoria_metrics_on(port: u16) -> Service {
         .stderr(log)
         .spawn()
         .expect("start victoria-metrics");
-    let svc = Service { child, port, dir };
-    wait_ok(
-        &svc.url("/health"),
-        "victoria-metrics ready",
-        Duration::from_secs(30),
-    )
-    .await;
-    svc
+    Service { child, port, dir }
 }
 
 /// Runs an instant PromQL query (Prometheus or VictoriaMetrics API) and returns
@@ -740,3 +746,86 @@ pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 /// that compare latencies, so that they never run side by side: on a 2-core
 /// machine one would skew the other's latencies.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ---------------------------------------------------------------- TLS files
+
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian package openssl) is needed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA in `dir`: `ca.crt`, `ca.key`.
+pub fn test_ca(dir: &std::path::Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=modelwatch-test-ca",
+        ],
+    );
+}
+
+/// `{name}.crt` and `{name}.key` in `dir`, signed by the test CA, for the
+/// subject alternative names `san` (e.g. `DNS:localhost,IP:127.0.0.1`).
+pub fn server_certificate(dir: &std::path::Path, name: &str, san: &str) {
+    let ext = format!("{name}.ext");
+    std::fs::write(dir.join(&ext), format!("subjectAltName={san}\n")).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            "/CN=modelwatch-test",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+}

@@ -170,3 +170,133 @@ async fn otlp_black_hole_does_not_touch_traffic() {
     let dropped = prom_value(&m, "modelwatch_export_spans_dropped_total", &[]).unwrap_or(0.0);
     assert!(dropped >= 1.0, "spans dropped: {dropped}; status {status}");
 }
+
+/// An instant query to a VictoriaMetrics that speaks only https, through
+/// curl with the test CA (the test client has no TLS).
+fn vm_https_value(port: u16, ca: &std::path::Path, query: &str) -> Option<f64> {
+    let base = format!("https://127.0.0.1:{port}");
+    let _ = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(ca)
+        .args(["-X", "POST", &format!("{base}/internal/force_flush")])
+        .output();
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(ca)
+        .args([
+            "--data-urlencode",
+            &format!("query={query}"),
+            &format!("{base}/api/v1/query"),
+        ])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// OTLP over https to a real TLS receiver (VictoriaMetrics with `-tls`):
+/// trusted through `OTEL_EXPORTER_OTLP_CERTIFICATE`, the metrics arrive; with
+/// the system's roots only, or a certificate for another name, every export
+/// fails, and the log and `/v1/status` say why (not "network error").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_https_with_a_custom_ca_and_clear_tls_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    test_ca(dir.path());
+    server_certificate(dir.path(), "vm", "DNS:localhost,IP:127.0.0.1");
+    server_certificate(dir.path(), "other", "DNS:metrics.example.com");
+    let ca = dir.path().join("ca.crt");
+    let vm_with = |name: &str| {
+        let port = free_port();
+        let svc = victoria_metrics_with(
+            port,
+            &[
+                "-tls".to_string(),
+                format!(
+                    "-tlsCertFile={}",
+                    dir.path().join(format!("{name}.crt")).display()
+                ),
+                format!(
+                    "-tlsKeyFile={}",
+                    dir.path().join(format!("{name}.key")).display()
+                ),
+            ],
+        );
+        (port, svc)
+    };
+    let (port, _vm) = vm_with("vm");
+    eventually(
+        "VictoriaMetrics over https",
+        Duration::from_secs(30),
+        || async {
+            Command::new("curl")
+                .args(["-sf", "--cacert"])
+                .arg(&ca)
+                .arg(format!("https://127.0.0.1:{port}/health"))
+                .status()
+                .ok()
+                .filter(|s| s.success())
+        },
+    )
+    .await;
+    let up = TestUpstream::start().await;
+    let endpoint = format!("https://127.0.0.1:{port}/opentelemetry");
+    let config = otlp_config(&endpoint).replace("timeout: 1s", "timeout: 10s");
+
+    // Trusted through the OpenTelemetry variable.
+    let mw = Modelwatch::start(
+        Options::new(up.url())
+            .config(&config)
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.to_str().unwrap()),
+    )
+    .await;
+    send_chat(&mw, 4).await;
+    let q = r#"sum(http_server_request_duration_seconds_count{service_name="model-under-test",http_route="/v1/chat/completions"})"#;
+    let v = eventually(
+        "OTLP over https in VictoriaMetrics",
+        Duration::from_secs(30),
+        || async { vm_https_value(port, &ca, q).filter(|v| *v >= 4.0) },
+    )
+    .await;
+    assert_eq!(v, 4.0);
+    assert_eq!(mw.status().await["export"]["metrics"]["failures"], 0);
+
+    // The system's roots only: the test CA is unknown.
+    let untrusting = Modelwatch::start(Options::new(up.url()).config(&config)).await;
+    let error = eventually(
+        "a failed export's cause",
+        Duration::from_secs(20),
+        || async {
+            untrusting.status().await["export"]["metrics"]["last_error"]
+                .as_str()
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert!(error.contains("UnknownIssuer"), "{error}");
+    assert!(untrusting.log_text().contains("UnknownIssuer"));
+
+    // The right CA, a certificate for another name.
+    let (other_port, _other) = vm_with("other");
+    let wrong_name = Modelwatch::start(
+        Options::new(up.url())
+            .config(&otlp_config(&format!(
+                "https://127.0.0.1:{other_port}/opentelemetry"
+            )))
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.to_str().unwrap()),
+    )
+    .await;
+    let error = eventually("a name mismatch", Duration::from_secs(30), || async {
+        wrong_name.status().await["export"]["metrics"]["last_error"]
+            .as_str()
+            .filter(|e| e.contains("not valid for name"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(error.contains("metrics.example.com"), "{error}");
+    assert!(
+        !wrong_name.log_text().contains("rustls_platform_verifier"),
+        "one line per failure, from modelwatch"
+    );
+    // Traffic never noticed.
+    send_chat(&wrong_name, 2).await;
+}
