@@ -3,36 +3,182 @@
 //! calls they make: a GET of a bounded body and a JSON POST, each with a
 //! timeout and an error that says what went wrong.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+use crate::config::{BasicAuth, ClientTlsConfig};
 
-/// A pooled client (idle connections kept for a minute).
+/// http:// and https:// (rustls) URLs alike.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A pooled client (idle connections kept for a minute), trusting the system's roots.
 pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
+    client_for(&ClientTlsConfig::default()).expect("the default TLS settings")
+}
+
+/// A pooled client with these TLS settings (checked at start by `validate`).
+pub fn client_for(tls: &ClientTlsConfig) -> Result<HttpClient, String> {
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
+        .build(connector(Duration::from_secs(5), tls)?))
 }
 
 /// A client that keeps no idle connection: for occasional probes, so that
 /// nothing stays open to the model server between them.
 pub fn client_no_pool() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.enforce_http(true);
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(connector)
+        .build(
+            connector(Duration::from_secs(2), &ClientTlsConfig::default())
+                .expect("the default TLS settings"),
+        )
+}
+
+fn connector(
+    connect_timeout: Duration,
+    tls: &ClientTlsConfig,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(rustls_config(tls)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
+/// rustls (ring): the system's roots plus `ca_file`, an optional client
+/// certificate, or, when asked, no verification at all.
+pub fn rustls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if tls.insecure_skip_verify {
+        tracing::warn!("tls.insecure_skip_verify is on for an outbound connection: the server's certificate is not checked");
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+    } else {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+        if !tls.ca_file.is_empty() {
+            for cert in CertificateDer::pem_file_iter(&tls.ca_file)
+                .map_err(|e| format!("{}: {e}", tls.ca_file))?
+            {
+                roots
+                    .add(cert.map_err(|e| format!("{}: {e}", tls.ca_file))?)
+                    .map_err(|e| format!("{}: {e}", tls.ca_file))?;
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    if tls.cert_file.is_empty() {
+        return Ok(builder.with_no_client_auth());
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
+        .map_err(|e| format!("{}: {e}", tls.cert_file))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", tls.cert_file))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
+        .map_err(|e| format!("{}: {e}", tls.key_file))?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| e.to_string())
+}
+
+/// `insecure_skip_verify`: any certificate is taken; signatures are still
+/// checked, so the handshake itself is sound.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The `Authorization` header of a call: basic (the password read from its
+/// file now) or bearer (the token read from its file now); None without
+/// either. Secrets are read at each call, so a rotated file is picked up,
+/// and they never reach a log.
+pub fn authorization(
+    basic: &BasicAuth,
+    bearer_token_file: &str,
+) -> Result<Option<(String, String)>, String> {
+    use base64::Engine;
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    };
+    if !basic.username.is_empty() {
+        let password = read(&basic.password_file)?;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{password}", basic.username));
+        return Ok(Some(("authorization".into(), format!("Basic {token}"))));
+    }
+    if !bearer_token_file.is_empty() {
+        return Ok(Some((
+            "authorization".into(),
+            format!("Bearer {}", read(bearer_token_file)?),
+        )));
+    }
+    Ok(None)
 }
 
 fn no_answer(timeout: Duration) -> String {
@@ -40,11 +186,8 @@ fn no_answer(timeout: Duration) -> String {
 }
 
 fn describe(e: hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    match e.source() {
-        Some(s) => format!("{e}: {s}"),
-        None => e.to_string(),
-    }
+    // The whole chain: a TLS failure says why (unknown issuer, another name).
+    crate::telemetry::tls::error_chain(&e)
 }
 
 /// GET `url`; the body of a 2xx answer, read up to `limit` bytes.

@@ -85,8 +85,7 @@ pub fn spawn(config: &Config, telemetry: &Arc<Telemetry>) -> std::io::Result<Opt
     } else {
         let (tx, rx) = watch::channel(Arc::new(Vec::new()));
         sinks.push(tokio::spawn(sinks::alertmanager(
-            a.alertmanager.url.clone(),
-            a.alertmanager.timeout,
+            a.alertmanager.clone(),
             rx,
             counted("alertmanager".into()),
             sinks_stop.clone(),

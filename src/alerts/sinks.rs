@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::figures::Labels;
 use super::rules::{State, Transition};
-use crate::config::alerts::WebhookConfig;
-use crate::outbound::{client, post};
+use crate::config::alerts::{AlertmanagerConfig, WebhookConfig};
+use crate::outbound::{authorization, client_for, post};
 use crate::telemetry::names::attr;
 use crate::telemetry::Instruments;
 
@@ -60,14 +60,20 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// 30 s) until it succeeds or a newer set replaces it: Alertmanager down for
 /// a while still gets every alert that is firing when it comes back.
 pub async fn alertmanager(
-    url: String,
-    timeout: Duration,
+    config: AlertmanagerConfig,
     mut rx: watch::Receiver<Arc<Vec<AmAlert>>>,
     counted: Counted,
     stop: CancellationToken,
 ) {
-    let client = client();
-    let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
+    let timeout = config.timeout;
+    let client = match client_for(&config.tls) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "alerts.alertmanager.tls: no Alertmanager client; alerts go to logs, OTLP and webhooks only");
+            return;
+        }
+    };
+    let endpoint = format!("{}/api/v2/alerts", config.url.trim_end_matches('/'));
     // One warning when calls start failing and one line when they work again.
     let mut failing = false;
     loop {
@@ -82,7 +88,11 @@ pub async fn alertmanager(
                 break;
             }
             let body = Bytes::from(serde_json::to_vec(&*alerts).expect("serialisable"));
-            match post(&client, &endpoint, body, &[], timeout).await {
+            let sent = match authorization(&config.basic_auth, &config.bearer_token_file) {
+                Ok(auth) => post(&client, &endpoint, body, auth.as_slice(), timeout).await,
+                Err(e) => Err(e),
+            };
+            match sent {
                 Ok(()) => {
                     counted.count("sent", 1);
                     if std::mem::take(&mut failing) {
@@ -234,7 +244,13 @@ pub async fn webhook(
     counted: Counted,
     stop: CancellationToken,
 ) {
-    let client = client();
+    let client = match client_for(&config.tls) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(webhook = %config.name, error = %e, "no client for this webhook (its tls settings); its notifications are dropped");
+            return;
+        }
+    };
     let mut headers: Vec<(String, String)> = config
         .headers
         .iter()
@@ -253,9 +269,16 @@ pub async fn webhook(
             }
         }
         let body = webhook_body(&config.name, &batch);
-        headers.retain(|(k, _)| k != SIGNATURE_HEADER);
+        headers.retain(|(k, _)| k != SIGNATURE_HEADER && k != "authorization");
         if !config.secret.is_empty() {
             headers.push((SIGNATURE_HEADER.into(), signature(&config.secret, &body)));
+        }
+        match authorization(&config.basic_auth, &config.bearer_token_file) {
+            Ok(Some(auth)) => headers.push(auth),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(webhook = %config.name, error = %e, "sending without the Authorization header")
+            }
         }
         let body = Bytes::from(body);
         let mut backoff = Duration::from_secs(1);

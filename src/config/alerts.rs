@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, positive, ConfigError};
+use super::{invalid, positive, BasicAuth, ClientTlsConfig, ConfigError};
 use crate::telemetry::names::{self, Kind, MetricName};
 
 /// Alert rules over any figure modelwatch produces, and where alerts go.
@@ -176,6 +176,14 @@ pub struct AlertmanagerConfig {
     /// Resolved alerts are sent for this long after they resolve.
     #[serde(with = "humantime_serde")]
     pub resolved_retention: Duration,
+    /// TLS for an https:// URL: the system's roots plus `ca_file`, an
+    /// optional client certificate.
+    pub tls: ClientTlsConfig,
+    /// HTTP basic authentication (Alertmanager's `--web.config.file`
+    /// `basic_auth_users`).
+    pub basic_auth: BasicAuth,
+    /// A file whose content is sent as `Authorization: Bearer …`, read at each call.
+    pub bearer_token_file: String,
 }
 
 impl Default for AlertmanagerConfig {
@@ -185,6 +193,9 @@ impl Default for AlertmanagerConfig {
             resend_interval: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
             resolved_retention: Duration::from_secs(15 * 60),
+            tls: ClientTlsConfig::default(),
+            basic_auth: BasicAuth::default(),
+            bearer_token_file: String::new(),
         }
     }
 }
@@ -195,7 +206,7 @@ impl Default for AlertmanagerConfig {
 pub struct WebhookConfig {
     /// Names it in metrics and in a rule's `action`.
     pub name: String,
-    /// An http:// URL.
+    /// An http:// or https:// URL.
     pub url: String,
     /// When set, the body is signed: `X-Modelwatch-Signature: sha256=<hex HMAC-SHA256>`.
     pub secret: String,
@@ -207,6 +218,14 @@ pub struct WebhookConfig {
     pub max_retries: u32,
     /// Notifications waiting to be sent; beyond it they are dropped and counted.
     pub queue_capacity: usize,
+    /// TLS for an https:// URL: the system's roots plus `ca_file`, an
+    /// optional client certificate.
+    pub tls: ClientTlsConfig,
+    /// HTTP basic authentication (Alertmanager's `--web.config.file`
+    /// `basic_auth_users`).
+    pub basic_auth: BasicAuth,
+    /// A file whose content is sent as `Authorization: Bearer …`, read at each call.
+    pub bearer_token_file: String,
 }
 
 impl Default for WebhookConfig {
@@ -219,6 +238,9 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(10),
             max_retries: 5,
             queue_capacity: 256,
+            tls: ClientTlsConfig::default(),
+            basic_auth: BasicAuth::default(),
+            bearer_token_file: String::new(),
         }
     }
 }
@@ -305,14 +327,58 @@ impl Default for ShadowConfig {
     }
 }
 
-const HTTP_URL: &str = "an http:// URL with a host, e.g. http://alertmanager:9093 (https: put a TLS-terminating proxy in front, docs/alerts.md)";
+const HTTP_URL: &str = "an http:// or https:// URL with a host, e.g. https://alertmanager:9093";
 
 fn http_url(key: &str, value: &str) -> Result<http::Uri, ConfigError> {
     value
         .parse::<http::Uri>()
         .ok()
-        .filter(|u| u.scheme_str() == Some("http") && u.host().is_some())
+        .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
         .ok_or_else(|| invalid(key, value, HTTP_URL))
+}
+
+/// The TLS files and the secrets' files of an outbound call, at start.
+fn check_client(
+    at: &str,
+    tls: &ClientTlsConfig,
+    basic: &BasicAuth,
+    bearer_token_file: &str,
+) -> Result<(), ConfigError> {
+    if let Err((key, value, accepted)) = crate::telemetry::tls::check_at(&format!("{at}.tls"), tls)
+    {
+        return Err(invalid(&key, value, &accepted));
+    }
+    if !basic.username.is_empty() || !basic.password_file.is_empty() {
+        if basic.username.is_empty() {
+            return Err(invalid(
+                &format!("{at}.basic_auth.username"),
+                "",
+                "the user name that goes with basic_auth.password_file",
+            ));
+        }
+        if std::fs::metadata(&basic.password_file).is_err() {
+            return Err(invalid(
+                &format!("{at}.basic_auth.password_file"),
+                &basic.password_file,
+                "a readable file holding the password",
+            ));
+        }
+        if !bearer_token_file.is_empty() {
+            return Err(invalid(
+                &format!("{at}.bearer_token_file"),
+                bearer_token_file,
+                "empty when basic_auth is set (one Authorization header)",
+            ));
+        }
+    }
+    if !bearer_token_file.is_empty() && std::fs::metadata(bearer_token_file).is_err() {
+        return Err(invalid(
+            &format!("{at}.bearer_token_file"),
+            bearer_token_file,
+            "a readable file holding the token",
+        ));
+    }
+    Ok(())
 }
 
 /// The metric a rule's `figure` names: by OpenTelemetry or Prometheus name.
@@ -349,6 +415,12 @@ impl AlertsConfig {
         let am = &self.alertmanager;
         if !am.url.is_empty() {
             http_url("alerts.alertmanager.url", &am.url)?;
+            check_client(
+                "alerts.alertmanager",
+                &am.tls,
+                &am.basic_auth,
+                &am.bearer_token_file,
+            )?;
         }
         positive("alerts.alertmanager.resend_interval", am.resend_interval)?;
         positive("alerts.alertmanager.timeout", am.timeout)?;
@@ -360,6 +432,12 @@ impl AlertsConfig {
                     return Err(invalid(&key("name"), &w.name, "a name, unique in the list"));
                 }
                 http_url(&key("url"), &w.url)?;
+                check_client(
+                    &format!("alerts.{list}[{i}]"),
+                    &w.tls,
+                    &w.basic_auth,
+                    &w.bearer_token_file,
+                )?;
                 positive(&key("timeout"), w.timeout)?;
                 if w.queue_capacity == 0 {
                     return Err(invalid(

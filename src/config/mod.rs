@@ -806,14 +806,15 @@ pub struct OtlpConfig {
     /// Finished spans waiting for export; when full, spans are dropped.
     pub span_queue_capacity: usize,
     /// TLS for an `https://` endpoint (OTLP over HTTP/protobuf).
-    pub tls: OtlpTlsConfig,
+    pub tls: ClientTlsConfig,
 }
 
-/// TLS of the OTLP exporter: the system's roots plus an optional CA file,
-/// an optional client certificate (mTLS).
+/// TLS of an outbound connection (the OTLP exporter, Alertmanager,
+/// webhooks): the system's roots plus an optional CA file, an optional
+/// client certificate (mTLS).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct OtlpTlsConfig {
+pub struct ClientTlsConfig {
     /// PEM file of CA certificates trusted besides the system's
     /// (`OTEL_EXPORTER_OTLP_CERTIFICATE`).
     pub ca_file: String,
@@ -823,6 +824,17 @@ pub struct OtlpTlsConfig {
     pub key_file: String,
     /// Accept any server certificate. For tests only: warned about at start.
     pub insecure_skip_verify: bool,
+}
+
+/// HTTP basic authentication of an outbound call. The password is read from
+/// its file at each call (a rotated secret is picked up) and never logged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BasicAuth {
+    /// Empty: no basic authentication.
+    pub username: String,
+    /// A file holding the password (e.g. a mounted Kubernetes secret).
+    pub password_file: String,
 }
 
 impl Default for OtlpConfig {
@@ -838,7 +850,7 @@ impl Default for OtlpConfig {
             max_backoff: Duration::from_secs(300),
             traces: true,
             span_queue_capacity: 2048,
-            tls: OtlpTlsConfig::default(),
+            tls: ClientTlsConfig::default(),
         }
     }
 }

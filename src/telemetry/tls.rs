@@ -11,11 +11,16 @@ use bytes::Bytes;
 use http::{Request, Response};
 use opentelemetry_http::{HttpClient, HttpError};
 
-use crate::config::{OtlpConfig, OtlpTlsConfig};
+use crate::config::{ClientTlsConfig, OtlpConfig};
 
-/// Checks the TLS files at start: `(key, value, what is accepted)` of the
-/// first problem.
-pub fn check(tls: &OtlpTlsConfig) -> Result<(), (String, String, String)> {
+/// Checks the TLS files of `telemetry.otlp.tls` at start: `(key, value,
+/// what is accepted)` of the first problem.
+pub fn check(tls: &ClientTlsConfig) -> Result<(), (String, String, String)> {
+    check_at("telemetry.otlp.tls", tls)
+}
+
+/// Checks the TLS files of the section `at` (e.g. `alerts.alertmanager.tls`).
+pub fn check_at(at: &str, tls: &ClientTlsConfig) -> Result<(), (String, String, String)> {
     let read = |key: &str, path: &str| -> Result<Vec<u8>, (String, String, String)> {
         std::fs::read(path).map_err(|e| {
             (
@@ -26,12 +31,12 @@ pub fn check(tls: &OtlpTlsConfig) -> Result<(), (String, String, String)> {
         })
     };
     if !tls.ca_file.is_empty() {
-        let pem = read("telemetry.otlp.tls.ca_file", &tls.ca_file)?;
+        let pem = read(&format!("{at}.ca_file"), &tls.ca_file)?;
         match reqwest_otlp::Certificate::from_pem_bundle(&pem) {
             Ok(certs) if !certs.is_empty() => {}
             _ => {
                 return Err((
-                    "telemetry.otlp.tls.ca_file".into(),
+                    format!("{at}.ca_file"),
                     tls.ca_file.clone(),
                     "a PEM file of one or more CA certificates".into(),
                 ))
@@ -42,25 +47,25 @@ pub fn check(tls: &OtlpTlsConfig) -> Result<(), (String, String, String)> {
         (true, true) => Ok(()),
         (false, false) => identity(tls).map(|_| ()).map_err(|e| {
             (
-                "telemetry.otlp.tls.cert_file".into(),
+                format!("{at}.cert_file"),
                 tls.cert_file.clone(),
-                format!("a PEM certificate chain whose key is telemetry.otlp.tls.key_file ({e})"),
+                format!("a PEM certificate chain whose key is {at}.key_file ({e})"),
             )
         }),
         (true, false) => Err((
-            "telemetry.otlp.tls.cert_file".into(),
+            format!("{at}.cert_file"),
             String::new(),
-            "a client certificate to go with telemetry.otlp.tls.key_file".into(),
+            format!("a client certificate to go with {at}.key_file"),
         )),
         (false, true) => Err((
-            "telemetry.otlp.tls.key_file".into(),
+            format!("{at}.key_file"),
             String::new(),
-            "the private key of telemetry.otlp.tls.cert_file".into(),
+            format!("the private key of {at}.cert_file"),
         )),
     }
 }
 
-fn identity(tls: &OtlpTlsConfig) -> Result<reqwest_otlp::Identity, String> {
+fn identity(tls: &ClientTlsConfig) -> Result<reqwest_otlp::Identity, String> {
     let mut pem = std::fs::read(&tls.key_file).map_err(|e| format!("{}: {e}", tls.key_file))?;
     pem.push(b'\n');
     pem.extend(std::fs::read(&tls.cert_file).map_err(|e| format!("{}: {e}", tls.cert_file))?);

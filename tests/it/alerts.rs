@@ -485,3 +485,143 @@ fn rules_with_unknown_figures_or_bad_conditions_are_refused_at_start() {
         assert!(err.contains(expect), "{yaml}: {err}");
     }
 }
+
+/// Alertmanager behind TLS and basic auth (its `--web.config.file`), as most
+/// production Alertmanagers are: trusted through `tls.ca_file`, logged in
+/// with `basic_auth` (the password read from a file), the alert arrives. A
+/// wrong password is a counted failure that names the 401; no CA, one that
+/// names the unknown issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_over_https_with_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    test_ca(d);
+    server_certificate(d, "am", "DNS:localhost,IP:127.0.0.1");
+    // Alertmanager keeps bcrypt hashes of its users' passwords.
+    let hash = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(hash.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$2"), "a bcrypt hash: {hash}");
+    std::fs::write(
+        d.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  alice: '{hash}'\n",
+            d.join("am.crt").display(),
+            d.join("am.key").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("am.yml"),
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("password"), "s3cret\n").unwrap();
+    std::fs::write(d.join("wrong"), "guess\n").unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(d.join("alertmanager.log")).unwrap();
+    let child = Command::new(testbed_bin("prometheus-alertmanager"))
+        .arg(format!("--config.file={}", d.join("am.yml").display()))
+        .arg(format!("--storage.path={}", d.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.config.file={}", d.join("web.yml").display()))
+        .arg("--cluster.listen-address=")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start alertmanager");
+    let _am = Service {
+        child,
+        port,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let ca = d.join("ca.crt");
+    let curl = |path: &str| {
+        Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(&ca)
+            .args([
+                "-u",
+                "alice:s3cret",
+                &format!("https://127.0.0.1:{port}{path}"),
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| o.stdout)
+    };
+    eventually(
+        "Alertmanager over https",
+        Duration::from_secs(30),
+        || async { curl("/-/ready").filter(|b| !b.is_empty()) },
+    )
+    .await;
+
+    let up = TestUpstream::start().await;
+    let config = |password: &str, with_ca: bool| {
+        format!(
+            "alerts:\n  evaluation_interval: 500ms\n  alertmanager:\n    url: https://127.0.0.1:{port}\n    resend_interval: 2s\n    tls:\n      ca_file: '{}'\n    basic_auth:\n      username: alice\n      password_file: {}\n  rules:\n    - name: AlwaysFiring\n      figure: modelwatch.upstream.up\n      below: 2\n      severity: info\n",
+            if with_ca { ca.display().to_string() } else { String::new() },
+            d.join(password).display()
+        )
+    };
+    let mw = Modelwatch::start(Options::new(up.url()).config(&config("password", true))).await;
+    let alerts = eventually(
+        "the alert in Alertmanager over https",
+        Duration::from_secs(30),
+        || async {
+            let body = curl("/api/v2/alerts")?;
+            let v: Value = serde_json::from_slice(&body).ok()?;
+            v.as_array()?
+                .iter()
+                .any(|a| a["labels"]["alertname"] == "AlwaysFiring")
+                .then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(alerts.as_array().unwrap().len(), 1, "{alerts}");
+    let sent = |m: &str, result: &str| {
+        prom_value(
+            m,
+            "modelwatch_alert_notifications_total",
+            &[("sink", "alertmanager"), ("result", result)],
+        )
+    };
+    assert!(sent(&mw.metrics().await, "sent").is_some_and(|n| n >= 1.0));
+
+    // A wrong password: refused by Alertmanager, counted, the 401 in the log;
+    // the password itself never is.
+    let wrong = Modelwatch::start(Options::new(up.url()).config(&config("wrong", true))).await;
+    eventually("failed calls counted", Duration::from_secs(20), || async {
+        sent(&wrong.metrics().await, "failed").filter(|n| *n >= 1.0)
+    })
+    .await;
+    let log = wrong.log_text();
+    assert!(log.contains("401"), "{log}");
+    assert!(
+        !log.contains("guess") && !log.contains("s3cret"),
+        "a secret in the log"
+    );
+
+    // No CA: the system's roots do not know the test CA.
+    let untrusting =
+        Modelwatch::start(Options::new(up.url()).config(&config("password", false))).await;
+    eventually(
+        "the unknown issuer named",
+        Duration::from_secs(20),
+        || async {
+            untrusting
+                .log_text()
+                .contains("UnknownIssuer")
+                .then_some(())
+        },
+    )
+    .await;
+}
