@@ -143,10 +143,15 @@ impl AdminState {
                 "method_not_allowed",
                 "send labels with POST /v1/feedback",
             ),
-            "/v1/records" if self.recent.enabled() => json_response(
-                StatusCode::OK,
-                serde_json::to_value(self.recent.snapshot()).unwrap_or_default(),
-            ),
+            "/v1/records" if self.recent.enabled() => {
+                if let Some(refused) = self.authorize(req, "records", None) {
+                    return refused;
+                }
+                json_response(
+                    StatusCode::OK,
+                    serde_json::to_value(self.recent.snapshot()).unwrap_or_default(),
+                )
+            }
             "/v1/records" => json_response(
                 StatusCode::NOT_FOUND,
                 json!({"error": {"type": "disabled", "message": "set admin.recent_records above 0 to keep recent inference records"}}),
@@ -302,26 +307,61 @@ impl AdminState {
         }
     }
 
-    /// The bearer-token check of the quality endpoints: a 401 answer when it fails.
+    /// The bearer-token check of the quality endpoints (the admin token or
+    /// `quality.feedback_token`): a 401 answer when it fails.
     fn check_token(
         &self,
         q: &crate::quality::QualityHandle,
         req: &Request<Incoming>,
     ) -> Option<AdminResponse> {
-        let token = q.token.as_ref()?;
+        let endpoint = if req.uri().path() == "/v1/feedback" {
+            "feedback"
+        } else {
+            "reference_reset"
+        };
+        self.authorize(req, endpoint, q.token.as_deref())
+    }
+
+    /// Admits a request to a guarded endpoint: with neither the admin token
+    /// (`admin.token_file`, read now) nor `also` configured, everyone; else
+    /// a bearer token equal to one of them. Refusals are counted per endpoint.
+    fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        endpoint: &'static str,
+        also: Option<&str>,
+    ) -> Option<AdminResponse> {
+        let admin = (!self.config.admin.token_file.is_empty()).then(|| {
+            std::fs::read_to_string(&self.config.admin.token_file)
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default()
+        });
+        if admin.is_none() && also.is_none() {
+            return None;
+        }
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+        let matches = |t: &str| {
+            !t.is_empty() && given.is_some_and(|g| same_secret(g.as_bytes(), t.as_bytes()))
+        };
+        if admin.as_deref().is_some_and(matches) || also.is_some_and(matches) {
             return None;
         }
+        self.telemetry.instruments.admin_auth_failures.add(
+            1,
+            &[opentelemetry::KeyValue::new(
+                crate::telemetry::names::attr::ENDPOINT,
+                endpoint,
+            )],
+        );
         let mut r = error_response(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this endpoint needs `Authorization: Bearer <quality.feedback_token>`",
+            "this endpoint needs `Authorization: Bearer <token>` (admin.token_file, or quality.feedback_token for feedback)",
         );
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -509,6 +549,9 @@ impl AdminState {
     /// `POST /v1/gate`, for Flagger webhooks: 200 on pass, 412 on fail, 425
     /// (too early) while inconclusive, with the same JSON as `GET`.
     pub async fn gate_webhook(&self, req: Request<Incoming>) -> AdminResponse {
+        if let Some(refused) = self.authorize(&req, "gate", None) {
+            return refused;
+        }
         let query = req.uri().query().unwrap_or("").to_string();
         let body = match small_body(req).await {
             Ok(b) => b,
@@ -581,14 +624,36 @@ async fn write_tensorboard(state: Arc<AdminState>, shutdown: CancellationToken) 
     }
 }
 
-/// Serves the admin endpoints until `shutdown` fires.
+/// Serves the admin endpoints until `shutdown` fires; over TLS when
+/// `admin.tls` names a certificate (re-read every 10 s when it changes).
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     tokio::spawn(keep_history(state.clone(), shutdown.clone()));
     tokio::spawn(write_tensorboard(state.clone(), shutdown.clone()));
+    let t = &state.config.admin.tls;
+    let tls = if t.cert_file.is_empty() {
+        None
+    } else {
+        // Checked at start (validate); a failure here leaves the port closed, said loudly.
+        match crate::inject::tls::ReloadingCert::new(
+            t.cert_file.clone().into(),
+            t.key_file.clone().into(),
+        )
+        .and_then(|cert| Ok((cert.server_config()?, cert)))
+        {
+            Ok((config, cert)) => {
+                tokio::spawn(cert.watch(Duration::from_secs(10), shutdown.clone(), |_| {}));
+                Some(tokio_rustls::TlsAcceptor::from(config))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "admin.tls: the certificate cannot be used; the admin port is not served");
+                return;
+            }
+        }
+    };
     crate::serve::serve(
         "admin",
         listener,
-        None,
+        tls,
         shutdown,
         Duration::from_secs(2),
         move |req: Request<Incoming>| {

@@ -12,6 +12,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MODELWATCH_LISTEN", "proxy.listen"),
     ("MODELWATCH_UPSTREAM", "proxy.upstream"),
     ("MODELWATCH_ADMIN_LISTEN", "admin.listen"),
+    ("MODELWATCH_ADMIN_TOKEN_FILE", "admin.token_file"),
     ("MODELWATCH_SAMPLE_RATE", "sampling.rate"),
     ("MODELWATCH_LOG_FORMAT", "log.format"),
     ("MODELWATCH_STORE_PATH", "quality.store_path"),
@@ -105,6 +106,9 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
     }
     if let Some(v) = get("MODELWATCH_ADMIN_LISTEN") {
         config.admin.listen = v;
+    }
+    if let Some(v) = get("MODELWATCH_ADMIN_TOKEN_FILE") {
+        config.admin.token_file = v;
     }
     if let Some(v) = get("MODELWATCH_SAMPLE_RATE") {
         config.sampling.rate = v

@@ -231,6 +231,25 @@ pub struct AdminConfig {
     pub history_interval: Duration,
     /// ... and this many points kept (the default: one hour).
     pub history_points: usize,
+    /// A file holding the admin token (16 characters or more), read at each
+    /// request. When set, the endpoints that change state or reveal payloads
+    /// (`POST /v1/feedback`, `GET /v1/records`, `POST
+    /// /v1/quality/reference/reset`, `POST /v1/gate`) need `Authorization:
+    /// Bearer <token>`; `/metrics`, health, status and figures stay open.
+    pub token_file: String,
+    /// TLS for the admin listener (certificate files re-read when they change).
+    pub tls: ServerTlsConfig,
+}
+
+/// A TLS server certificate: PEM files, re-read every 10 s when they change
+/// (a rotated Kubernetes secret is served without a restart).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain. Empty (with `key_file`): plain HTTP.
+    pub cert_file: String,
+    /// PEM private key of `cert_file`.
+    pub key_file: String,
 }
 
 impl Default for AdminConfig {
@@ -241,6 +260,8 @@ impl Default for AdminConfig {
             recent_records: 0,
             history_interval: Duration::from_secs(10),
             history_points: 360,
+            token_file: String::new(),
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -1057,6 +1078,7 @@ impl Config {
         if let Err((key, value, problem)) = crate::telemetry::tls::check(&otlp.tls) {
             return Err(invalid(&key, value, &problem));
         }
+        self.validate_admin_security()?;
         if otlp.span_queue_capacity == 0 {
             return Err(invalid(
                 "telemetry.otlp.span_queue_capacity",
@@ -1176,6 +1198,54 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_admin_security(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        if !a.token_file.is_empty() {
+            match std::fs::read_to_string(&a.token_file) {
+                Ok(t) if t.trim().len() >= 16 => {}
+                Ok(_) => {
+                    return Err(invalid(
+                        "admin.token_file",
+                        &a.token_file,
+                        "a file holding a token of at least 16 characters",
+                    ))
+                }
+                Err(e) => {
+                    return Err(invalid(
+                        "admin.token_file",
+                        &a.token_file,
+                        &format!("a readable file holding the token ({e})"),
+                    ))
+                }
+            }
+        }
+        match (a.tls.cert_file.is_empty(), a.tls.key_file.is_empty()) {
+            (true, true) => Ok(()),
+            (false, false) => crate::inject::tls::ReloadingCert::new(
+                a.tls.cert_file.clone().into(),
+                a.tls.key_file.clone().into(),
+            )
+            .map(|_| ())
+            .map_err(|e| {
+                invalid(
+                    "admin.tls.cert_file",
+                    &a.tls.cert_file,
+                    &format!("a PEM certificate chain whose key is admin.tls.key_file ({e})"),
+                )
+            }),
+            (true, false) => Err(invalid(
+                "admin.tls.cert_file",
+                "",
+                "a certificate to go with admin.tls.key_file",
+            )),
+            (false, true) => Err(invalid(
+                "admin.tls.key_file",
+                "",
+                "the private key of admin.tls.cert_file",
+            )),
+        }
     }
 
     fn validate_anomaly(&self) -> Result<(), ConfigError> {

@@ -69,6 +69,7 @@ pub struct Instruments {
     pub sample_time_to_first_byte: Histogram<f64>,
     pub upstream_errors: Counter<u64>,
     pub upstream_retries: Counter<u64>,
+    pub admin_auth_failures: Counter<u64>,
     pub gen_ai_duration: Histogram<f64>,
     pub gen_ai_ttft: Histogram<f64>,
     pub gen_ai_tpot: Histogram<f64>,
@@ -154,6 +155,7 @@ impl Instruments {
             sample_time_to_first_byte: f64_hist(SAMPLE_TIME_TO_FIRST_BYTE, DURATION_BUCKETS),
             upstream_errors: counter(UPSTREAM_ERRORS),
             upstream_retries: counter(UPSTREAM_RETRIES),
+            admin_auth_failures: counter(ADMIN_AUTH_FAILURES),
             gen_ai_duration: f64_hist(GEN_AI_SERVER_REQUEST_DURATION, GEN_AI_DURATION_BUCKETS),
             gen_ai_ttft: f64_hist(GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, GEN_AI_TTFT_BUCKETS),
             gen_ai_tpot: f64_hist(GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, GEN_AI_TPOT_BUCKETS),
@@ -480,6 +482,11 @@ impl Telemetry {
                 .add(0, &[KeyValue::new(attr::ERROR_TYPE, error.kind())]);
         }
         instruments.upstream_retries.add(0, &[]);
+        for endpoint in ["feedback", "records", "reference_reset", "gate"] {
+            instruments
+                .admin_auth_failures
+                .add(0, &[KeyValue::new(attr::ENDPOINT, endpoint)]);
+        }
         let gauges = Arc::new(Gauges::default());
         register_observables(
             &meter,

@@ -117,6 +117,13 @@ metric!(
 metric!(SAMPLE_TIME_TO_FIRST_BYTE, "modelwatch.sample.time_to_first_byte", "s", Histogram,
     "Sampled requests: time from the request's arrival to the model server's first response body byte.");
 metric!(
+    ADMIN_AUTH_FAILURES,
+    "modelwatch.admin.auth.failures",
+    "{request}",
+    Counter,
+    "Admin requests refused for a missing or wrong token (admin.token_file, quality.feedback_token), by endpoint."
+);
+metric!(
     UPSTREAM_RETRIES,
     "modelwatch.upstream.retries",
     "{request}",
@@ -839,6 +846,7 @@ pub const ALL: &[MetricName] = &[
     SAMPLE_TIME_TO_FIRST_BYTE,
     UPSTREAM_ERRORS,
     UPSTREAM_RETRIES,
+    ADMIN_AUTH_FAILURES,
     UPSTREAM_UP,
     EXPORT_FAILURES,
     EXPORT_SKIPPED,
@@ -970,6 +978,7 @@ pub mod attr {
     pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
     pub const URL_SCHEME: &str = "url.scheme";
     pub const REASON: &str = "reason";
+    pub const ENDPOINT: &str = "endpoint";
     pub const DIRECTION: &str = "direction";
     pub const SIGNAL: &str = "signal";
     pub const SERVICE_NAME: &str = "service.name";

@@ -2,6 +2,7 @@
 //! test upstream, real model-serving protocols (gRPC) and real backends
 //! (Prometheus, VictoriaMetrics). One test binary, so it links once.
 
+mod admin;
 mod alerts;
 mod cli;
 mod common;
