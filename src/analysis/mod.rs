@@ -135,6 +135,10 @@ impl Decoder {
             entry.received = first.features.len();
             return;
         }
+        if seen.len() >= MAX_MISMATCHED_MODELS {
+            // Said for the first 64 models; the rest are counted only.
+            return;
+        }
         let key = format!("protocol.models[{index}].features");
         tracing::warn!(
             model = %model,
@@ -145,18 +149,16 @@ impl Decoder {
             settings.features.len(),
             first.features.len(),
         );
-        if seen.len() < MAX_MISMATCHED_MODELS {
-            seen.insert(
-                model.clone(),
-                FeatureNamesMismatch {
-                    model,
-                    key,
-                    configured: settings.features.len(),
-                    received: first.features.len(),
-                    exchanges: 1,
-                },
-            );
-        }
+        seen.insert(
+            model.clone(),
+            FeatureNamesMismatch {
+                model,
+                key,
+                configured: settings.features.len(),
+                received: first.features.len(),
+                exchanges: 1,
+            },
+        );
     }
 
     /// Records for one sample. Requests that carry no inference (GET, HEAD,
