@@ -154,16 +154,8 @@ pub fn load_config(args: &RunArgs) -> Result<Config, ConfigError> {
 
 /// Sets up `tracing` from the config (RUST_LOG is already folded into it).
 pub fn init_logging(config: &Config) {
-    let mut filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The OTLP client's certificate verifier logs every failed handshake at
-    // ERROR; modelwatch's own "OTLP export failed" line carries the same
-    // cause, once per backoff.
-    if !config.log.level.contains("rustls_platform_verifier") {
-        if let Ok(d) = "rustls_platform_verifier=off".parse() {
-            filter = filter.add_directive(d);
-        }
-    }
     // Colour only on a terminal: `kubectl logs`, Fluent Bit and files get
     // plain text, not ANSI escape codes.
     use std::io::IsTerminal;

@@ -30,6 +30,9 @@ pub fn client() -> HttpClient {
 
 /// A pooled client with these TLS settings (checked at start by `validate`).
 pub fn client_for(tls: &ClientTlsConfig) -> Result<HttpClient, String> {
+    if tls.insecure_skip_verify {
+        tracing::warn!("tls.insecure_skip_verify is on for an outbound connection: the server's certificate is not checked");
+    }
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -69,7 +72,6 @@ pub fn rustls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, Stri
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let builder = if tls.insecure_skip_verify {
-        tracing::warn!("tls.insecure_skip_verify is on for an outbound connection: the server's certificate is not checked");
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))

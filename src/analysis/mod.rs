@@ -102,22 +102,15 @@ impl Decoder {
         let Some(first) = records.first() else {
             return;
         };
-        let Some((index, settings)) = self
+        let Some(settings) = protocol::model_settings(&self.config, first.model.as_deref()) else {
+            return;
+        };
+        let index = self
             .config
             .models
             .iter()
-            .enumerate()
-            .find(|(_, s)| first.model.as_deref() == Some(s.name.as_str()))
-            .or_else(|| {
-                self.config
-                    .models
-                    .iter()
-                    .enumerate()
-                    .find(|(_, s)| s.name == "*")
-            })
-        else {
-            return;
-        };
+            .position(|s| std::ptr::eq(s, settings))
+            .expect("one of the configured models");
         if settings.features.is_empty() || settings.features.len() == first.features.len() {
             return;
         }
@@ -322,20 +315,6 @@ impl VersionAnalyzer {
         }
         (OTHER.into(), OTHER.into())
     }
-
-    /// The model and version an exchange counts under; None when it is not
-    /// recognisably model traffic and nothing names a version.
-    pub fn identity(&self, sample: &Sample, records: &[Inference]) -> Option<protocol::Identity> {
-        if let Some(r) = records.first() {
-            return Some(protocol::Identity {
-                model: r.model.clone(),
-                version: r.model_version.clone(),
-            });
-        }
-        let detected = protocol::detect(sample, self.config.kind);
-        let id = protocol::identify(sample, detected, &self.config);
-        (detected.is_some() || id.version.is_some()).then_some(id)
-    }
 }
 
 impl Analyzer for VersionAnalyzer {
@@ -350,7 +329,7 @@ impl Analyzer for VersionAnalyzer {
         ) {
             return;
         }
-        let Some(id) = self.identity(sample, records) else {
+        let Some(id) = protocol::exchange_identity(sample, records, &self.config) else {
             return;
         };
         let version = id.version.clone().unwrap_or_default();

@@ -44,9 +44,9 @@ pub struct DemoArgs {
 /// Lays the YAML file at `path` over `base`: every key the file sets wins,
 /// maps are merged key by key, lists and scalars replaced whole.
 fn overlay(base: &Config, path: &std::path::Path) -> anyhow::Result<Config> {
-    // Parsed alone first, so that a bad key is refused with its name.
-    Config::from_file(path)?;
     let text = std::fs::read_to_string(path)?;
+    // Parsed alone first, so that a bad key is refused with its name.
+    Config::from_yaml(&text, &path.display().to_string())?;
     let file: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
     let mut merged = serde_yaml_ng::to_value(base)?;
     fn merge(into: &mut serde_yaml_ng::Value, from: serde_yaml_ng::Value) {

@@ -127,6 +127,29 @@ pub fn all_numbers(items: &[Json]) -> bool {
     !items.is_empty() && items.iter().all(|v| number(v).is_some() && !v.is_boolean())
 }
 
+/// The string value of `"key":"…"` in a JSON fragment, without parsing it
+/// all (a body cut at a cap, an SSE event). `quoted_key` is the key with
+/// its quotes, e.g. `br#""model""#`.
+pub fn string_field(hay: &[u8], quoted_key: &[u8]) -> Option<String> {
+    let mut at = memchr::memmem::find(hay, quoted_key)? + quoted_key.len();
+    while at < hay.len() && (hay[at] == b' ' || hay[at] == b':' || hay[at] == b'\t') {
+        at += 1;
+    }
+    if hay.get(at) != Some(&b'"') {
+        return None;
+    }
+    let start = at + 1;
+    let mut i = start;
+    while i < hay.len() {
+        match hay[i] {
+            b'\\' => i += 2,
+            b'"' => return std::str::from_utf8(&hay[start..i]).ok().map(str::to_string),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

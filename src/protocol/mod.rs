@@ -282,10 +282,7 @@ pub struct Identity {
 impl Identity {
     /// The `model` label: never empty (`unknown` when nothing names it).
     pub fn model_label(&self) -> &str {
-        self.model
-            .as_deref()
-            .filter(|m| !m.is_empty())
-            .unwrap_or(UNKNOWN_MODEL)
+        model_label(self.model.as_deref())
     }
 }
 
@@ -318,9 +315,29 @@ pub fn identify(sample: &Sample, protocol: Option<Protocol>, config: &ProtocolCo
     Identity { model, version }
 }
 
+/// The model and version an exchange counts under: its first decoded
+/// record's (which the decoder filled by [`identify`]), else [`identify`]
+/// itself. None when it is neither recognisable model traffic nor given a
+/// version by the headers or the default.
+pub fn exchange_identity(
+    sample: &Sample,
+    records: &[Inference],
+    config: &ProtocolConfig,
+) -> Option<Identity> {
+    if let Some(r) = records.first() {
+        return Some(Identity {
+            model: r.model.clone(),
+            version: r.model_version.clone(),
+        });
+    }
+    let detected = detect(sample, config.kind);
+    let id = identify(sample, detected, config);
+    (detected.is_some() || id.version.is_some()).then_some(id)
+}
+
 /// The version that `protocol.model_version_header` (response, then
 /// request) or else `protocol.default_model_version` gives.
-pub fn version_from_config(sample: &Sample, config: &ProtocolConfig) -> Option<String> {
+fn version_from_config(sample: &Sample, config: &ProtocolConfig) -> Option<String> {
     let header = config.model_version_header.as_str();
     let from = |headers: &http::HeaderMap| {
         headers

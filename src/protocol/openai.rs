@@ -91,7 +91,7 @@ pub fn request_model(sample: &Sample) -> Option<String> {
             .get("model")
             .and_then(Json::as_str)
             .map(str::to_string),
-        Err(_) => crate::proxy::llm::string_field(&sample.request_body.bytes, br#""model""#),
+        Err(_) => json::string_field(&sample.request_body.bytes, br#""model""#),
     }
 }
 

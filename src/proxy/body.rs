@@ -67,11 +67,11 @@ impl RequestBody {
 
 /// The frames of a small request body as they were forwarded, so that the
 /// request can be sent again when the model server closed the connection
-/// without answering. Holds at most `limit` bytes; a body that is longer,
-/// or has trailers, cannot be replayed.
+/// without answering. Made only for a body whose length is known and small
+/// (`proxy.retry_body_bytes`); one that turns out longer, or has trailers,
+/// cannot be replayed.
 #[derive(Debug)]
 pub struct Replay {
-    limit: usize,
     expected: u64,
     state: std::sync::Mutex<ReplayState>,
 }
@@ -84,10 +84,9 @@ struct ReplayState {
 }
 
 impl Replay {
-    /// For a body of exactly `expected` bytes (at most `limit`).
-    pub fn new(expected: u64, limit: usize) -> Arc<Replay> {
+    /// For a body of exactly `expected` bytes.
+    pub fn new(expected: u64) -> Arc<Replay> {
         Arc::new(Replay {
-            limit,
             expected,
             state: Default::default(),
         })
@@ -96,7 +95,7 @@ impl Replay {
     fn push(&self, data: &Bytes) {
         let mut s = self.state.lock().expect("poisoned");
         s.len += data.len() as u64;
-        if s.len > self.limit as u64 {
+        if s.len > self.expected {
             s.unusable = true;
             s.frames = Vec::new();
         } else if !s.unusable {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::protocol::json::string_field;
 use crate::protocol::Operation;
 
 /// Model names as label values, bounded: the first `max` distinct names are
@@ -119,28 +120,6 @@ struct Answer {
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
-}
-
-/// The string value of `"key":"…"` in a JSON fragment, without parsing it
-/// all. `quoted_key` is the key with its quotes, e.g. `br#""model""#`.
-pub fn string_field(hay: &[u8], quoted_key: &[u8]) -> Option<String> {
-    let mut at = find(hay, quoted_key)? + quoted_key.len();
-    while at < hay.len() && (hay[at] == b' ' || hay[at] == b':' || hay[at] == b'\t') {
-        at += 1;
-    }
-    if hay.get(at) != Some(&b'"') {
-        return None;
-    }
-    let start = at + 1;
-    let mut i = start;
-    while i < hay.len() {
-        match hay[i] {
-            b'\\' => i += 2,
-            b'"' => return std::str::from_utf8(&hay[start..i]).ok().map(str::to_string),
-            _ => i += 1,
-        }
-    }
-    None
 }
 
 impl LlmScan {

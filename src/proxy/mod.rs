@@ -380,7 +380,7 @@ impl Proxy {
         // more if the model server closes the connection without answering.
         let replay = match body.exact_len() {
             Some(n) if !use_http2 && !upgrade && n <= self.retry_body_bytes as u64 => {
-                let r = Replay::new(n, self.retry_body_bytes);
+                let r = Replay::new(n);
                 body = body.with_replay(r.clone());
                 Some((
                     r,

@@ -154,15 +154,10 @@ impl Shadow {
                 .unwrap_or_default()
         };
         let (p, s) = (decode(&primary), decode(&shadow));
-        let model = match p.first() {
-            Some(r) => protocol::model_label(r.model.as_deref()).to_string(),
-            None => {
-                let detected = protocol::detect(&primary, self.protocol.kind);
-                protocol::identify(&primary, detected, &self.protocol)
-                    .model_label()
-                    .to_string()
-            }
-        };
+        let model = protocol::exchange_identity(&primary, &p, &self.protocol)
+            .map_or(protocol::UNKNOWN_MODEL.to_string(), |id| {
+                id.model_label().to_string()
+            });
         compare(
             &model,
             &p,
