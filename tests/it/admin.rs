@@ -85,17 +85,10 @@ async fn the_admin_token_guards_payloads_and_changes_only() {
     assert!(!mw.log_text().contains(TOKEN), "the token in the log");
 }
 
-/// `curl --cacert` on the admin port over https; the body, or None.
-fn curl_https(port: u16, ca: &std::path::Path, path: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-sf", "--cacert"])
-        .arg(ca)
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+/// The admin port's answer over https, or None.
+fn admin_https(port: u16, ca: &std::path::Path, path: &str) -> Option<String> {
+    curl_https(ca, &[&format!("https://127.0.0.1:{port}{path}")])
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// The certificate `openssl s_client` is served on the port, as text.
@@ -145,7 +138,7 @@ async fn the_admin_port_speaks_tls_and_takes_a_rotated_certificate() {
         .unwrap();
     let ca = d.join("ca.crt");
     let metrics = eventually("/metrics over https", Duration::from_secs(20), || async {
-        curl_https(admin, &ca, "/metrics")
+        admin_https(admin, &ca, "/metrics")
     })
     .await;
     assert!(metrics.contains("modelwatch_upstream_up"));
@@ -177,7 +170,7 @@ async fn the_admin_port_speaks_tls_and_takes_a_rotated_certificate() {
         || async { (served_serial() == serial("second.crt")).then_some(()) },
     )
     .await;
-    assert!(curl_https(admin, &ca, "/healthz").is_some());
+    assert!(admin_https(admin, &ca, "/healthz").is_some());
     let plain = http()
         .get(format!("http://127.0.0.1:{admin}/healthz"))
         .send()

@@ -544,18 +544,14 @@ async fn alertmanager_over_https_with_basic_auth() {
     };
     let ca = d.join("ca.crt");
     let curl = |path: &str| {
-        Command::new("curl")
-            .args(["-s", "--cacert"])
-            .arg(&ca)
-            .args([
+        curl_https(
+            &ca,
+            &[
                 "-u",
                 "alice:s3cret",
                 &format!("https://127.0.0.1:{port}{path}"),
-            ])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| o.stdout)
+            ],
+        )
     };
     eventually(
         "Alertmanager over https",

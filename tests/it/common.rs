@@ -829,3 +829,15 @@ pub fn server_certificate(dir: &std::path::Path, name: &str, san: &str) {
         ],
     );
 }
+
+/// `curl -sf --cacert CA ARGS…` (the test HTTP client has no TLS): the body
+/// of a successful answer, or None.
+pub fn curl_https(ca: &std::path::Path, args: &[&str]) -> Option<Vec<u8>> {
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}

@@ -175,22 +175,16 @@ async fn otlp_black_hole_does_not_touch_traffic() {
 /// curl with the test CA (the test client has no TLS).
 fn vm_https_value(port: u16, ca: &std::path::Path, query: &str) -> Option<f64> {
     let base = format!("https://127.0.0.1:{port}");
-    let _ = Command::new("curl")
-        .args(["-s", "--cacert"])
-        .arg(ca)
-        .args(["-X", "POST", &format!("{base}/internal/force_flush")])
-        .output();
-    let out = Command::new("curl")
-        .args(["-s", "--cacert"])
-        .arg(ca)
-        .args([
+    let _ = curl_https(ca, &["-X", "POST", &format!("{base}/internal/force_flush")]);
+    let body = curl_https(
+        ca,
+        &[
             "--data-urlencode",
             &format!("query={query}"),
             &format!("{base}/api/v1/query"),
-        ])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
@@ -227,15 +221,7 @@ async fn otlp_over_https_with_a_custom_ca_and_clear_tls_failures() {
     eventually(
         "VictoriaMetrics over https",
         Duration::from_secs(30),
-        || async {
-            Command::new("curl")
-                .args(["-sf", "--cacert"])
-                .arg(&ca)
-                .arg(format!("https://127.0.0.1:{port}/health"))
-                .status()
-                .ok()
-                .filter(|s| s.success())
-        },
+        || async { curl_https(&ca, &[&format!("https://127.0.0.1:{port}/health")]) },
     )
     .await;
     let up = TestUpstream::start().await;
