@@ -22,6 +22,8 @@ use crate::telemetry::Telemetry;
 pub struct App {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Applies live reloads (also on SIGHUP and `POST /-/reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
     shutdown: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -30,6 +32,15 @@ impl App {
     /// Binds both listeners (so a bad address fails here, before any traffic),
     /// then starts every stage.
     pub async fn start(config: Config, telemetry: Arc<Telemetry>) -> anyhow::Result<App> {
+        Self::start_with(config, telemetry, None).await
+    }
+
+    /// As [`App::start`], with where a live reload reads the config again.
+    pub async fn start_with(
+        config: Config,
+        telemetry: Arc<Telemetry>,
+        loader: Option<crate::reload::Loader>,
+    ) -> anyhow::Result<App> {
         let proxy_listener = TcpListener::bind(config.proxy_listen())
             .await
             .with_context(|| format!("cannot listen on proxy.listen = {}", config.proxy.listen))?;
@@ -86,9 +97,11 @@ impl App {
             None
         };
         let mut reference_writer = None;
+        let mut drift_profiles = std::collections::HashMap::new();
         let drift = if config.drift.enabled {
             let profiles = crate::drift::load_profiles(&config.drift)
                 .map_err(|e| anyhow::anyhow!("{e} (drift.profiles)"))?;
+            drift_profiles = profiles.clone();
             let mut analyzer = crate::drift::DriftAnalyzer::new(config.drift.clone(), profiles)
                 .with_logger(telemetry.logger());
             if !config.drift.reference_dir.is_empty() {
@@ -135,10 +148,12 @@ impl App {
         let decoder =
             analysis::Decoder::new(config.protocol.clone(), telemetry.instruments.clone());
         let decode_problems = decoder.problems();
+        let control = Arc::new(analysis::Control::default());
         let analysis = analysis::spawn(
             queue,
             decoder,
             analyzers,
+            control.clone(),
             telemetry.instruments.clone(),
             telemetry.gauges.clone(),
         )
@@ -165,10 +180,29 @@ impl App {
             };
             tokio::spawn(watcher.run(side_early.clone()));
         }
-        let alerts = crate::alerts::spawn(&config, &telemetry)
-            .context("cannot start the alert evaluator")?;
+        let alerts_snapshot = Arc::new(std::sync::RwLock::new(crate::alerts::Snapshot::default()));
+        crate::alerts::register_gauge(&telemetry.meter, alerts_snapshot.clone());
+        let alerts = Arc::new(tokio::sync::Mutex::new(
+            crate::alerts::spawn(&config, &telemetry, alerts_snapshot.clone(), Vec::new())
+                .context("cannot start the alert evaluator")?,
+        ));
         let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
         let side = CancellationToken::new();
+        let reloader = crate::reload::Reloader::new(
+            config.clone(),
+            drift_profiles,
+            loader,
+            crate::reload::Targets {
+                proxy: proxy.clone(),
+                analysis: control,
+                quality: quality.as_ref().map(|q| q.handle.clone()),
+                alerts: alerts.clone(),
+                alerts_snapshot: alerts_snapshot.clone(),
+                telemetry: telemetry.clone(),
+            },
+        );
+        tokio::spawn(reloader.clone().on_hangup(side.clone()));
+        tokio::spawn(reloader.clone().watch_file(side.clone()));
         let probe = tokio::spawn(readiness::run(
             readiness.clone(),
             config.clone(),
@@ -184,7 +218,8 @@ impl App {
             quality: quality.as_ref().map(|q| q.handle.clone()),
             drift,
             anomaly,
-            alerts: alerts.as_ref().map(|a| a.snapshot.clone()),
+            alerts: Some(alerts_snapshot),
+            reloader: reloader.clone(),
             resources: resources.as_ref().map(|r| r.snapshot.clone()),
             engine,
             environment,
@@ -221,7 +256,8 @@ impl App {
             side.cancel();
             let _ = probe.await;
             let _ = admin.await;
-            if let Some(a) = alerts {
+            let running_alerts = alerts.lock().await.take();
+            if let Some(a) = running_alerts {
                 a.stop(std::time::Duration::from_secs(2)).await;
             }
             side_early.cancel();
@@ -237,6 +273,7 @@ impl App {
         Ok(App {
             proxy_addr,
             admin_addr,
+            reloader,
             shutdown,
             done,
         })
@@ -261,20 +298,12 @@ pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
+        // SIGHUP (what config reloaders and habits send) is never an exit:
+        // the app's reloader takes it (`Reloader::on_hangup`).
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        // SIGHUP is what config reloaders and habits send; its default action
-        // would end the process and break the model's traffic. It is caught
-        // and said, never an exit.
-        let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-        tokio::pin!(ctrl_c);
-        loop {
-            tokio::select! {
-                _ = &mut ctrl_c => break,
-                _ = term.recv() => break,
-                _ = hangup.recv() => tracing::warn!(
-                    "SIGHUP received: live reload is not supported yet, the running configuration stays; restart modelwatch to apply a changed config"
-                ),
-            }
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
@@ -303,11 +332,11 @@ pub fn build_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::R
 
 /// Runs the whole program: build telemetry, start, wait for a signal, drain,
 /// flush telemetry. Blocking; creates its own runtime.
-pub fn run_blocking(config: Config) -> anyhow::Result<()> {
+pub fn run_blocking(config: Config, loader: Option<crate::reload::Loader>) -> anyhow::Result<()> {
     let runtime = build_runtime(config.runtime.worker_threads)?;
     let telemetry = Arc::new(Telemetry::new(&config, runtime.handle())?);
     let result = runtime.block_on(async {
-        let started = App::start(config, telemetry.clone()).await;
+        let started = App::start_with(config, telemetry.clone(), loader).await;
         if let Ok(app) = started.as_ref().map(|a| a.shutdown_token()) {
             shutdown_signal().await;
             app.cancel();

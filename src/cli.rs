@@ -197,7 +197,14 @@ pub fn main() -> ExitCode {
                 }
             };
             init_logging(&config);
-            match crate::app::run_blocking(config) {
+            let loader = crate::reload::Loader {
+                path: args
+                    .config
+                    .clone()
+                    .or_else(|| config::env::config_path().map(PathBuf::from)),
+                load: std::sync::Arc::new(move || load_config(&args)),
+            };
+            match crate::app::run_blocking(config, Some(loader)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("modelwatch: {e:#}");

@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod proxy;
 pub mod quality;
+pub mod reload;
 pub mod resources;
 pub mod rollout;
 pub mod sample;

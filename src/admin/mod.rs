@@ -35,6 +35,8 @@ pub struct AdminState {
     pub drift: Option<std::sync::Arc<std::sync::RwLock<crate::drift::DriftSnapshot>>>,
     pub anomaly: Option<std::sync::Arc<std::sync::RwLock<crate::anomaly::AnomalySnapshot>>>,
     pub alerts: Option<Arc<std::sync::RwLock<crate::alerts::Snapshot>>>,
+    /// The config in force and live reloads.
+    pub reloader: Arc<crate::reload::Reloader>,
     pub resources: Option<Arc<std::sync::RwLock<crate::resources::ResourceSnapshot>>>,
     pub engine: Option<Arc<std::sync::RwLock<crate::resources::engine::EngineReading>>>,
     pub environment: Arc<std::sync::RwLock<crate::resources::environment::Versions>>,
@@ -120,7 +122,11 @@ impl AdminState {
                 Some(q) => json_response(StatusCode::OK, q.status()),
                 None => quality_disabled(),
             },
-            "/v1/alerts" => match &self.alerts {
+            "/v1/alerts" => match self
+                .alerts
+                .as_ref()
+                .filter(|a| !a.read().expect("poisoned").rules.is_empty())
+            {
                 Some(a) => json_response(
                     StatusCode::OK,
                     serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default(),
@@ -158,7 +164,7 @@ impl AdminState {
             ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": {"type": "not_found", "message": "admin endpoints: / (status page) /metrics /healthz /readyz /v1/status /v1/status/history /v1/quality /v1/alerts /v1/gate, POST /v1/feedback"}}),
+                json!({"error": {"type": "not_found", "message": "admin endpoints: / (status page) /metrics /healthz /readyz /v1/status /v1/status/history /v1/quality /v1/alerts /v1/gate, POST /v1/feedback /v1/gate /v1/quality/reference/reset /-/reload"}}),
             ),
         }
     }
@@ -175,12 +181,13 @@ impl AdminState {
                 "proxy_listen": self.proxy_addr.to_string(),
                 "upstream": c.proxy.upstream,
                 "admin_listen": c.admin.listen,
-                "sampling_rate": c.sampling.rate,
+                "sampling_rate": self.reloader.current().sampling.rate,
                 "max_body_bytes": c.sampling.max_body_bytes,
                 "queue_capacity": c.sampling.queue_capacity,
                 "otlp_endpoint": if otlp.endpoint.is_empty() { None } else { Some(&otlp.endpoint) },
                 "otlp_protocol": otlp.protocol,
                 "service_name": c.telemetry.service_name,
+                "reload": self.reloader.status(),
             },
             "upstream": self.readiness.snapshot(),
             "proxy": self.counters.snapshot(),
@@ -201,7 +208,7 @@ impl AdminState {
             },
             "quality": self.quality.as_ref().map(|q| q.status()),
             "anomaly": self.anomaly.as_ref().map(|a| serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default()),
-            "alerts": self.alerts.as_ref().map(|a| {
+            "alerts": self.alerts.as_ref().filter(|a| !a.read().expect("poisoned").rules.is_empty()).map(|a| {
                 let a = a.read().expect("poisoned");
                 json!({"evaluations": a.evaluations, "last_evaluation_ms": a.last_evaluation_ms, "rules": a.rules, "active": a.alerts, "notifications_dropped": a.notifications_dropped})
             }),
@@ -261,6 +268,23 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl AdminState {
+    /// `POST /-/reload`: read the config file again and apply what can
+    /// change live (as SIGHUP does). 200 with what was applied and what
+    /// waits for a restart; 400 with the reason when the file is refused
+    /// (the running config stays). Guarded by the admin token.
+    pub async fn reload(&self, req: &Request<Incoming>) -> AdminResponse {
+        if let Some(refused) = self.authorize(req, "reload", None) {
+            return refused;
+        }
+        let outcome = self.reloader.reload("http").await;
+        let status = if outcome.result == "refused" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        json_response(status, serde_json::to_value(&outcome).unwrap_or_default())
+    }
+
     /// `POST /v1/quality/reference/reset` with `{"model": …, "model_version": …}`:
     /// the next labelled rows of that model version form a new calibration
     /// reference (after a change the team accepts as the new normal).
@@ -463,7 +487,8 @@ impl AdminState {
         query: &str,
         metadata: Option<&serde_json::Value>,
     ) -> Result<crate::rollout::GateAnswer, Box<AdminResponse>> {
-        let cfg = &self.config.rollout.gate;
+        let config = self.reloader.current();
+        let cfg = &config.rollout.gate;
         let mut req = crate::rollout::GateRequest {
             baseline: cfg.baseline.clone(),
             candidate: cfg.candidate.clone(),
@@ -664,6 +689,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
                     "/v1/feedback" if post => st.feedback(req).await,
                     "/v1/gate" if post => st.gate_webhook(req).await,
                     "/v1/quality/reference/reset" if post => st.reset_reference(req).await,
+                    "/-/reload" if post => st.reload(&req).await,
                     _ => st.route(&req),
                 }
             }

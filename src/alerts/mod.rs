@@ -55,7 +55,7 @@ pub struct RuleSummary {
 pub struct Alerts {
     pub snapshot: Arc<RwLock<Snapshot>>,
     stop_tx: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
+    thread: std::thread::JoinHandle<Vec<RuleState>>,
     sinks_stop: CancellationToken,
     sinks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -66,11 +66,20 @@ struct Outputs {
     actions: Vec<(String, mpsc::Sender<Transition>, Counted)>,
 }
 
-/// Starts the evaluator (when any rule is configured) and its sinks. Call
-/// from inside the runtime.
-pub fn spawn(config: &Config, telemetry: &Arc<Telemetry>) -> std::io::Result<Option<Alerts>> {
+/// Starts the evaluator (when any rule is configured) and its sinks, and
+/// publishes into `snapshot` (registered once, see [`register_gauge`]).
+/// `carried`: the states of a previous evaluator (a live reload): a rule
+/// whose definition is unchanged keeps its pending and firing alerts, as
+/// Prometheus keeps them across a reload. Call from inside the runtime.
+pub fn spawn(
+    config: &Config,
+    telemetry: &Arc<Telemetry>,
+    snapshot: Arc<RwLock<Snapshot>>,
+    mut carried: Vec<RuleState>,
+) -> std::io::Result<Option<Alerts>> {
     let a = &config.alerts;
     if a.rules.is_empty() {
+        *snapshot.write().expect("poisoned") = Snapshot::default();
         return Ok(None);
     }
     let instruments = telemetry.instruments.clone();
@@ -122,8 +131,6 @@ pub fn spawn(config: &Config, telemetry: &Arc<Telemetry>) -> std::io::Result<Opt
         actions,
     };
 
-    let snapshot = Arc::new(RwLock::new(Snapshot::default()));
-    register_gauge(&telemetry.meter, snapshot.clone());
     let mut base = Labels::new();
     if let Some(host) = telemetry
         .resource
@@ -134,10 +141,19 @@ pub fn spawn(config: &Config, telemetry: &Arc<Telemetry>) -> std::io::Result<Opt
     let rules: Vec<RuleState> = a
         .rules
         .iter()
-        .map(|r| RuleState::new(r.clone(), a.max_series))
+        .map(|r| {
+            match carried
+                .iter()
+                .position(|c| c.rule == *r && c.max_series() == a.max_series)
+            {
+                Some(i) => carried.swap_remove(i),
+                None => RuleState::new(r.clone(), a.max_series),
+            }
+        })
         .collect();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     let evaluator = Evaluator {
+        dropped_seen: rules.iter().map(|r| r.dropped).collect(),
         rules,
         registry: telemetry.registry().clone(),
         instruments,
@@ -149,7 +165,6 @@ pub fn spawn(config: &Config, telemetry: &Arc<Telemetry>) -> std::io::Result<Opt
         retention: a.alertmanager.resolved_retention,
         snapshot: snapshot.clone(),
         last_publish: None,
-        dropped_seen: vec![0; a.rules.len()],
         notifications_dropped: 0,
     };
     let thread = std::thread::Builder::new()
@@ -166,16 +181,22 @@ pub fn spawn(config: &Config, telemetry: &Arc<Telemetry>) -> std::io::Result<Opt
 }
 
 impl Alerts {
-    /// Stops the evaluator, then gives the sinks up to `grace` to finish what they are sending.
-    pub async fn stop(self, grace: Duration) {
+    /// Stops the evaluator, then gives the sinks up to `grace` to finish
+    /// what they are sending. Returns the rules' states (for a reload).
+    pub async fn stop(self, grace: Duration) -> Vec<RuleState> {
         let _ = self.stop_tx.send(());
         let thread = self.thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let states = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         // The evaluator's senders are gone: webhook sinks end when their queues are empty.
         let all = futures_util::future::join_all(self.sinks);
         if tokio::time::timeout(grace, all).await.is_err() {
             self.sinks_stop.cancel();
         }
+        states
     }
 }
 
@@ -215,14 +236,14 @@ struct Evaluator {
 }
 
 impl Evaluator {
-    fn run(mut self, stop: std::sync::mpsc::Receiver<()>) {
+    fn run(mut self, stop: std::sync::mpsc::Receiver<()>) -> Vec<RuleState> {
         crate::analysis::lower_priority();
         let mut next = Instant::now() + self.interval;
         loop {
             let wait = next.saturating_duration_since(Instant::now());
             match stop.recv_timeout(wait) {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                _ => return,
+                _ => return self.rules,
             }
             next += self.interval;
             let now = Instant::now();

@@ -117,6 +117,10 @@ pub struct AlertView {
 const RECENT_VALUES: usize = 20;
 
 impl RuleState {
+    pub fn max_series(&self) -> usize {
+        self.max_series
+    }
+
     pub fn new(rule: Rule, max_series: usize) -> RuleState {
         let figure = find_figure(&rule.figure).expect("validated figure");
         // The sample count is read whenever the figure has one, so that

@@ -34,6 +34,33 @@ pub trait Analyzer: Send {
     }
     /// Periodic work; called at or after the time `next_tick` gave.
     fn tick(&mut self) {}
+    /// A live reload: take what can change from the config now in force.
+    fn reconfigure(&mut self, _update: &Update) {}
+}
+
+/// What a live reload hands the analysis thread: the config now in force
+/// and the drift profiles it names (read and checked before the reload was
+/// accepted, so the analysis thread does no I/O).
+pub struct Update {
+    pub config: crate::config::Config,
+    pub drift_profiles: std::collections::HashMap<String, crate::drift::profile::Profile>,
+}
+
+/// A one-place mailbox for the newest [`Update`]; the analysis thread takes
+/// it before its next batch (a newer update replaces one not yet taken).
+#[derive(Default)]
+pub struct Control {
+    pending: std::sync::Mutex<Option<Arc<Update>>>,
+}
+
+impl Control {
+    pub fn put(&self, update: Update) {
+        *self.pending.lock().expect("poisoned") = Some(Arc::new(update));
+    }
+
+    fn take(&self) -> Option<Arc<Update>> {
+        self.pending.lock().expect("poisoned").take()
+    }
 }
 
 /// Decodes samples into records and counts what it decoded and what it could not.
@@ -88,6 +115,11 @@ impl Decoder {
             instruments,
             problems: Arc::default(),
         }
+    }
+
+    /// A live reload's protocol settings.
+    pub fn reconfigure(&mut self, config: &ProtocolConfig) {
+        self.config = config.clone();
     }
 
     /// What `/v1/status` shows of the problems decoding found.
@@ -322,6 +354,10 @@ impl Analyzer for VersionAnalyzer {
         "version"
     }
 
+    fn reconfigure(&mut self, update: &Update) {
+        self.config = update.config.protocol.clone();
+    }
+
     fn analyze(&mut self, sample: &Sample, records: &[Inference]) {
         if matches!(
             sample.method,
@@ -383,8 +419,9 @@ pub(crate) fn lower_priority() {
 /// has stopped), so samples taken before shutdown are still analyzed.
 pub fn spawn(
     mut queue: mpsc::Receiver<Sample>,
-    decoder: Decoder,
+    mut decoder: Decoder,
     mut analyzers: Vec<Box<dyn Analyzer>>,
+    control: Arc<Control>,
     instruments: Instruments,
     gauges: Arc<Gauges>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -397,6 +434,12 @@ pub fn spawn(
             // sidecar wakes 20 times a second, not 200), and resets when a sample comes.
             let mut idle_poll = BATCH_PAUSE;
             loop {
+                if let Some(update) = control.take() {
+                    decoder.reconfigure(&update.config.protocol);
+                    for a in analyzers.iter_mut() {
+                        a.reconfigure(&update);
+                    }
+                }
                 // Blocks while the queue is empty, unless an analyzer has
                 // periodic work due: then waits only until that time.
                 let due = analyzers.iter().filter_map(|a| a.next_tick()).min();

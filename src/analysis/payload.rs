@@ -128,6 +128,16 @@ impl Analyzer for PayloadLogger {
         "payload_logs"
     }
 
+    fn reconfigure(&mut self, update: &super::Update) {
+        let c = &update.config.payload_logs;
+        // The patterns were compiled once when the reload was checked.
+        if let Ok(redactor) = Redactor::new(c.redact_builtin, &c.redact_patterns) {
+            self.redactor = redactor;
+        }
+        self.content = c.content;
+        self.max_bytes = c.max_record_bytes;
+    }
+
     fn analyze(&mut self, sample: &Sample, records: &[Inference]) {
         for r in records {
             let mut log = self.logger.create_log_record();

@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod env;
+pub mod reload;
 
 pub use alerts::{AlertsConfig, RolloutConfig};
 

@@ -907,6 +907,32 @@ impl Analyzer for DriftAnalyzer {
         "drift"
     }
 
+    /// Thresholds, methods and ranges apply from the next refresh. A model
+    /// whose profile changed (added, removed or edited) starts afresh: its
+    /// windows are dropped and filled against the new reference.
+    fn reconfigure(&mut self, update: &crate::analysis::Update) {
+        self.config = update.config.drift.clone();
+        let models: std::collections::BTreeSet<String> = self
+            .profiles
+            .keys()
+            .chain(update.drift_profiles.keys())
+            .cloned()
+            .collect();
+        for model in models {
+            let new = update.drift_profiles.get(&model);
+            if self.profiles.get(&model) == new {
+                continue;
+            }
+            // A live reference saved to `reference_dir` since the start comes
+            // back as a file: the state already holds it.
+            self.models
+                .retain(|(m, _), s| *m != model || (new.is_some() && s.profile.as_ref() == new));
+            tracing::info!(%model, profile = new.is_some(), "drift reference changed by a reload");
+        }
+        self.profiles = update.drift_profiles.clone();
+        self.dirty = true;
+    }
+
     fn analyze(&mut self, _sample: &Sample, records: &[Inference]) {
         for r in records {
             self.record(r);

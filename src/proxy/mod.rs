@@ -140,7 +140,7 @@ pub struct Proxy {
     version: UpstreamHttpVersion,
     response_header_timeout: Duration,
     request_id_header: HeaderName,
-    sampler: Sampler,
+    pub sampler: Sampler,
     max_body_bytes: usize,
     retry_body_bytes: usize,
     samples: SampleSender,

@@ -781,6 +781,20 @@ impl Engine {
         result
     }
 
+    /// Settings a live reload changes. A longer window than before fills
+    /// from the predictions that arrive from now on (older ones left memory
+    /// with the shorter window).
+    pub fn reconfigure(&mut self, config: QualityConfig, protocol: ProtocolConfig) {
+        self.longest_window_ms = config
+            .windows
+            .iter()
+            .map(|w| w.as_millis() as u64)
+            .max()
+            .unwrap_or(0);
+        self.config = config;
+        self.protocol = protocol;
+    }
+
     /// Recomputes every window's figures and publishes them.
     pub fn refresh(&mut self) {
         let now = now_ms();

@@ -50,6 +50,9 @@ pub enum Msg {
         String,
         tokio::sync::oneshot::Sender<Result<bool, String>>,
     ),
+    /// A live reload: windows, minimum samples, intervals, label TTL and
+    /// protocol model settings change; figures follow at the next refresh.
+    Reconfigure(Box<(crate::config::QualityConfig, crate::config::ProtocolConfig)>),
     Shutdown,
 }
 
@@ -61,6 +64,17 @@ pub struct QualityHandle {
     pub stats: Arc<QualityStats>,
     pub token: Option<String>,
     pub max_feedback_bytes: usize,
+}
+
+impl QualityHandle {
+    /// Hands a live reload's settings to the quality thread (waits for room
+    /// in its queue: a reload is rare and must not be lost).
+    pub fn reconfigure(&self, config: &crate::config::Config) {
+        let msg = Msg::Reconfigure(Box::new((config.quality.clone(), config.protocol.clone())));
+        if self.tx.send(msg).is_err() {
+            tracing::warn!("the quality thread has stopped: its settings were not reloaded");
+        }
+    }
 }
 
 /// Why a feedback call could not be handed over.
@@ -170,7 +184,7 @@ const MAX_BATCH: usize = 512;
 /// Pause after a transaction, so that the next one takes what arrived meanwhile.
 const BATCH_PAUSE: Duration = Duration::from_millis(5);
 
-fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Duration) {
+fn run(mut engine: Engine, rx: Receiver<Msg>, mut refresh: Duration, mut sync_every: Duration) {
     // Like analysis: the proxy's event loop goes first on a busy core.
     crate::analysis::lower_priority();
     let mut last_sync = Instant::now();
@@ -200,6 +214,14 @@ fn run(mut engine: Engine, rx: Receiver<Msg>, refresh: Duration, sync_every: Dur
                         .reset_reference(&model, &version)
                         .map_err(|e| e.to_string());
                     let _ = reply.send(result);
+                }
+                Msg::Reconfigure(update) => {
+                    let (q, p) = *update;
+                    refresh = q.refresh_interval;
+                    sync_every = q.sync_interval;
+                    next_refresh = next_refresh.min(Instant::now() + refresh);
+                    engine.reconfigure(q, p);
+                    engine.refresh();
                 }
                 Msg::Shutdown => stop = true,
             }
@@ -341,6 +363,10 @@ impl QualityAnalyzer {
 impl Analyzer for QualityAnalyzer {
     fn name(&self) -> &'static str {
         "quality"
+    }
+
+    fn reconfigure(&mut self, update: &crate::analysis::Update) {
+        self.protocol = update.config.protocol.clone();
     }
 
     fn analyze(&mut self, sample: &Sample, records: &[Inference]) {

@@ -171,18 +171,26 @@ impl Capture {
 }
 
 /// Decides which requests are sampled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Sampler {
-    rate: f64,
+    /// The rate's f64 bits: a live reload changes it while requests read it.
+    rate: AtomicU64,
 }
 
 impl Sampler {
     pub fn new(rate: f64) -> Sampler {
-        Sampler { rate }
+        Sampler {
+            rate: AtomicU64::new(rate.to_bits()),
+        }
+    }
+
+    pub fn set_rate(&self, rate: f64) {
+        self.rate.store(rate.to_bits(), Ordering::Relaxed);
     }
 
     pub fn decide(&self) -> bool {
-        self.rate >= 1.0 || (self.rate > 0.0 && fastrand::f64() < self.rate)
+        let rate = f64::from_bits(self.rate.load(Ordering::Relaxed));
+        rate >= 1.0 || (rate > 0.0 && fastrand::f64() < rate)
     }
 }
 

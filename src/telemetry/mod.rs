@@ -482,7 +482,7 @@ impl Telemetry {
                 .add(0, &[KeyValue::new(attr::ERROR_TYPE, error.kind())]);
         }
         instruments.upstream_retries.add(0, &[]);
-        for endpoint in ["feedback", "records", "reference_reset", "gate"] {
+        for endpoint in ["feedback", "records", "reference_reset", "gate", "reload"] {
             instruments
                 .admin_auth_failures
                 .add(0, &[KeyValue::new(attr::ENDPOINT, endpoint)]);

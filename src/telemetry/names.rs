@@ -124,6 +124,34 @@ metric!(
     "Admin requests refused for a missing or wrong token (admin.token_file, quality.feedback_token), by endpoint."
 );
 metric!(
+    CONFIG_RELOADS,
+    "modelwatch.config.reloads",
+    "{reload}",
+    Counter,
+    "Live config reloads (SIGHUP, POST /-/reload, a changed file), by result: success (applied or unchanged) or failure (refused; the running config stays)."
+);
+metric!(
+    CONFIG_LAST_RELOAD_SUCCESSFUL,
+    "modelwatch.config.last_reload_successful",
+    "",
+    Gauge,
+    "1 when the last reload (or the start) loaded its config, 0 when it was refused."
+);
+metric!(
+    CONFIG_HASH,
+    "modelwatch.config.hash",
+    "",
+    Gauge,
+    "Hash of the config in force (the first 48 bits of the SHA-256 of its YAML): replicas with the same value run the same config."
+);
+metric!(
+    CONFIG_RESTART_REQUIRED,
+    "modelwatch.config.restart_required",
+    "{setting}",
+    Gauge,
+    "Settings changed in the file that a reload cannot apply (listeners, upstream, stores, bounds, exporters): they wait for a restart."
+);
+metric!(
     UPSTREAM_RETRIES,
     "modelwatch.upstream.retries",
     "{request}",
@@ -847,6 +875,10 @@ pub const ALL: &[MetricName] = &[
     UPSTREAM_ERRORS,
     UPSTREAM_RETRIES,
     ADMIN_AUTH_FAILURES,
+    CONFIG_RELOADS,
+    CONFIG_LAST_RELOAD_SUCCESSFUL,
+    CONFIG_HASH,
+    CONFIG_RESTART_REQUIRED,
     UPSTREAM_UP,
     EXPORT_FAILURES,
     EXPORT_SKIPPED,

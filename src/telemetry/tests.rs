@@ -131,6 +131,7 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
             [("modelwatch".to_string(), "0.1.0".to_string())].into(),
         )),
     );
+    crate::reload::register(&t.meter, Default::default(), Default::default());
     let text = t.render_prometheus();
     let _ = std::fs::remove_file(&ecs_out);
     for m in names::ALL {

@@ -60,6 +60,8 @@ pub struct Modelwatch {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub log: PathBuf,
+    /// The config file it was started with (rewrite it to test a reload).
+    pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -126,6 +128,7 @@ impl Modelwatch {
             proxy,
             admin,
             log,
+            config_path,
             _dir: dir,
         };
         let healthz = format!("http://{admin}/healthz");

@@ -16,6 +16,7 @@ mod kubernetes;
 mod models;
 mod proxy;
 mod quality;
+mod reload;
 mod resources;
 mod rollout;
 mod rules;
