@@ -162,8 +162,7 @@ impl App {
         let resources = crate::resources::spawn(&config.resources, &telemetry.meter)
             .context("cannot start the resource sampler")?;
         let side_early = CancellationToken::new();
-        let engine =
-            crate::resources::spawn_engine(&config.resources, &telemetry.meter, side_early.clone());
+        let engine = crate::resources::spawn_engine(&config, &telemetry.meter, side_early.clone());
         let environment = Arc::new(std::sync::RwLock::new(
             crate::resources::environment::Versions::new(),
         ));
@@ -171,6 +170,7 @@ impl App {
             crate::resources::environment::register(&telemetry.meter, environment.clone());
             let watcher = crate::resources::environment::Watcher {
                 upstream: config.proxy.upstream.clone(),
+                tls: config.proxy.upstream_tls.clone(),
                 interval: config.resources.interval,
                 resources: resources.as_ref().map(|r| r.snapshot.clone()),
                 models: seen_models,
@@ -193,7 +193,7 @@ impl App {
             drift_profiles,
             loader,
             crate::reload::Targets {
-                proxy: proxy.clone(),
+                sampler: proxy.sampler.clone(),
                 analysis: control,
                 quality: quality.as_ref().map(|q| q.handle.clone()),
                 alerts: alerts.clone(),

@@ -40,14 +40,16 @@ pub fn client_for(tls: &ClientTlsConfig) -> Result<HttpClient, String> {
 }
 
 /// A client that keeps no idle connection: for occasional probes, so that
-/// nothing stays open to the model server between them.
-pub fn client_no_pool() -> HttpClient {
+/// nothing stays open to the model server between them. `tls`: the model
+/// server's (`proxy.upstream_tls`), checked at start.
+pub fn client_no_pool(tls: &ClientTlsConfig) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(
+        .build(connector(Duration::from_secs(2), tls).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "TLS settings unusable for probes; the system's roots are used");
             connector(Duration::from_secs(2), &ClientTlsConfig::default())
-                .expect("the default TLS settings"),
-        )
+                .expect("the default TLS settings")
+        }))
 }
 
 fn connector(
@@ -57,11 +59,37 @@ fn connector(
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.enforce_http(false);
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+    https_connector(tls, Alpn::Http1, http)
+}
+
+/// Which protocols a TLS connection offers by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    Http1,
+    Http2,
+    Both,
+}
+
+/// The TLS half of a connector (http:// URLs pass through untouched):
+/// [`rustls_config`], `server_name` also sent as SNI, ALPN as asked.
+pub fn https_connector<H>(
+    tls: &ClientTlsConfig,
+    alpn: Alpn,
+    inner: H,
+) -> Result<HttpsConnector<H>, String> {
+    let mut b = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(rustls_config(tls)?)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
+        .https_or_http();
+    if !tls.server_name.is_empty() {
+        let name = ServerName::try_from(tls.server_name.clone())
+            .map_err(|e| format!("server_name {:?}: {e}", tls.server_name))?;
+        b = b.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    Ok(match alpn {
+        Alpn::Http1 => b.enable_http1().wrap_connector(inner),
+        Alpn::Http2 => b.enable_http2().wrap_connector(inner),
+        Alpn::Both => b.enable_all_versions().wrap_connector(inner),
+    })
 }
 
 /// rustls (ring): the system's roots plus `ca_file`, an optional client
@@ -75,20 +103,20 @@ pub fn rustls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, Stri
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+    } else if !tls.server_name.is_empty() {
+        let name = ServerName::try_from(tls.server_name.clone())
+            .map_err(|e| format!("server_name {:?}: {e}", tls.server_name))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots(tls)?),
+            provider,
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(VerifyAs { inner, name }))
     } else {
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        roots.add_parsable_certificates(native.certs);
-        if !tls.ca_file.is_empty() {
-            for cert in CertificateDer::pem_file_iter(&tls.ca_file)
-                .map_err(|e| format!("{}: {e}", tls.ca_file))?
-            {
-                roots
-                    .add(cert.map_err(|e| format!("{}: {e}", tls.ca_file))?)
-                    .map_err(|e| format!("{}: {e}", tls.ca_file))?;
-            }
-        }
-        builder.with_root_certificates(roots)
+        builder.with_root_certificates(roots(tls)?)
     };
     if tls.cert_file.is_empty() {
         return Ok(builder.with_no_client_auth());
@@ -102,6 +130,67 @@ pub fn rustls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, Stri
     builder
         .with_client_auth_cert(chain, key)
         .map_err(|e| e.to_string())
+}
+
+/// The system's roots and `ca_file`'s certificates.
+fn roots(tls: &ClientTlsConfig) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if !tls.ca_file.is_empty() {
+        for cert in CertificateDer::pem_file_iter(&tls.ca_file)
+            .map_err(|e| format!("{}: {e}", tls.ca_file))?
+        {
+            roots
+                .add(cert.map_err(|e| format!("{}: {e}", tls.ca_file))?)
+                .map_err(|e| format!("{}: {e}", tls.ca_file))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// `server_name`: the certificate is verified (chain, validity, name) as
+/// for any server, against the configured name instead of the URL's host.
+#[derive(Debug)]
+struct VerifyAs {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for VerifyAs {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// `insecure_skip_verify`: any certificate is taken; signatures are still

@@ -40,7 +40,9 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the running parts expose to a reload.
 pub struct Targets {
-    pub proxy: Arc<crate::proxy::Proxy>,
+    /// The proxy's sampler (not the proxy: its sample sender must go
+    /// when the proxy stops, so that analysis drains and ends).
+    pub sampler: Arc<crate::sample::Sampler>,
     pub analysis: Arc<crate::analysis::Control>,
     pub quality: Option<crate::quality::QualityHandle>,
     pub alerts: Arc<tokio::sync::Mutex<Option<crate::alerts::Alerts>>>,
@@ -215,7 +217,7 @@ impl Reloader {
         };
         let t = &self.targets;
         if under("sampling.rate") {
-            t.proxy.sampler.set_rate(config.sampling.rate);
+            t.sampler.set_rate(config.sampling.rate);
         }
         if under("protocol") || under("drift") || under("payload_logs") {
             t.analysis.put(crate::analysis::Update {

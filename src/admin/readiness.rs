@@ -5,10 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -76,11 +72,12 @@ impl Readiness {
 /// Probes the upstream every `interval` until `shutdown` fires.
 pub async fn run(readiness: Arc<Readiness>, config: Config, shutdown: CancellationToken) {
     let r = &config.admin.readiness;
-    let host_port = config.upstream().expect("validated").host_port();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let url: Option<http::Uri> = (!r.http_path.is_empty())
-        .then(|| format!("http://{host_port}{}", r.http_path).parse().ok())
-        .flatten();
+    let upstream = config.upstream().expect("validated");
+    let host_port = upstream.host_port();
+    // The model server's own TLS settings when it speaks https.
+    let client = crate::outbound::client_no_pool(&config.proxy.upstream_tls);
+    let url: Option<String> = (!r.http_path.is_empty())
+        .then(|| format!("{}://{host_port}{}", upstream.scheme, r.http_path));
     let mut ticker = tokio::time::interval(r.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -90,7 +87,10 @@ pub async fn run(readiness: Arc<Readiness>, config: Config, shutdown: Cancellati
         }
         let result = match &url {
             None => probe_tcp(&host_port, r.timeout).await,
-            Some(url) => probe_http(&client, url.clone(), r.timeout).await,
+            Some(url) => crate::outbound::get(&client, url, 64 * 1024, r.timeout)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("GET {url}: {e}")),
         };
         readiness.set(result);
     }
@@ -101,18 +101,5 @@ async fn probe_tcp(host_port: &str, timeout: Duration) -> Result<(), String> {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("TCP connect to {host_port}: {e}")),
         Err(_) => Err(format!("TCP connect to {host_port}: timed out")),
-    }
-}
-
-async fn probe_http(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    url: http::Uri,
-    timeout: Duration,
-) -> Result<(), String> {
-    match tokio::time::timeout(timeout, client.get(url.clone())).await {
-        Ok(Ok(r)) if r.status().is_success() => Ok(()),
-        Ok(Ok(r)) => Err(format!("GET {url}: HTTP {}", r.status().as_u16())),
-        Ok(Err(e)) => Err(format!("GET {url}: {e}")),
-        Err(_) => Err(format!("GET {url}: timed out")),
     }
 }

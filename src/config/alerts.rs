@@ -313,6 +313,8 @@ pub struct ShadowConfig {
     pub timeout: Duration,
     /// Only requests whose body is at most this large are mirrored.
     pub max_body_bytes: usize,
+    /// TLS towards an `https://` shadow upstream.
+    pub tls: super::ClientTlsConfig,
 }
 
 impl Default for ShadowConfig {
@@ -323,6 +325,7 @@ impl Default for ShadowConfig {
             max_in_flight: 64,
             timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
+            tls: super::ClientTlsConfig::default(),
         }
     }
 }
@@ -688,6 +691,11 @@ impl RolloutConfig {
         let s = &self.shadow;
         if !s.upstream.is_empty() {
             http_url("rollout.shadow.upstream", &s.upstream)?;
+            if let Err((key, value, accepted)) =
+                crate::telemetry::tls::check_at("rollout.shadow.tls", &s.tls)
+            {
+                return Err(invalid(&key, value, &accepted));
+            }
         }
         if !(0.0..=1.0).contains(&s.rate) {
             return Err(invalid(

@@ -159,8 +159,12 @@ impl Default for RuntimeConfig {
 pub struct ProxyConfig {
     /// Address the proxy listens on for model traffic (HTTP/1.1 and h2c).
     pub listen: String,
-    /// The model server: an `http://host:port` URL (same pod, so cleartext).
+    /// The model server: an `http://host:port` URL (same pod, so usually
+    /// cleartext), or `https://host:port` for a server that only speaks TLS.
     pub upstream: String,
+    /// TLS towards an `https://` upstream (also used by the readiness and
+    /// metadata probes, and engine scrapes on the same server).
+    pub upstream_tls: ClientTlsConfig,
     /// How long to wait for a TCP connection to the model server.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -195,6 +199,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: "0.0.0.0:8080".into(),
             upstream: "http://127.0.0.1:8000".into(),
+            upstream_tls: ClientTlsConfig::default(),
             connect_timeout: Duration::from_secs(2),
             response_header_timeout: Duration::from_secs(300),
             request_id_header: "x-request-id".into(),
@@ -846,6 +851,10 @@ pub struct ClientTlsConfig {
     pub key_file: String,
     /// Accept any server certificate. For tests only: warned about at start.
     pub insecure_skip_verify: bool,
+    /// The name the server's certificate must carry, instead of the URL's
+    /// host (a server reached by IP or through a tunnel); also sent as SNI
+    /// where the client allows it.
+    pub server_name: String,
 }
 
 /// HTTP basic authentication of an outbound call. The password is read from
@@ -914,7 +923,8 @@ pub enum LogFormat {
 }
 
 const ADDR_ACCEPTED: &str = "an IP address and port, e.g. 0.0.0.0:8080 or [::1]:8080";
-const UPSTREAM_ACCEPTED: &str = "an http:// URL with a host and a port, e.g. http://127.0.0.1:8000";
+const UPSTREAM_ACCEPTED: &str =
+    "an http:// or https:// URL with a host and a port, e.g. http://127.0.0.1:8000";
 const OTLP_ACCEPTED: &str =
     "empty (off) or an http:// or https:// URL, e.g. http://otel-collector:4318";
 
@@ -960,6 +970,11 @@ impl Config {
             ));
         }
         self.upstream()?;
+        if let Err((key, value, accepted)) =
+            crate::telemetry::tls::check_at("proxy.upstream_tls", &self.proxy.upstream_tls)
+        {
+            return Err(invalid(&key, value, &accepted));
+        }
         if self.proxy.request_id_header.is_empty()
             || http::HeaderName::from_bytes(self.proxy.request_id_header.as_bytes()).is_err()
         {
@@ -1441,9 +1456,11 @@ impl Config {
         let uri: http::Uri = value
             .parse()
             .map_err(|_| invalid("proxy.upstream", value, UPSTREAM_ACCEPTED))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(invalid("proxy.upstream", value, UPSTREAM_ACCEPTED));
-        }
+        let scheme = match uri.scheme_str() {
+            Some("http") => http::uri::Scheme::HTTP,
+            Some("https") => http::uri::Scheme::HTTPS,
+            _ => return Err(invalid("proxy.upstream", value, UPSTREAM_ACCEPTED)),
+        };
         let authority = uri
             .authority()
             .filter(|a| a.port_u16().is_some() && !a.host().is_empty())
@@ -1456,7 +1473,7 @@ impl Config {
                 "a URL without a path: requests keep their own path, e.g. http://127.0.0.1:8000",
             ));
         }
-        Ok(Upstream { authority })
+        Ok(Upstream { scheme, authority })
     }
 
     /// The effective configuration as YAML, as `check-config` prints it.
@@ -1468,6 +1485,7 @@ impl Config {
 /// Where model traffic goes.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
 }
 

@@ -32,7 +32,15 @@ fn refusals_name_the_key_the_value_and_what_is_accepted() {
         ),
         (
             "proxy:\n  upstream: ftp://x:1\n",
-            vec!["proxy.upstream", "ftp://x:1", "http:// URL"],
+            vec!["proxy.upstream", "ftp://x:1", "http:// or https:// URL"],
+        ),
+        (
+            "proxy:\n  upstream: https://model:443\n  upstream_tls:\n    server_name: 'not a name'\n",
+            vec!["proxy.upstream_tls.server_name", "not a name", "a DNS name or an IP address"],
+        ),
+        (
+            "proxy:\n  upstream: https://model:443\n  upstream_tls:\n    ca_file: /nonexistent/ca.pem\n",
+            vec!["proxy.upstream_tls.ca_file", "/nonexistent/ca.pem", "a readable PEM file"],
         ),
         (
             "proxy:\n  upstream: http://model\n",

@@ -20,6 +20,8 @@ pub enum ProxyError {
     Reset,
     #[error("the model server sent an invalid HTTP response")]
     Protocol,
+    #[error("the TLS handshake with the model server failed (its certificate or modelwatch's proxy.upstream_tls)")]
+    Tls,
     #[error("modelwatch could not forward the request")]
     Internal,
 }
@@ -34,12 +36,13 @@ pub enum Origin {
 
 impl ProxyError {
     /// Every kind, for counters that start at 0.
-    pub const ALL: [ProxyError; 6] = [
+    pub const ALL: [ProxyError; 7] = [
         ProxyError::ConnectRefused,
         ProxyError::ConnectTimeout,
         ProxyError::ResponseTimeout,
         ProxyError::Reset,
         ProxyError::Protocol,
+        ProxyError::Tls,
         ProxyError::Internal,
     ];
 
@@ -51,6 +54,7 @@ impl ProxyError {
             ProxyError::ResponseTimeout => "response_timeout",
             ProxyError::Reset => "reset",
             ProxyError::Protocol => "protocol",
+            ProxyError::Tls => "tls",
             ProxyError::Internal => "internal",
         }
     }
@@ -104,6 +108,9 @@ impl ProxyError {
             if let Some(le) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
                 connect |= le.is_connect();
             }
+            if tls_cause(e).is_some() {
+                return ProxyError::Tls;
+            }
             if let Some(io) = e.downcast_ref::<io::Error>() {
                 return match io.kind() {
                     io::ErrorKind::ConnectionRefused => ProxyError::ConnectRefused,
@@ -129,4 +136,24 @@ impl ProxyError {
             ProxyError::Reset
         }
     }
+}
+
+/// The rustls error behind an upstream failure, if a TLS handshake failed
+/// (unknown issuer, a certificate for another name, expired, no ALPN).
+pub fn tls_cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        // An io::Error's own `source` skips the error it wraps: look inside.
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            let inner: &(dyn StdError + 'static) = inner;
+            if let Some(t) = tls_cause(inner) {
+                return Some(t);
+            }
+        }
+        cur = e.source();
+    }
+    None
 }

@@ -35,7 +35,7 @@ use crate::telemetry::Instruments;
 use body::{Exchange, InFlight, PendingSample, Replay, RequestBody, ResponseBody};
 use error::ProxyError;
 
-type UpstreamClient = Client<CountingConnector, RequestBody>;
+type UpstreamClient = Client<hyper_rustls::HttpsConnector<CountingConnector>, RequestBody>;
 
 /// The upstream connector, counting each new connection to the model server
 /// (requests over a pooled connection do not connect: their share is the reuse rate).
@@ -69,6 +69,29 @@ impl tower_service::Service<http::Uri> for CountingConnector {
                 .fetch_add(1, Ordering::Relaxed);
             Ok(conn)
         })
+    }
+}
+
+/// Lets a repeated warning through at most once per period.
+#[derive(Debug, Default)]
+struct Throttle {
+    last_ms: AtomicU64,
+}
+
+impl Throttle {
+    fn due(&self, period: Duration) -> bool {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+            + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= period.as_millis() as u64)
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -134,13 +157,15 @@ impl ProxyCounters {
 
 /// Everything a request handler needs, shared by all connections.
 pub struct Proxy {
+    tls_warned: Throttle,
+    scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     http1: UpstreamClient,
     http2: UpstreamClient,
     version: UpstreamHttpVersion,
     response_header_timeout: Duration,
     request_id_header: HeaderName,
-    pub sampler: Sampler,
+    pub sampler: Arc<Sampler>,
     max_body_bytes: usize,
     retry_body_bytes: usize,
     samples: SampleSender,
@@ -151,11 +176,14 @@ pub struct Proxy {
     pub counters: Arc<ProxyCounters>,
 }
 
+/// The client towards the model server: plain TCP for `http://`, rustls for
+/// `https://` (`proxy.upstream_tls`), where HTTP/2 is taken when the server
+/// offers it by ALPN (the HTTP/2 client offers only h2).
 fn client(config: &Config, http2: bool, counters: Arc<ProxyCounters>) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.proxy.connect_timeout));
-    connector.enforce_http(true);
+    connector.enforce_http(false);
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_idle_timeout(config.proxy.pool_idle_timeout)
@@ -165,10 +193,19 @@ fn client(config: &Config, http2: bool, counters: Arc<ProxyCounters>) -> Upstrea
     if http2 {
         builder.http2_only(true);
     }
-    builder.build(CountingConnector {
+    let alpn = if http2 {
+        crate::outbound::Alpn::Http2
+    } else {
+        crate::outbound::Alpn::Both
+    };
+    let counting = CountingConnector {
         inner: connector,
         connections: counters,
-    })
+    };
+    builder.build(
+        crate::outbound::https_connector(&config.proxy.upstream_tls, alpn, counting)
+            .expect("proxy.upstream_tls checked at start"),
+    )
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -236,6 +273,8 @@ impl Proxy {
         let upstream = config.upstream().expect("validated");
         let counters = Arc::new(ProxyCounters::default());
         Proxy {
+            tls_warned: Throttle::default(),
+            scheme: upstream.scheme,
             authority: upstream.authority,
             http1: client(config, false, counters.clone()),
             http2: client(config, true, counters.clone()),
@@ -243,7 +282,7 @@ impl Proxy {
             response_header_timeout: config.proxy.response_header_timeout,
             request_id_header: HeaderName::from_bytes(config.proxy.request_id_header.as_bytes())
                 .expect("validated"),
-            sampler: Sampler::new(config.sampling.rate),
+            sampler: Arc::new(Sampler::new(config.sampling.rate)),
             max_body_bytes: config.sampling.max_body_bytes,
             retry_body_bytes: config.proxy.retry_body_bytes,
             samples,
@@ -348,7 +387,7 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         match http::Uri::builder()
-            .scheme("http")
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path)
             .build()
@@ -419,7 +458,14 @@ impl Proxy {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let kind = ProxyError::classify(&e);
-                tracing::debug!(error = %e, kind = kind.kind(), "upstream request failed");
+                match error::tls_cause(&e) {
+                    // Said at WARN (at most every 10 s): a certificate problem
+                    // fails every request until someone fixes it.
+                    Some(cause) if self.tls_warned.due(std::time::Duration::from_secs(10)) => {
+                        tracing::warn!(cause = %cause, upstream = %self.authority, "TLS handshake with the model server failed")
+                    }
+                    _ => tracing::debug!(error = %e, kind = kind.kind(), "upstream request failed"),
+                }
                 return self.fail(kind, exchange, request_id);
             }
             Err(_) => return self.fail(ProxyError::ResponseTimeout, exchange, request_id),

@@ -154,13 +154,13 @@ pub fn parse(text: &str) -> EngineReading {
 
 /// Scrapes `url` every `interval` until `stop`, into `reading`.
 pub async fn run(
+    client: crate::outbound::HttpClient,
     url: String,
     interval: Duration,
     timeout: Duration,
     reading: Arc<RwLock<EngineReading>>,
     stop: CancellationToken,
 ) {
-    let client = crate::outbound::client();
     loop {
         let result = crate::outbound::get(&client, &url, 8 * 1024 * 1024, timeout)
             .await

@@ -104,6 +104,8 @@ pub fn changes(
 
 pub struct Watcher {
     pub upstream: String,
+    /// `proxy.upstream_tls`, for an `https://` model server.
+    pub tls: crate::config::ClientTlsConfig,
     pub interval: Duration,
     pub resources: Option<Arc<RwLock<super::ResourceSnapshot>>>,
     pub models: Arc<SeenModels>,
@@ -116,7 +118,7 @@ impl Watcher {
     /// Reads the environment every `interval` (the model server's metadata
     /// every fourth time) until `stop`; reports each change.
     pub async fn run(self, stop: CancellationToken) {
-        let client = crate::outbound::client_no_pool();
+        let client = crate::outbound::client_no_pool(&self.tls);
         let mut server: Option<(String, String)> = None;
         let mut known = None;
         let mut first = true;

@@ -420,16 +420,30 @@ pub fn register_instruments(meter: &Meter, snapshot: Arc<RwLock<ResourceSnapshot
 
 /// Starts scraping the model server's metrics (when configured) on the
 /// runtime, and registers the `modelwatch.engine.*` instruments.
+///
+/// A URL on the model server itself (same scheme, host and port as
+/// `proxy.upstream`) is scraped with `proxy.upstream_tls`.
 pub fn spawn_engine(
-    config: &ResourcesConfig,
+    config: &crate::config::Config,
     meter: &Meter,
     stop: tokio_util::sync::CancellationToken,
 ) -> Option<Arc<RwLock<engine::EngineReading>>> {
-    if config.engine_metrics_url.is_empty() {
+    let url = &config.resources.engine_metrics_url;
+    if url.is_empty() {
         return None;
     }
+    let same_server = url
+        .strip_prefix(config.proxy.upstream.trim_end_matches('/'))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let tls = if same_server {
+        config.proxy.upstream_tls.clone()
+    } else {
+        crate::config::ClientTlsConfig::default()
+    };
+    let config = &config.resources;
     let reading = Arc::new(RwLock::new(engine::EngineReading::default()));
     tokio::spawn(engine::run(
+        crate::outbound::client_for(&tls).unwrap_or_else(|_| crate::outbound::client()),
         config.engine_metrics_url.clone(),
         config.interval,
         config.interval.min(std::time::Duration::from_secs(5)),

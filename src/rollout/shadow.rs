@@ -50,7 +50,10 @@ impl Shadow {
         }
         tracing::info!(upstream = %s.upstream, rate = s.rate, "shadow traffic on");
         Some(Arc::new(Shadow {
-            client: crate::outbound::client(),
+            client: crate::outbound::client_for(&s.tls).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "rollout.shadow.tls unusable; the system's roots are used");
+                crate::outbound::client()
+            }),
             base: s.upstream.trim_end_matches('/').to_string(),
             rate: s.rate,
             in_flight: Arc::new(Semaphore::new(s.max_in_flight)),

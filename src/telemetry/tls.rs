@@ -62,6 +62,15 @@ pub fn check_at(at: &str, tls: &ClientTlsConfig) -> Result<(), (String, String, 
         }
         _ => {}
     }
+    if !tls.server_name.is_empty()
+        && rustls_pki_types::ServerName::try_from(tls.server_name.as_str()).is_err()
+    {
+        return Err((
+            format!("{at}.server_name"),
+            tls.server_name.clone(),
+            "a DNS name or an IP address, e.g. model.internal".into(),
+        ));
+    }
     crate::outbound::rustls_config(tls)
         .map(|_| ())
         .map_err(|e| {

@@ -64,7 +64,7 @@ fn bad_config_is_refused_with_key_value_and_what_is_accepted() {
         (
             "proxy:\n  upstream: localhost:8000\n",
             None,
-            vec!["proxy.upstream", "localhost:8000", "http:// URL"],
+            vec!["proxy.upstream", "localhost:8000", "https:// URL"],
         ),
         (
             "sampling:\n  rate: 1.01\n",

@@ -23,3 +23,4 @@ mod rules;
 mod status_page;
 mod tensorboard;
 mod traces;
+mod upstream_tls;

@@ -106,6 +106,12 @@ async fn openai_client(base: String, args: &'static [&'static str]) -> serde_jso
 }
 
 pub async fn llama_server(extra: &[&str]) -> Service {
+    let (cmd, port) = llama_server_command(extra);
+    model_server(cmd, port, "/health", "llama-server").await
+}
+
+/// The llama-server command line (tiny model, one thread) on a free port.
+pub fn llama_server_command(extra: &[&str]) -> (Command, u16) {
     let tb = testbed();
     let lib = tb.join("sid/root/usr/lib/x86_64-linux-gnu");
     let port = free_port();
@@ -128,7 +134,7 @@ pub async fn llama_server(extra: &[&str]) -> Service {
             "GGML_BACKEND_PATH",
             lib.join("ggml/backends0/libggml-cpu-x64.so"),
         );
-    model_server(cmd, port, "/health", "llama-server").await
+    (cmd, port)
 }
 
 fn metric(m: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -105,7 +105,17 @@ async fn one_server_span_per_sampled_request_linked_to_traceparent() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     // The model server was told our span is its parent, in the same trace.
-    let seen = up.seen.headers.lock().unwrap().last().unwrap().clone();
+    // (The metadata probes also reach the model server: find our request.)
+    let seen = up
+        .seen
+        .headers
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|h| h.get("x-request-id").is_some_and(|v| v == "req-1"))
+        .unwrap()
+        .clone();
     let forwarded = seen["traceparent"].to_str().unwrap().to_string();
     assert!(
         forwarded.starts_with(&format!("00-{trace_id}-")),
