@@ -121,15 +121,113 @@ pub fn rustls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, Stri
     if tls.cert_file.is_empty() {
         return Ok(builder.with_no_client_auth());
     }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
-        .map_err(|e| format!("{}: {e}", tls.cert_file))?
+    let resolver = ReloadingClientCert::new(
+        tls.cert_file.clone().into(),
+        tls.key_file.clone().into(),
+        rustls::crypto::ring::default_provider().into(),
+    )?;
+    Ok(builder.with_client_cert_resolver(Arc::new(resolver)))
+}
+
+/// A client certificate that follows its files: before a handshake, when
+/// either file changed (a rotated Kubernetes secret), the pair is read
+/// again; a pair that does not load keeps the previous one (and says why).
+/// Checked at most once a second.
+#[derive(Debug)]
+struct ReloadingClientCert {
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    provider: Arc<CryptoProvider>,
+    state: std::sync::Mutex<ClientCertState>,
+}
+
+#[derive(Debug)]
+struct ClientCertState {
+    checked: std::time::Instant,
+    stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl ReloadingClientCert {
+    fn new(
+        cert_file: std::path::PathBuf,
+        key_file: std::path::PathBuf,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<ReloadingClientCert, String> {
+        let stamp = (modified(&cert_file), modified(&key_file));
+        let key = load_client_cert(&cert_file, &key_file, &provider)?;
+        Ok(ReloadingClientCert {
+            cert_file,
+            key_file,
+            provider,
+            state: std::sync::Mutex::new(ClientCertState {
+                checked: std::time::Instant::now(),
+                stamp,
+                key,
+            }),
+        })
+    }
+}
+
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn load_client_cert(
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .map_err(|e| format!("{}: {e}", cert_file.display()))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", tls.cert_file))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file)
-        .map_err(|e| format!("{}: {e}", tls.key_file))?;
-    builder
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate", cert_file.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{}: {e}", key_file.display()))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signer);
+    certified
+        .keys_match()
+        .map_err(|e| format!("{} and {}: {e}", cert_file.display(), key_file.display()))?;
+    Ok(Arc::new(certified))
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut s = self.state.lock().expect("poisoned");
+        if s.checked.elapsed() >= Duration::from_secs(1) {
+            s.checked = std::time::Instant::now();
+            let stamp = (modified(&self.cert_file), modified(&self.key_file));
+            if stamp != s.stamp {
+                match load_client_cert(&self.cert_file, &self.key_file, &self.provider) {
+                    Ok(key) => {
+                        tracing::info!(cert_file = %self.cert_file.display(), "client certificate reloaded");
+                        s.key = key;
+                        s.stamp = stamp;
+                    }
+                    // A pair caught half-written is tried again at the next handshake.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the changed client certificate does not load; the previous one is used")
+                    }
+                }
+            }
+        }
+        Some(s.key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// The system's roots and `ca_file`'s certificates.

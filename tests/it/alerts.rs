@@ -621,3 +621,127 @@ async fn alertmanager_over_https_with_basic_auth() {
     )
     .await;
 }
+
+/// Alertmanager requiring client certificates (`client_auth_type:
+/// RequireAndVerifyClientCert`): modelwatch's certificate from another CA is
+/// refused (counted, the TLS alert named); the files rotated to a certificate
+/// of the trusted CA are taken at the next handshake, without a restart, and
+/// the alert arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_with_mtls_and_a_rotated_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    test_ca(d);
+    server_certificate(d, "am", "DNS:localhost,IP:127.0.0.1");
+    server_certificate(d, "client", "DNS:modelwatch");
+    let rogue = d.join("rogue");
+    std::fs::create_dir(&rogue).unwrap();
+    test_ca(&rogue);
+    server_certificate(&rogue, "client", "DNS:modelwatch");
+    std::fs::write(
+        d.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+            d.join("am.crt").display(),
+            d.join("am.key").display(),
+            d.join("ca.crt").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("am.yml"),
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(d.join("alertmanager.log")).unwrap();
+    let child = Command::new(testbed_bin("prometheus-alertmanager"))
+        .arg(format!("--config.file={}", d.join("am.yml").display()))
+        .arg(format!("--storage.path={}", d.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--web.config.file={}", d.join("web.yml").display()))
+        .arg("--cluster.listen-address=")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start alertmanager");
+    let _am = Service {
+        child,
+        port,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let curl = |path: &str| {
+        curl_https(
+            &d.join("ca.crt"),
+            &[
+                "--cert",
+                d.join("client.crt").to_str().unwrap(),
+                "--key",
+                d.join("client.key").to_str().unwrap(),
+                &format!("https://127.0.0.1:{port}{path}"),
+            ],
+        )
+    };
+    eventually(
+        "Alertmanager with mTLS",
+        Duration::from_secs(30),
+        || async { curl("/-/ready").filter(|b| !b.is_empty()) },
+    )
+    .await;
+    // Without a client certificate Alertmanager does not even answer.
+    assert!(curl_https(
+        &d.join("ca.crt"),
+        &[&format!("https://127.0.0.1:{port}/-/ready")]
+    )
+    .is_none());
+
+    // modelwatch starts with the rogue CA's certificate in its files.
+    let mine = d.join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    for f in ["client.crt", "client.key"] {
+        std::fs::copy(rogue.join(f), mine.join(f)).unwrap();
+    }
+    let up = TestUpstream::start().await;
+    let config = format!(
+        "alerts:\n  evaluation_interval: 500ms\n  alertmanager:\n    url: https://127.0.0.1:{port}\n    resend_interval: 1s\n    timeout: 2s\n    tls:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n  rules:\n    - name: AlwaysFiring\n      figure: modelwatch.upstream.up\n      below: 2\n      severity: info\n",
+        d.join("ca.crt").display(),
+        mine.join("client.crt").display(),
+        mine.join("client.key").display()
+    );
+    let mw = Modelwatch::start(Options::new(up.url()).config(&config)).await;
+    let sent = |m: &str, result: &str| {
+        prom_value(
+            m,
+            "modelwatch_alert_notifications_total",
+            &[("sink", "alertmanager"), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    };
+    eventually("refused calls counted", Duration::from_secs(20), || async {
+        (sent(&mw.metrics().await, "failed") >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(sent(&mw.metrics().await, "sent"), 0.0);
+    let alerts_in_am = || async {
+        let body = curl("/api/v2/alerts")?;
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        v.as_array()?
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "AlwaysFiring")
+            .then_some(())
+    };
+    assert!(alerts_in_am().await.is_none());
+
+    // The secret is rotated: the trusted CA's certificate, no restart.
+    for f in ["client.crt", "client.key"] {
+        std::fs::copy(d.join(f), mine.join(f)).unwrap();
+    }
+    eventually(
+        "the alert in Alertmanager with the rotated certificate",
+        Duration::from_secs(60),
+        alerts_in_am,
+    )
+    .await;
+    assert!(sent(&mw.metrics().await, "sent") >= 1.0);
+    assert!(mw.log_text().contains("client certificate reloaded"));
+}
