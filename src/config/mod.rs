@@ -1077,20 +1077,6 @@ impl Config {
         }
         positive("telemetry.otlp.timeout", otlp.timeout)?;
         positive("telemetry.otlp.metrics_interval", otlp.metrics_interval)?;
-        let https = [
-            &otlp.endpoint,
-            &otlp.metrics_endpoint,
-            &otlp.traces_endpoint,
-        ]
-        .iter()
-        .any(|e| e.starts_with("https://"));
-        if https && otlp.protocol == OtlpProtocol::Grpc {
-            return Err(invalid(
-                "telemetry.otlp.protocol",
-                "grpc",
-                "http/protobuf for an https:// endpoint (OTLP over gRPC with TLS is not built yet; the Collector's HTTP port 4318 takes the same data)",
-            ));
-        }
         if let Err((key, value, problem)) = crate::telemetry::tls::check(&otlp.tls) {
             return Err(invalid(&key, value, &problem));
         }

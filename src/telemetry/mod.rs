@@ -299,6 +299,19 @@ macro_rules! otlp_exporter {
                 .with_timeout($otlp.timeout)
                 .with_headers(headers($otlp))
                 .build(),
+            // TLS through modelwatch's own rustls settings (CA, client
+            // certificate that follows its files, server name), not tonic's.
+            OtlpProtocol::Grpc if $url.starts_with("https://") => b
+                .with_tonic()
+                .with_channel(tls::grpc_channel($otlp, &$url).map_err(|message| {
+                    TelemetryError::Exporter {
+                        signal: $signal,
+                        message,
+                    }
+                })?)
+                .with_timeout($otlp.timeout)
+                .with_metadata(metadata($otlp))
+                .build(),
             OtlpProtocol::Grpc => b
                 .with_tonic()
                 .with_endpoint($url.clone())

@@ -82,6 +82,25 @@ pub fn check_at(at: &str, tls: &ClientTlsConfig) -> Result<(), (String, String, 
         })
 }
 
+/// An OTLP/gRPC channel to an `https://` endpoint: HTTP/2 over rustls with
+/// [`crate::outbound::rustls_config`]'s settings, connected on first use.
+/// Call inside the runtime.
+pub fn grpc_channel(
+    otlp: &crate::config::OtlpConfig,
+    url: &str,
+) -> Result<tonic::transport::Channel, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("{url}: {e}"))?
+        .timeout(otlp.timeout)
+        .connect_timeout(otlp.timeout);
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let connector =
+        crate::outbound::https_connector(&otlp.tls, crate::outbound::Alpn::Http2, http)?;
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
 /// The exporter's HTTP client; records why a request could not be sent.
 #[derive(Debug, Clone)]
 pub struct OtlpHttpClient {

@@ -209,6 +209,138 @@ async fn otlp_grpc_metrics_export() {
     server.abort();
 }
 
+/// OTLP/gRPC to an `https://` collector that requires a client certificate
+/// (a tonic collector behind rustls, as a Collector with `tls.client_ca_file`
+/// is): with the CA, the client certificate and the name the server's
+/// certificate carries, metrics arrive; without the client certificate the
+/// collector refuses the handshake and nothing arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_grpc_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    test_ca(d);
+    server_certificate(d, "collector", "DNS:collector.internal");
+    server_certificate(d, "client", "DNS:modelwatch");
+    let collector = Collector::default();
+    let addr = mtls_collector(d, collector.clone()).await;
+    let up = TestUpstream::start().await;
+    let config = |client: bool| {
+        let mut c = format!(
+            "telemetry:\n  otlp:\n    endpoint: https://{addr}\n    protocol: grpc\n    metrics_interval: 1s\n    traces: false\n    tls:\n      ca_file: {}\n      server_name: collector.internal\n",
+            d.join("ca.crt").display()
+        );
+        if client {
+            c += &format!(
+                "      cert_file: {}\n      key_file: {}\n",
+                d.join("client.crt").display(),
+                d.join("client.key").display()
+            );
+        }
+        c
+    };
+    // No client certificate: refused, counted, nothing arrives.
+    let refused = Modelwatch::start(Options::new(up.url()).config(&config(false))).await;
+    eventually(
+        "failed exports counted",
+        Duration::from_secs(20),
+        || async {
+            prom_value(
+                &refused.metrics().await,
+                "modelwatch_export_failures_total",
+                &[("signal", "metrics")],
+            )
+            .filter(|n| *n >= 1.0)
+        },
+    )
+    .await;
+    assert!(collector.names.lock().unwrap().is_empty());
+    drop(refused);
+
+    let mw = Modelwatch::start(Options::new(up.url()).config(&config(true))).await;
+    let r = http().get(mw.url("/headers")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(
+        "metrics over OTLP/gRPC with mTLS",
+        Duration::from_secs(20),
+        || async {
+            collector
+                .names
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|n| n == "http.server.request.duration")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Serves `collector` over TLS (`collector.crt`), requiring a client
+/// certificate of the test CA; HTTP/2 by ALPN.
+async fn mtls_collector(dir: &std::path::Path, collector: Collector) -> std::net::SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    let pem = |f: &str| {
+        rustls_pki_types::CertificateDer::pem_file_iter(dir.join(f))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem("ca.crt") {
+        roots.add(c).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            pem("collector.crt"),
+            rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("collector.key")).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = tonic::service::Routes::new(MetricsServiceServer::new(collector));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, routes) = (acceptor.clone(), routes.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let mut routes = routes.clone();
+                        async move {
+                            tower_service::Service::call(
+                                &mut routes,
+                                req.map(tonic::body::Body::new),
+                            )
+                            .await
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .http2_only()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 fn any_text(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
     format!("{v:?}")
 }
