@@ -21,7 +21,51 @@ use rustls_pki_types::pem::PemObject;
 use crate::config::{BasicAuth, ClientTlsConfig};
 
 /// http:// and https:// (rustls) URLs alike.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<ProxiedConnector>, Full<Bytes>>;
+
+/// TCP connections, through an HTTP proxy (CONNECT) where `HTTPS_PROXY`,
+/// `HTTP_PROXY` or `ALL_PROXY` (and `NO_PROXY`) say so, as curl reads them.
+/// Connections to the model server (the proxy's own client, probes) never
+/// use one.
+#[derive(Clone)]
+pub struct ProxiedConnector {
+    http: HttpConnector,
+    proxies: Option<Arc<hyper_util::client::proxy::matcher::Matcher>>,
+}
+
+impl tower_service::Service<http::Uri> for ProxiedConnector {
+    type Response = <HttpConnector as tower_service::Service<http::Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        match self.proxies.as_ref().and_then(|m| m.intercept(&dst)) {
+            Some(via) => {
+                let mut tunnel = hyper_util::client::legacy::connect::proxy::Tunnel::new(
+                    via.uri().clone(),
+                    self.http.clone(),
+                );
+                if let Some(auth) = via.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                Box::pin(async move { tunnel.call(dst).await.map_err(Into::into) })
+            }
+            None => {
+                let connecting = self.http.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+        }
+    }
+}
 
 /// A pooled client (idle connections kept for a minute), trusting the system's roots.
 pub fn client() -> HttpClient {
@@ -36,7 +80,7 @@ pub fn client_for(tls: &ClientTlsConfig) -> Result<HttpClient, String> {
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector(Duration::from_secs(5), tls)?))
+        .build(connector(Duration::from_secs(5), tls, true)?))
 }
 
 /// A client that keeps no idle connection: for occasional probes, so that
@@ -45,21 +89,27 @@ pub fn client_for(tls: &ClientTlsConfig) -> Result<HttpClient, String> {
 pub fn client_no_pool(tls: &ClientTlsConfig) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(connector(Duration::from_secs(2), tls).unwrap_or_else(|e| {
+        .build(connector(Duration::from_secs(2), tls, false).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "TLS settings unusable for probes; the system's roots are used");
-            connector(Duration::from_secs(2), &ClientTlsConfig::default())
+            connector(Duration::from_secs(2), &ClientTlsConfig::default(), false)
                 .expect("the default TLS settings")
         }))
 }
 
+/// `use_proxy`: honour the proxy environment variables (not for the model
+/// server, which is in the pod).
 fn connector(
     connect_timeout: Duration,
     tls: &ClientTlsConfig,
-) -> Result<HttpsConnector<HttpConnector>, String> {
+    use_proxy: bool,
+) -> Result<HttpsConnector<ProxiedConnector>, String> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.enforce_http(false);
-    https_connector(tls, Alpn::Http1, http)
+    let proxies = use_proxy
+        .then(hyper_util::client::proxy::matcher::Matcher::from_env)
+        .map(Arc::new);
+    https_connector(tls, Alpn::Http1, ProxiedConnector { http, proxies })
 }
 
 /// Which protocols a TLS connection offers by ALPN.

@@ -844,3 +844,76 @@ pub fn curl_https(ca: &std::path::Path, args: &[&str]) -> Option<Vec<u8>> {
         .ok()?;
     out.status.success().then_some(out.stdout)
 }
+
+/// A forward HTTP proxy, as a corporate egress proxy is: `CONNECT host:port`
+/// tunnels, and absolute-form requests (`POST http://host:port/path`) passed
+/// on in origin form. Keeps each request line it saw.
+pub async fn forward_proxy() -> (
+    SocketAddr,
+    Arc<std::sync::Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut client = tokio::io::BufReader::new(client);
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if client.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let end = line == "\r\n";
+                    head.push(line);
+                    if end {
+                        break;
+                    }
+                }
+                let request_line = head[0].trim_end().to_string();
+                s.lock().unwrap().push(request_line.clone());
+                let mut parts = request_line.split(' ');
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let (authority, rewritten) = if method == "CONNECT" {
+                    (target.to_string(), None)
+                } else {
+                    let uri: http::Uri = target.parse().unwrap();
+                    let mut h = head.clone();
+                    h[0] = format!(
+                        "{method} {} HTTP/1.1\r\n",
+                        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                    );
+                    (uri.authority().unwrap().to_string(), Some(h.concat()))
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&authority).await else {
+                    let _ = client
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                };
+                match rewritten {
+                    None => {
+                        let _ = client
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await;
+                    }
+                    Some(h) => {
+                        let _ = upstream.write_all(h.as_bytes()).await;
+                    }
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, seen, task)
+}

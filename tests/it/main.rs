@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod dashboards;
 mod drift;
+mod egress;
 mod export;
 mod figures;
 mod grpc;
