@@ -745,3 +745,129 @@ async fn alertmanager_with_mtls_and_a_rotated_client_certificate() {
     assert!(sent(&mw.metrics().await, "sent") >= 1.0);
     assert!(mw.log_text().contains("client certificate reloaded"));
 }
+
+/// A webhook over https with a bearer token read from a file: trusted through
+/// `tls.ca_file`, the token sent as `Authorization: Bearer`; the token file
+/// rotated, the next call carries the new one (a rule added by a live reload
+/// makes that call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_over_https_with_a_rotated_bearer_token() {
+    use rustls_pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    test_ca(d);
+    server_certificate(d, "hook", "IP:127.0.0.1");
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(d.join("hook.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(d.join("hook.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let c = calls.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, c) = (acceptor.clone(), c.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let c = c.clone();
+                    async move {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        c.lock()
+                            .unwrap()
+                            .push((auth, serde_json::from_slice(&body).unwrap_or_default()));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    let token = d.join("token");
+    std::fs::write(&token, "first-token-0123456789\n").unwrap();
+    let rules = |extra: &str| {
+        format!(
+            "alerts:\n  evaluation_interval: 200ms\n  webhooks:\n    - name: team\n      url: https://{addr}/hook\n      tls:\n        ca_file: {}\n      bearer_token_file: {}\n  rules:\n    - name: AlwaysOn\n      figure: modelwatch.upstream.up\n      below: 2\n      severity: info\n{extra}",
+            d.join("ca.crt").display(),
+            token.display()
+        )
+    };
+    let up = TestUpstream::start().await;
+    let mw = Modelwatch::start(Options::new(up.url()).config(&rules(""))).await;
+    let call_for = |rule: &'static str| {
+        let calls = calls.clone();
+        move || {
+            let calls = calls.clone();
+            async move {
+                calls
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(_, b)| b["alert"]["rule"] == rule || b.to_string().contains(rule))
+                    .map(|(auth, _)| auth.clone())
+            }
+        }
+    };
+    let auth = eventually(
+        "the webhook over https",
+        Duration::from_secs(20),
+        call_for("AlwaysOn"),
+    )
+    .await;
+    assert_eq!(auth, "Bearer first-token-0123456789");
+
+    std::fs::write(&token, "second-token-0123456789\n").unwrap();
+    std::fs::write(
+        &mw.config_path,
+        rules("    - name: AlsoOn\n      figure: modelwatch.upstream.up\n      below: 3\n      severity: info\n"),
+    )
+    .unwrap();
+    let r = http().post(mw.admin_url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let auth = eventually(
+        "the new rule's call",
+        Duration::from_secs(20),
+        call_for("AlsoOn"),
+    )
+    .await;
+    assert_eq!(auth, "Bearer second-token-0123456789");
+    // The unchanged rule was not notified again.
+    let again = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, b)| b.to_string().contains("AlwaysOn"))
+        .count();
+    assert_eq!(again, 1, "{:?}", calls.lock().unwrap());
+    assert!(
+        !mw.log_text().contains("token-0123456789"),
+        "a secret in the log"
+    );
+    server.abort();
+}

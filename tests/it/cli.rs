@@ -91,9 +91,19 @@ fn bad_config_is_refused_with_key_value_and_what_is_accepted() {
             vec!["telemetry.otlp.tls.key_file", "private key"],
         ),
         (
-            "telemetry:\n  otlp:\n    endpoint: https://collector:4317\n    protocol: grpc\n",
+            "admin:\n  tls:\n    cert_file: /etc/hostname\n    key_file: /etc/hostname\n",
             None,
-            vec!["telemetry.otlp.protocol", "grpc", "http/protobuf"],
+            vec!["admin.tls.cert_file", "/etc/hostname"],
+        ),
+        (
+            "proxy:\n  upstream: https://127.0.0.1:8443\n  upstream_tls:\n    server_name: 'not a name'\n",
+            None,
+            vec!["proxy.upstream_tls.server_name", "not a name", "a DNS name or an IP address"],
+        ),
+        (
+            "alerts:\n  webhooks:\n    - name: hook\n      url: https://hooks:8443/x\n      bearer_token_file: /nonexistent/token\n  rules:\n    - {name: A, figure: modelwatch.upstream.up, below: 1}\n",
+            None,
+            vec!["bearer_token_file", "/nonexistent/token"],
         ),
     ] {
         let (_d, path) = temp_file("bad.yaml", yaml);
