@@ -191,7 +191,7 @@ print("counters of lost or failed data (non-zero):")
 for line in open(f"{out}/metrics-end.txt"):
     if line.startswith("#"): continue
     m = re.match(r"(\S+)\s+(\S+)$", line.strip())
-    if m and re.search(r"dropped|failures|skipped|removed|evicted|errors|retries|truncated", m.group(1)) and float(m.group(2)) != 0:
+    if m and re.search(r"dropped|failures|skipped|removed|evicted|errors|retries|truncated|result=\"(failed|dropped)\"", m.group(1)) and float(m.group(2)) != 0:
         print("  ", m.group(1), m.group(2))
 PY
 echo "results in $OUT"
