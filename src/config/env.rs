@@ -57,6 +57,14 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "telemetry.otlp.tls.key_file",
     ),
     (
+        "OTEL_EXPORTER_OTLP_INSECURE",
+        "`true`: an endpoint given without a scheme is `http://`, else `https://`",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_{METRICS,TRACES,LOGS}_{HEADERS,TIMEOUT,CERTIFICATE,CLIENT_CERTIFICATE,CLIENT_KEY,INSECURE}",
+        "as the generic variable (one setting serves every signal: values that differ between signals are refused)",
+    ),
+    (
         "OTEL_METRIC_EXPORT_INTERVAL",
         "telemetry.otlp.metrics_interval (milliseconds)",
     ),
@@ -179,22 +187,68 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
             }
         };
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_HEADERS") {
-        for (k, val) in parse_pairs("OTEL_EXPORTER_OTLP_HEADERS", &v)? {
+    // The generic variable, or its per-signal forms (`…_METRICS_…`,
+    // `…_TRACES_…`, `…_LOGS_…`), which override it as the specification says.
+    // modelwatch has one exporter setting for every signal: per-signal
+    // values that differ from one another are refused, not half-applied.
+    let otel = |suffix: &str| -> Result<Option<(String, String)>, ConfigError> {
+        let mut found: Option<(String, String)> = None;
+        for signal in ["METRICS", "TRACES", "LOGS"] {
+            let name = format!("OTEL_EXPORTER_OTLP_{signal}_{suffix}");
+            if let Some(v) = get(&name) {
+                match &found {
+                    Some((first, seen)) if *seen != v => {
+                        return Err(invalid(
+                            &name,
+                            &v,
+                            &format!("the value of {first} ({seen:?}): modelwatch uses one {suffix} for every signal"),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => found = Some((name, v)),
+                }
+            }
+        }
+        let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
+        Ok(found.or_else(|| get(&generic).map(|v| (generic, v))))
+    };
+    if let Some((name, v)) = otel("HEADERS")? {
+        for (k, val) in parse_pairs(&name, &v)? {
             otlp.headers.insert(k, val);
         }
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-        otlp.timeout = millis("OTEL_EXPORTER_OTLP_TIMEOUT", &v)?;
+    if let Some((name, v)) = otel("TIMEOUT")? {
+        otlp.timeout = millis(&name, &v)?;
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_CERTIFICATE") {
+    if let Some((_, v)) = otel("CERTIFICATE")? {
         otlp.tls.ca_file = v;
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE") {
+    if let Some((_, v)) = otel("CLIENT_CERTIFICATE")? {
         otlp.tls.cert_file = v;
     }
-    if let Some(v) = get("OTEL_EXPORTER_OTLP_CLIENT_KEY") {
+    if let Some((_, v)) = otel("CLIENT_KEY")? {
         otlp.tls.key_file = v;
+    }
+    // An endpoint given without a scheme (host:port, as gRPC users write
+    // it): https unless OTEL_EXPORTER_OTLP_INSECURE is true, as the
+    // specification says for OTLP/gRPC. Endpoints with a scheme keep it.
+    let insecure = match otel("INSECURE")? {
+        None => false,
+        Some((name, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(invalid(&name, &v, "true or false")),
+        },
+    };
+    for endpoint in [
+        &mut otlp.endpoint,
+        &mut otlp.metrics_endpoint,
+        &mut otlp.traces_endpoint,
+    ] {
+        if !endpoint.is_empty() && !endpoint.contains("://") {
+            let scheme = if insecure { "http" } else { "https" };
+            *endpoint = format!("{scheme}://{endpoint}");
+        }
     }
     if let Some(v) = get("OTEL_METRIC_EXPORT_INTERVAL") {
         otlp.metrics_interval = millis("OTEL_METRIC_EXPORT_INTERVAL", &v)?;

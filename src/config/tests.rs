@@ -276,3 +276,62 @@ fn docs_list_every_environment_variable() {
         }
     }
 }
+
+#[test]
+fn otel_per_signal_variables_and_insecure() {
+    let apply = |vars: &[(&str, &str)]| {
+        let mut c = Config::default();
+        let vars: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env::apply(&mut c, |k| vars.get(k).cloned()).map(|()| c)
+    };
+    // A per-signal value overrides the generic one.
+    let c = apply(&[
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic.pem"),
+        ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "/metrics.pem"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
+        ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "api-key=abc"),
+    ])
+    .unwrap();
+    assert_eq!(c.telemetry.otlp.tls.ca_file, "/metrics.pem");
+    assert_eq!(
+        c.telemetry.otlp.timeout,
+        std::time::Duration::from_millis(2500)
+    );
+    assert_eq!(c.telemetry.otlp.headers["api-key"], "abc");
+    // The same value for two signals is fine; different ones are refused with both names.
+    assert!(apply(&[
+        ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "/k.pem"),
+        ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/k.pem"),
+    ])
+    .is_ok());
+    let e = apply(&[
+        ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "/a.pem"),
+        ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/b.pem"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY")
+            && e.contains("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY"),
+        "{e}"
+    );
+    // An endpoint without a scheme: https, or http when insecure.
+    let c = apply(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]).unwrap();
+    assert_eq!(c.telemetry.otlp.endpoint, "https://collector:4317");
+    let c = apply(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+    ])
+    .unwrap();
+    assert_eq!(c.telemetry.otlp.endpoint, "http://collector:4317");
+    let c = apply(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+    ])
+    .unwrap();
+    assert_eq!(c.telemetry.otlp.endpoint, "https://collector:4317");
+    assert!(apply(&[("OTEL_EXPORTER_OTLP_INSECURE", "yes")]).is_err());
+}
