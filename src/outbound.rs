@@ -153,18 +153,10 @@ pub fn rustls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, Stri
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-    } else if !tls.server_name.is_empty() {
-        let name = ServerName::try_from(tls.server_name.clone())
-            .map_err(|e| format!("server_name {:?}: {e}", tls.server_name))?;
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots(tls)?),
-            provider,
-        )
-        .build()
-        .map_err(|e| e.to_string())?;
+    } else if !tls.server_name.is_empty() || !tls.ca_file.is_empty() {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(VerifyAs { inner, name }))
+            .with_custom_certificate_verifier(Arc::new(Verifier::new(tls, provider)?))
     } else {
         builder.with_root_certificates(roots(tls)?)
     };
@@ -297,25 +289,96 @@ fn roots(tls: &ClientTlsConfig) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// `server_name`: the certificate is verified (chain, validity, name) as
-/// for any server, against the configured name instead of the URL's host.
+/// webpki's verification (chain, validity, name) with two additions: the
+/// name checked is `server_name` when set, not the URL's host; and the CA
+/// file is read again (at most once a second, before a handshake) when it
+/// changed, so a rotated CA is trusted without a restart (a file that does
+/// not load keeps the previous roots, and says why).
 #[derive(Debug)]
-struct VerifyAs {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    name: ServerName<'static>,
+struct Verifier {
+    tls: ClientTlsConfig,
+    name: Option<ServerName<'static>>,
+    provider: Arc<CryptoProvider>,
+    state: std::sync::Mutex<VerifierState>,
 }
 
-impl ServerCertVerifier for VerifyAs {
+#[derive(Debug)]
+struct VerifierState {
+    checked: std::time::Instant,
+    stamp: Option<std::time::SystemTime>,
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl Verifier {
+    fn new(tls: &ClientTlsConfig, provider: Arc<CryptoProvider>) -> Result<Verifier, String> {
+        let name = if tls.server_name.is_empty() {
+            None
+        } else {
+            Some(
+                ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| format!("server_name {:?}: {e}", tls.server_name))?,
+            )
+        };
+        let stamp = modified(std::path::Path::new(&tls.ca_file));
+        let inner = Self::build(tls, &provider)?;
+        Ok(Verifier {
+            tls: tls.clone(),
+            name,
+            provider,
+            state: std::sync::Mutex::new(VerifierState {
+                checked: std::time::Instant::now(),
+                stamp,
+                inner,
+            }),
+        })
+    }
+
+    fn build(
+        tls: &ClientTlsConfig,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Arc<rustls::client::WebPkiServerVerifier>, String> {
+        rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots(tls)?),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| e.to_string())
+    }
+
+    fn current(&self) -> Arc<rustls::client::WebPkiServerVerifier> {
+        let mut s = self.state.lock().expect("poisoned");
+        if !self.tls.ca_file.is_empty() && s.checked.elapsed() >= Duration::from_secs(1) {
+            s.checked = std::time::Instant::now();
+            let stamp = modified(std::path::Path::new(&self.tls.ca_file));
+            if stamp != s.stamp {
+                match Self::build(&self.tls, &self.provider) {
+                    Ok(inner) => {
+                        tracing::info!(ca_file = %self.tls.ca_file, "CA file reloaded");
+                        s.inner = inner;
+                        s.stamp = stamp;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the changed CA file does not load; the previous roots are used")
+                    }
+                }
+            }
+        }
+        s.inner.clone()
+    }
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+        let name = self.name.as_ref().unwrap_or(server_name);
+        self.current()
+            .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -324,7 +387,7 @@ impl ServerCertVerifier for VerifyAs {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.current().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -333,11 +396,11 @@ impl ServerCertVerifier for VerifyAs {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.current().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.current().supported_verify_schemes()
     }
 }
 

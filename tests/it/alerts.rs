@@ -752,24 +752,11 @@ async fn alertmanager_with_mtls_and_a_rotated_client_certificate() {
 /// makes that call).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_over_https_with_a_rotated_bearer_token() {
-    use rustls_pki_types::pem::PemObject;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     test_ca(d);
     server_certificate(d, "hook", "IP:127.0.0.1");
-    let certs = rustls_pki_types::CertificateDer::pem_file_iter(d.join("hook.crt"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(d.join("hook.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
+    let config = tls_server_config(d, "hook");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -869,5 +856,125 @@ async fn webhook_over_https_with_a_rotated_bearer_token() {
         !mw.log_text().contains("token-0123456789"),
         "a secret in the log"
     );
+    server.abort();
+}
+
+/// The webhook server's certificate is replaced by one of a new CA: calls
+/// fail (the certificate does not verify) until modelwatch's `tls.ca_file` holds the new
+/// CA; then the retried call arrives, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_ca_file_is_trusted_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new, mine) = (
+        dir.path().join("old"),
+        dir.path().join("new"),
+        dir.path().join("mine"),
+    );
+    for d in [&old, &new, &mine] {
+        std::fs::create_dir(d).unwrap();
+    }
+    for d in [&old, &new] {
+        test_ca(d);
+        server_certificate(d, "hook", "IP:127.0.0.1");
+    }
+    std::fs::copy(old.join("ca.crt"), mine.join("ca.crt")).unwrap();
+    // The server closes every connection after its answer, so each call is a new handshake.
+    let acceptor = Arc::new(Mutex::new(tokio_rustls::TlsAcceptor::from(Arc::new(
+        tls_server_config(&old, "hook"),
+    ))));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (a, b) = (acceptor.clone(), bodies.clone());
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, b) = (a.lock().unwrap().clone(), b.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let b = b.clone();
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        b.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&body).into_owned());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    let rules = |extra: &str| {
+        format!(
+            "alerts:\n  evaluation_interval: 200ms\n  webhooks:\n    - name: team\n      url: https://{addr}/hook\n      max_retries: 8\n      tls:\n        ca_file: {}\n  rules:\n    - name: AlwaysOn\n      figure: modelwatch.upstream.up\n      below: 2\n      severity: info\n{extra}",
+            mine.join("ca.crt").display()
+        )
+    };
+    let up = TestUpstream::start().await;
+    let mw = Modelwatch::start(Options::new(up.url()).config(&rules(""))).await;
+    let arrived = |rule: &'static str| {
+        let bodies = bodies.clone();
+        move || {
+            let bodies = bodies.clone();
+            async move {
+                bodies
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|b| b.contains(rule))
+                    .then_some(())
+            }
+        }
+    };
+    eventually(
+        "the first call",
+        Duration::from_secs(20),
+        arrived("AlwaysOn"),
+    )
+    .await;
+
+    // The server moves to the new CA's certificate; modelwatch still trusts the old CA.
+    *acceptor.lock().unwrap() =
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls_server_config(&new, "hook")));
+    std::fs::write(
+        &mw.config_path,
+        rules("    - name: AlsoOn\n      figure: modelwatch.upstream.up\n      below: 3\n      severity: info\n"),
+    )
+    .unwrap();
+    let r = http().post(mw.admin_url("/-/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // (Both test CAs have the same name: the old one is found and its signature fails.)
+    eventually(
+        "the refused call logged",
+        Duration::from_secs(20),
+        || async {
+            mw.log_text()
+                .contains("invalid peer certificate: BadSignature")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(arrived("AlsoOn")().await.is_none());
+
+    // The CA file is rotated (a Kubernetes secret update): the retry gets through.
+    std::fs::copy(new.join("ca.crt"), mine.join("ca.crt")).unwrap();
+    eventually(
+        "the call with the rotated CA",
+        Duration::from_secs(60),
+        arrived("AlsoOn"),
+    )
+    .await;
+    assert!(mw.log_text().contains("CA file reloaded"));
     server.abort();
 }

@@ -917,3 +917,21 @@ pub async fn forward_proxy() -> (
     });
     (addr, seen, task)
 }
+
+/// A rustls server configuration with `{name}.crt` and `{name}.key` of `dir`
+/// (see [`server_certificate`]).
+pub fn tls_server_config(dir: &std::path::Path, name: &str) -> rustls::ServerConfig {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(dir.join(format!("{name}.crt")))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key =
+        rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
+}
