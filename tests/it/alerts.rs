@@ -518,30 +518,9 @@ async fn alertmanager_over_https_with_basic_auth() {
         ),
     )
     .unwrap();
-    std::fs::write(
-        d.join("am.yml"),
-        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
-    )
-    .unwrap();
     std::fs::write(d.join("password"), "s3cret\n").unwrap();
     std::fs::write(d.join("wrong"), "guess\n").unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(d.join("alertmanager.log")).unwrap();
-    let child = Command::new(testbed_bin("prometheus-alertmanager"))
-        .arg(format!("--config.file={}", d.join("am.yml").display()))
-        .arg(format!("--storage.path={}", d.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--web.config.file={}", d.join("web.yml").display()))
-        .arg("--cluster.listen-address=")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start alertmanager");
-    let _am = Service {
-        child,
-        port,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let (_am, port) = alertmanager_behind_web_config(d);
     let ca = d.join("ca.crt");
     let curl = |path: &str| {
         curl_https(
@@ -648,28 +627,7 @@ async fn alertmanager_with_mtls_and_a_rotated_client_certificate() {
         ),
     )
     .unwrap();
-    std::fs::write(
-        d.join("am.yml"),
-        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(d.join("alertmanager.log")).unwrap();
-    let child = Command::new(testbed_bin("prometheus-alertmanager"))
-        .arg(format!("--config.file={}", d.join("am.yml").display()))
-        .arg(format!("--storage.path={}", d.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!("--web.config.file={}", d.join("web.yml").display()))
-        .arg("--cluster.listen-address=")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start alertmanager");
-    let _am = Service {
-        child,
-        port,
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let (_am, port) = alertmanager_behind_web_config(d);
     let curl = |path: &str| {
         curl_https(
             &d.join("ca.crt"),
@@ -977,4 +935,37 @@ async fn a_rotated_ca_file_is_trusted_without_a_restart() {
     .await;
     assert!(mw.log_text().contains("CA file reloaded"));
     server.abort();
+}
+
+/// A real Alertmanager (no receivers) behind `dir/web.yml` (its
+/// `--web.config.file`: TLS, basic auth, client certificates); not waited for.
+fn alertmanager_behind_web_config(dir: &std::path::Path) -> (Service, u16) {
+    std::fs::write(
+        dir.join("am.yml"),
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("alertmanager.log")).unwrap();
+    let child = Command::new(testbed_bin("prometheus-alertmanager"))
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!(
+            "--web.config.file={}",
+            dir.join("web.yml").display()
+        ))
+        .arg("--cluster.listen-address=")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start alertmanager");
+    (
+        Service {
+            child,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        },
+        port,
+    )
 }

@@ -152,6 +152,12 @@ struct Collector {
     names: Arc<Mutex<Vec<String>>>,
 }
 
+impl Collector {
+    fn saw(&self, metric: &str) -> bool {
+        self.names.lock().unwrap().iter().any(|n| n == metric)
+    }
+}
+
 #[tonic::async_trait]
 impl MetricsService for Collector {
     async fn export(
@@ -195,15 +201,7 @@ async fn otlp_grpc_metrics_export() {
     eventually(
         "metrics over OTLP/gRPC",
         Duration::from_secs(20),
-        || async {
-            collector
-                .names
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|n| n == "http.server.request.duration")
-                .then_some(())
-        },
+        || async { collector.saw("http.server.request.duration").then_some(()) },
     )
     .await;
     server.abort();
@@ -262,15 +260,7 @@ async fn otlp_grpc_over_mtls() {
     eventually(
         "metrics over OTLP/gRPC with mTLS",
         Duration::from_secs(20),
-        || async {
-            collector
-                .names
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|n| n == "http.server.request.duration")
-                .then_some(())
-        },
+        || async { collector.saw("http.server.request.duration").then_some(()) },
     )
     .await;
 }
