@@ -467,20 +467,19 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
     for i in 0..30 {
         predicted.push(classify(&mw, &format!("q-{i}"), None).await);
     }
-    stored(&mw, 20).await;
-    let m = mw.metrics().await;
-    assert_eq!(
-        prom_value(
+    // (The store holds 20 as soon as 20 arrived: wait for all 30 to be handled.)
+    eventually("the 10 oldest evicted", Duration::from_secs(30), || async {
+        let m = mw.metrics().await;
+        let evicted = prom_value(
             &m,
             "modelwatch_quality_pending_removed_total",
-            &[("reason", "evicted")]
-        ),
-        Some(10.0)
-    );
-    assert_eq!(
-        prom_value(&m, "modelwatch_quality_pending", &[]),
-        Some(20.0)
-    );
+            &[("reason", "evicted")],
+        );
+        let pending = prom_value(&m, "modelwatch_quality_pending", &[]);
+        (evicted == Some(10.0) && pending == Some(20.0)).then_some(())
+    })
+    .await;
+    stored(&mw, 20).await;
 
     // Single labels: joined, duplicate, unmatched (evicted), wrong types.
     let (status, body) = post(&mw, ok_label, Some(TOKEN)).await;
