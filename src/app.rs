@@ -218,7 +218,7 @@ impl App {
             quality: quality.as_ref().map(|q| q.handle.clone()),
             drift,
             anomaly,
-            alerts: Some(alerts_snapshot),
+            alerts: alerts_snapshot,
             reloader: reloader.clone(),
             resources: resources.as_ref().map(|r| r.snapshot.clone()),
             engine,

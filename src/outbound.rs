@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 
@@ -163,108 +163,71 @@ pub fn rustls_config(tls: &ClientTlsConfig) -> Result<rustls::ClientConfig, Stri
     if tls.cert_file.is_empty() {
         return Ok(builder.with_no_client_auth());
     }
-    let resolver = ReloadingClientCert::new(
+    let pair = crate::inject::tls::ReloadingCert::new(
         tls.cert_file.clone().into(),
         tls.key_file.clone().into(),
-        rustls::crypto::ring::default_provider().into(),
     )?;
-    Ok(builder.with_client_cert_resolver(Arc::new(resolver)))
+    Ok(builder.with_client_cert_resolver(Arc::new(ClientCert {
+        pair,
+        check: Throttle::default(),
+    })))
 }
 
-/// A client certificate that follows its files: before a handshake, when
-/// either file changed (a rotated Kubernetes secret), the pair is read
-/// again; a pair that does not load keeps the previous one (and says why).
-/// Checked at most once a second.
-#[derive(Debug)]
-struct ReloadingClientCert {
-    cert_file: std::path::PathBuf,
-    key_file: std::path::PathBuf,
-    provider: Arc<CryptoProvider>,
-    state: std::sync::Mutex<ClientCertState>,
+/// Lets something through at most once per period (a repeated warning, a
+/// look at files that may have changed); lock-free, for hot paths.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last_ms: std::sync::atomic::AtomicU64,
 }
 
-#[derive(Debug)]
-struct ClientCertState {
-    checked: std::time::Instant,
-    stamp: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
-    key: Arc<rustls::sign::CertifiedKey>,
-}
-
-impl ReloadingClientCert {
-    fn new(
-        cert_file: std::path::PathBuf,
-        key_file: std::path::PathBuf,
-        provider: Arc<CryptoProvider>,
-    ) -> Result<ReloadingClientCert, String> {
-        let stamp = (modified(&cert_file), modified(&key_file));
-        let key = load_client_cert(&cert_file, &key_file, &provider)?;
-        Ok(ReloadingClientCert {
-            cert_file,
-            key_file,
-            provider,
-            state: std::sync::Mutex::new(ClientCertState {
-                checked: std::time::Instant::now(),
-                stamp,
-                key,
-            }),
-        })
+impl Throttle {
+    pub fn due(&self, period: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+            + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= period.as_millis() as u64)
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
-fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// How often a handshake may look whether certificate files changed.
+const FILE_CHECK: Duration = Duration::from_secs(1);
+
+/// A client certificate that follows its files (the admin port's and the
+/// injector's reloading pair, [`crate::inject::tls::ReloadingCert`]): before
+/// a handshake, at most once a second, a changed pair (a rotated Kubernetes
+/// secret) is read again; one that does not load keeps the previous pair.
+#[derive(Debug)]
+struct ClientCert {
+    pair: Arc<crate::inject::tls::ReloadingCert>,
+    check: Throttle,
 }
 
-fn load_client_cert(
-    cert_file: &std::path::Path,
-    key_file: &std::path::Path,
-    provider: &CryptoProvider,
-) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| format!("{}: {e}", cert_file.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{}: no certificate", cert_file.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("{}: {e}", key_file.display()))?;
-    let signer = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| format!("{}: {e}", key_file.display()))?;
-    let certified = rustls::sign::CertifiedKey::new(chain, signer);
-    certified
-        .keys_match()
-        .map_err(|e| format!("{} and {}: {e}", cert_file.display(), key_file.display()))?;
-    Ok(Arc::new(certified))
-}
-
-impl rustls::client::ResolvesClientCert for ReloadingClientCert {
+impl rustls::client::ResolvesClientCert for ClientCert {
     fn resolve(
         &self,
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        let mut s = self.state.lock().expect("poisoned");
-        if s.checked.elapsed() >= Duration::from_secs(1) {
-            s.checked = std::time::Instant::now();
-            let stamp = (modified(&self.cert_file), modified(&self.key_file));
-            if stamp != s.stamp {
-                match load_client_cert(&self.cert_file, &self.key_file, &self.provider) {
-                    Ok(key) => {
-                        tracing::info!(cert_file = %self.cert_file.display(), "client certificate reloaded");
-                        s.key = key;
-                        s.stamp = stamp;
-                    }
-                    // A pair caught half-written is tried again at the next handshake.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the changed client certificate does not load; the previous one is used")
-                    }
+        if self.check.due(FILE_CHECK) {
+            match self.pair.reload() {
+                Ok(true) => tracing::info!("client certificate reloaded"),
+                Ok(false) => {}
+                // A pair caught half-written is tried again at the next handshake.
+                Err(e) => {
+                    tracing::warn!(error = %e, "the changed client certificate does not load; the previous one is used")
                 }
             }
         }
-        Some(s.key.clone())
+        Some(self.pair.current())
     }
 
     fn has_certs(&self) -> bool {
@@ -291,22 +254,17 @@ fn roots(tls: &ClientTlsConfig) -> Result<RootCertStore, String> {
 
 /// webpki's verification (chain, validity, name) with two additions: the
 /// name checked is `server_name` when set, not the URL's host; and the CA
-/// file is read again (at most once a second, before a handshake) when it
-/// changed, so a rotated CA is trusted without a restart (a file that does
+/// file is looked at again (at most once a second, before a handshake) and
+/// read when its content changed, so a rotated CA is trusted without a restart (a file that does
 /// not load keeps the previous roots, and says why).
 #[derive(Debug)]
 struct Verifier {
     tls: ClientTlsConfig,
     name: Option<ServerName<'static>>,
     provider: Arc<CryptoProvider>,
-    state: std::sync::Mutex<VerifierState>,
-}
-
-#[derive(Debug)]
-struct VerifierState {
-    checked: std::time::Instant,
-    stamp: Option<std::time::SystemTime>,
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    check: Throttle,
+    /// The CA file's content and the verifier built from it.
+    state: std::sync::Mutex<(Vec<u8>, Arc<rustls::client::WebPkiServerVerifier>)>,
 }
 
 impl Verifier {
@@ -319,17 +277,14 @@ impl Verifier {
                     .map_err(|e| format!("server_name {:?}: {e}", tls.server_name))?,
             )
         };
-        let stamp = modified(std::path::Path::new(&tls.ca_file));
+        let ca = std::fs::read(&tls.ca_file).unwrap_or_default();
         let inner = Self::build(tls, &provider)?;
         Ok(Verifier {
             tls: tls.clone(),
             name,
             provider,
-            state: std::sync::Mutex::new(VerifierState {
-                checked: std::time::Instant::now(),
-                stamp,
-                inner,
-            }),
+            check: Throttle::default(),
+            state: std::sync::Mutex::new((ca, inner)),
         })
     }
 
@@ -347,23 +302,22 @@ impl Verifier {
 
     fn current(&self) -> Arc<rustls::client::WebPkiServerVerifier> {
         let mut s = self.state.lock().expect("poisoned");
-        if !self.tls.ca_file.is_empty() && s.checked.elapsed() >= Duration::from_secs(1) {
-            s.checked = std::time::Instant::now();
-            let stamp = modified(std::path::Path::new(&self.tls.ca_file));
-            if stamp != s.stamp {
-                match Self::build(&self.tls, &self.provider) {
+        if !self.tls.ca_file.is_empty() && self.check.due(FILE_CHECK) {
+            // A file missing for a moment (being replaced) is no change.
+            match std::fs::read(&self.tls.ca_file) {
+                Ok(ca) if ca != s.0 => match Self::build(&self.tls, &self.provider) {
                     Ok(inner) => {
                         tracing::info!(ca_file = %self.tls.ca_file, "CA file reloaded");
-                        s.inner = inner;
-                        s.stamp = stamp;
+                        *s = (ca, inner);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "the changed CA file does not load; the previous roots are used")
                     }
-                }
+                },
+                _ => {}
             }
         }
-        s.inner.clone()
+        s.1.clone()
     }
 }
 

@@ -73,9 +73,15 @@ pub struct Outcome {
 pub(crate) struct Counts {
     success: u64,
     failure: u64,
-    last_ok: bool,
     last: Option<Outcome>,
     pending_restart: Vec<String>,
+}
+
+impl Counts {
+    /// Whether the last reload (or, before any, the start) loaded its config.
+    fn last_ok(&self) -> bool {
+        self.last.as_ref().is_none_or(|o| o.result != "refused")
+    }
 }
 
 /// Holds the config in force and applies reloads, one at a time.
@@ -96,10 +102,7 @@ impl Reloader {
         loader: Option<Loader>,
         targets: Targets,
     ) -> Arc<Reloader> {
-        let counts = Arc::new(Mutex::new(Counts {
-            last_ok: true,
-            ..Counts::default()
-        }));
+        let counts = Arc::new(Mutex::new(Counts::default()));
         let h = Arc::new(std::sync::atomic::AtomicU64::new(hash(&config)));
         register(&targets.telemetry.meter, counts.clone(), h.clone());
         Arc::new(Reloader {
@@ -125,7 +128,7 @@ impl Reloader {
             "hash": format!("{:012x}", self.hash.load(std::sync::atomic::Ordering::Relaxed)),
             "file": self.loader.as_ref().and_then(|l| l.path.as_ref()).map(|p| p.display().to_string()),
             "reloads": {"success": c.success, "failure": c.failure},
-            "last_reload_successful": c.last_ok,
+            "last_reload_successful": c.last_ok(),
             "last": c.last,
             "restart_required": c.pending_restart,
         })
@@ -183,7 +186,6 @@ impl Reloader {
         }
         let mut c = self.counts.lock().expect("poisoned");
         c.success += 1;
-        c.last_ok = true;
         c.pending_restart = restart;
         c.last = Some(outcome.clone());
         outcome
@@ -205,7 +207,6 @@ impl Reloader {
         };
         let mut c = self.counts.lock().expect("poisoned");
         c.failure += 1;
-        c.last_ok = false;
         c.last = Some(outcome.clone());
         outcome
     }
@@ -333,7 +334,7 @@ pub(crate) fn register(
     });
     let c = counts.clone();
     crate::telemetry::u64_gauge(meter, CONFIG_LAST_RELOAD_SUCCESSFUL, move |o| {
-        o.observe(u64::from(c.lock().expect("poisoned").last_ok), &[]);
+        o.observe(u64::from(c.lock().expect("poisoned").last_ok()), &[]);
     });
     crate::telemetry::u64_gauge(meter, CONFIG_HASH, move |o| {
         o.observe(h.load(std::sync::atomic::Ordering::Relaxed), &[]);

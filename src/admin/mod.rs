@@ -34,7 +34,8 @@ pub struct AdminState {
     pub quality: Option<crate::quality::QualityHandle>,
     pub drift: Option<std::sync::Arc<std::sync::RwLock<crate::drift::DriftSnapshot>>>,
     pub anomaly: Option<std::sync::Arc<std::sync::RwLock<crate::anomaly::AnomalySnapshot>>>,
-    pub alerts: Option<Arc<std::sync::RwLock<crate::alerts::Snapshot>>>,
+    /// The alert evaluator's snapshot (no rules: alerts are off).
+    pub alerts: Arc<std::sync::RwLock<crate::alerts::Snapshot>>,
     /// The config in force and live reloads.
     pub reloader: Arc<crate::reload::Reloader>,
     pub resources: Option<Arc<std::sync::RwLock<crate::resources::ResourceSnapshot>>>,
@@ -72,6 +73,12 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> AdminResponse 
 }
 
 impl AdminState {
+    /// The alerts' snapshot, when any rule is configured.
+    fn alerts(&self) -> Option<std::sync::RwLockReadGuard<'_, crate::alerts::Snapshot>> {
+        let a = self.alerts.read().expect("poisoned");
+        (!a.rules.is_empty()).then_some(a)
+    }
+
     /// Routes one admin request.
     pub fn route(&self, req: &Request<Incoming>) -> AdminResponse {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -122,14 +129,10 @@ impl AdminState {
                 Some(q) => json_response(StatusCode::OK, q.status()),
                 None => quality_disabled(),
             },
-            "/v1/alerts" => match self
-                .alerts
-                .as_ref()
-                .filter(|a| !a.read().expect("poisoned").rules.is_empty())
-            {
+            "/v1/alerts" => match self.alerts() {
                 Some(a) => json_response(
                     StatusCode::OK,
-                    serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default(),
+                    serde_json::to_value(&*a).unwrap_or_default(),
                 ),
                 None => error_response(
                     StatusCode::NOT_FOUND,
@@ -208,8 +211,7 @@ impl AdminState {
             },
             "quality": self.quality.as_ref().map(|q| q.status()),
             "anomaly": self.anomaly.as_ref().map(|a| serde_json::to_value(&*a.read().expect("poisoned")).unwrap_or_default()),
-            "alerts": self.alerts.as_ref().filter(|a| !a.read().expect("poisoned").rules.is_empty()).map(|a| {
-                let a = a.read().expect("poisoned");
+            "alerts": self.alerts().map(|a| {
                 json!({"evaluations": a.evaluations, "last_evaluation_ms": a.last_evaluation_ms, "rules": a.rules, "active": a.alerts, "notifications_dropped": a.notifications_dropped})
             }),
             "resources": self.resources.as_ref().map(|r| serde_json::to_value(&*r.read().expect("poisoned")).unwrap_or_default()),

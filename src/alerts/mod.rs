@@ -53,7 +53,6 @@ pub struct RuleSummary {
 
 /// The running alert evaluator and its sinks.
 pub struct Alerts {
-    pub snapshot: Arc<RwLock<Snapshot>>,
     stop_tx: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<Vec<RuleState>>,
     sinks_stop: CancellationToken,
@@ -163,7 +162,7 @@ pub fn spawn(
         interval: a.evaluation_interval,
         resend: a.alertmanager.resend_interval,
         retention: a.alertmanager.resolved_retention,
-        snapshot: snapshot.clone(),
+        snapshot,
         last_publish: None,
         notifications_dropped: 0,
     };
@@ -172,7 +171,6 @@ pub fn spawn(
         .spawn(move || evaluator.run(stop_rx))?;
     tracing::info!(rules = a.rules.len(), alertmanager = %a.alertmanager.url, webhooks = a.webhooks.len(), "alert rules on");
     Ok(Some(Alerts {
-        snapshot,
         stop_tx,
         thread,
         sinks_stop,

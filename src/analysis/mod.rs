@@ -50,15 +50,15 @@ pub struct Update {
 /// it before its next batch (a newer update replaces one not yet taken).
 #[derive(Default)]
 pub struct Control {
-    pending: std::sync::Mutex<Option<Arc<Update>>>,
+    pending: std::sync::Mutex<Option<Update>>,
 }
 
 impl Control {
     pub fn put(&self, update: Update) {
-        *self.pending.lock().expect("poisoned") = Some(Arc::new(update));
+        *self.pending.lock().expect("poisoned") = Some(update);
     }
 
-    fn take(&self) -> Option<Arc<Update>> {
+    fn take(&self) -> Option<Update> {
         self.pending.lock().expect("poisoned").take()
     }
 }

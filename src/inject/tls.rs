@@ -25,7 +25,7 @@ pub struct ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().expect("poisoned").1.clone())
+        Some(self.current())
     }
 }
 
@@ -79,6 +79,11 @@ impl ReloadingCert {
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+
+    /// The pair in use (a client certificate resolver hands it out too).
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.read().expect("poisoned").1.clone()
     }
 
     /// Reads the files again; `Ok(true)` when a new pair is in use.

@@ -72,29 +72,6 @@ impl tower_service::Service<http::Uri> for CountingConnector {
     }
 }
 
-/// Lets a repeated warning through at most once per period.
-#[derive(Debug, Default)]
-struct Throttle {
-    last_ms: AtomicU64,
-}
-
-impl Throttle {
-    fn due(&self, period: Duration) -> bool {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        let now = START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_millis() as u64
-            + 1;
-        let last = self.last_ms.load(Ordering::Relaxed);
-        (last == 0 || now.saturating_sub(last) >= period.as_millis() as u64)
-            && self
-                .last_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
-
 /// Live counts for `/v1/status` and the leak tests.
 #[derive(Debug, Default)]
 pub struct ProxyCounters {
@@ -157,7 +134,7 @@ impl ProxyCounters {
 
 /// Everything a request handler needs, shared by all connections.
 pub struct Proxy {
-    tls_warned: Throttle,
+    tls_warned: crate::outbound::Throttle,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     http1: UpstreamClient,
@@ -273,7 +250,7 @@ impl Proxy {
         let upstream = config.upstream().expect("validated");
         let counters = Arc::new(ProxyCounters::default());
         Proxy {
-            tls_warned: Throttle::default(),
+            tls_warned: crate::outbound::Throttle::default(),
             scheme: upstream.scheme,
             authority: upstream.authority,
             http1: client(config, false, counters.clone()),
