@@ -455,6 +455,7 @@ impl AdminState {
                 use crate::quality::feedback::Reason;
                 let status = if single {
                     match report.errors.first().map(|e| e.reason) {
+                        None if report.waiting > 0 => StatusCode::ACCEPTED,
                         None => StatusCode::OK,
                         Some(Reason::Unmatched) => StatusCode::NOT_FOUND,
                         Some(Reason::Duplicate) => StatusCode::CONFLICT,
@@ -559,7 +560,7 @@ impl AdminState {
                 .quality
                 .windows
                 .first()
-                .map(|w| crate::quality::engine::window_name(*w))
+                .map(|w| crate::config::window_name(*w))
                 .unwrap_or_else(|| "total".into());
         }
         let figures = crate::alerts::figures::Figures::gather(self.telemetry.registry());

@@ -459,6 +459,13 @@ pub struct QualityConfig {
     /// A prediction waits this long for its label; then it is expired and counted.
     #[serde(with = "humantime_serde")]
     pub label_ttl: Duration,
+    /// A label that arrives before its prediction waits this long for it
+    /// (then it is expired and counted); 0 refuses it as `unmatched`.
+    #[serde(with = "humantime_serde")]
+    pub early_label_ttl: Duration,
+    /// Labels waiting for their prediction; past it, further early labels
+    /// are refused as `unmatched`.
+    pub max_early_labels: usize,
     /// At most this many predictions are kept in the store; beyond it the
     /// oldest are evicted and counted (fixes disk use during a label outage).
     pub max_predictions: usize,
@@ -502,6 +509,8 @@ impl Default for QualityConfig {
             store_cache_bytes: 8 * 1024 * 1024,
             join_key: JoinKey::RequestId,
             label_ttl: Duration::from_secs(7 * 24 * 3600),
+            early_label_ttl: Duration::from_secs(600),
+            max_early_labels: 10_000,
             max_predictions: 100_000,
             windows: vec![Duration::from_secs(3600), Duration::from_secs(24 * 3600)],
             max_window_rows: 50_000,
@@ -746,7 +755,7 @@ mod humantime_list {
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(|d| crate::quality::engine::window_name(*d)))
+        s.collect_seq(v.iter().map(|d| super::window_name(*d)))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
@@ -1381,6 +1390,7 @@ impl Config {
             ("quality.queue_capacity", q.queue_capacity),
             ("quality.max_feedback_bytes", q.max_feedback_bytes),
             ("quality.store_cache_bytes", q.store_cache_bytes),
+            ("quality.max_early_labels", q.max_early_labels),
         ] {
             if value == 0 {
                 return Err(invalid(key, 0, "an integer of at least 1"));
@@ -1496,6 +1506,20 @@ fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// A window's label value: `1h`, `24h`, `15m`, `90s`.
+pub fn window_name(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 && s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s >= 60 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else if s > 0 {
+        format!("{s}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "quality.min_samples",
     "quality.refresh_interval",
     "quality.label_ttl",
+    "quality.early_label_ttl",
     "quality.sync_interval",
     "payload_logs.content",
     "payload_logs.redact_builtin",

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::feedback::{ItemError, LabelItem, Parsed, Reason};
 use super::metrics::{self, Calibration, Confusion, Prf, RegressionFigures};
-use super::store::{join_key, ModelInfo, Store, StoreError, Stored, Tables, Target};
+use super::store::{join_key, Early, ModelInfo, Store, StoreError, Stored, Tables, Target};
 use super::QualityStats;
-use crate::config::{ProtocolConfig, QualityConfig, Task};
+use crate::config::{window_name, ProtocolConfig, QualityConfig, Task};
 use crate::protocol::Value;
 use crate::telemetry::names::attr;
 use crate::telemetry::Instruments;
@@ -39,6 +39,9 @@ pub struct Prediction {
 pub struct FeedbackReport {
     pub received: usize,
     pub joined: usize,
+    /// Labels whose prediction has not arrived: they wait for it
+    /// (`quality.early_label_ttl`) and join when it does.
+    pub waiting: usize,
     pub unmatched: usize,
     pub duplicate: usize,
     pub invalid: usize,
@@ -161,6 +164,8 @@ pub struct ModelFigures {
 pub struct Snapshot {
     pub models: Vec<ModelFigures>,
     pub pending: u64,
+    /// Labels waiting for their prediction.
+    pub early_labels: u64,
     pub stored: u64,
     pub store_bytes: u64,
     pub store_path: Option<String>,
@@ -284,6 +289,8 @@ pub struct Engine {
     next_seq: u64,
     records: u64,
     unlabelled: u64,
+    /// Labels waiting for their prediction.
+    early: u64,
     instruments: Instruments,
     stats: Arc<QualityStats>,
     pub snapshot: Arc<RwLock<Snapshot>>,
@@ -295,20 +302,6 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A window's label value: `1h`, `24h`, `15m`, `90s`.
-pub fn window_name(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 && s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s >= 60 && s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else if s > 0 {
-        format!("{s}s")
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
 
 impl Engine {
@@ -341,6 +334,7 @@ impl Engine {
             next_seq: loaded.next_seq,
             records: loaded.records,
             unlabelled: loaded.unlabelled,
+            early: loaded.early,
             instruments,
             stats,
             snapshot: Arc::new(RwLock::new(Snapshot::default())),
@@ -398,6 +392,7 @@ impl Engine {
         use std::sync::atomic::Ordering::Relaxed;
         self.stats.pending.store(self.unlabelled, Relaxed);
         self.stats.stored.store(self.records, Relaxed);
+        self.stats.early.store(self.early, Relaxed);
     }
 
     /// Stores a batch of predictions (one transaction).
@@ -467,6 +462,12 @@ impl Engine {
     }
 
     fn add_prediction(&mut self, t: &mut Tables<'_>, p: Prediction) -> Result<(), StoreError> {
+        // A prediction delivered twice (a replayed record, a reused request
+        // id) is recognised by its join key: the first one is kept.
+        if t.find(&p.key)?.is_some() {
+            self.drop_prediction("duplicate");
+            return Ok(());
+        }
         let Some(id) = self.model_id(
             &p.model,
             &p.version,
@@ -512,7 +513,7 @@ impl Engine {
         self.instruments.quality_predictions.add(1, &m.attrs);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let record = Stored {
+        let mut record = Stored {
             key: p.key,
             time_ms: p.time_ms,
             model: id,
@@ -523,14 +524,28 @@ impl Engine {
         t.insert(seq, &record)?;
         self.records += 1;
         self.unlabelled += 1;
+        let early = if self.early > 0 {
+            t.take_early(&record.key)?
+        } else {
+            None
+        };
+        let scores = if early.is_some() {
+            record.scores.clone()
+        } else {
+            std::mem::take(&mut record.scores)
+        };
         self.window.push_back(WindowRow {
             seq,
             time_ms: record.time_ms,
             model: id,
             prediction,
-            scores: record.scores.into_boxed_slice(),
+            scores: scores.into_boxed_slice(),
             label: None,
         });
+        if let Some(e) = early {
+            self.early -= 1;
+            self.join_early(t, seq, record, e)?;
+        }
         if self.window.len() > self.config.max_window_rows {
             self.window.pop_front();
             self.instruments.quality_window_evicted.add(1, &[]);
@@ -559,8 +574,8 @@ impl Engine {
         let result = self.write(sync, |e, t| {
             for item in parsed.items {
                 match e.join(t, &item) {
-                    Ok(true) => report.joined += 1,
-                    Ok(false) => {}
+                    Ok(Joined::Now) => report.joined += 1,
+                    Ok(Joined::Waiting) => report.waiting += 1,
                     Err(JoinError::Item(reason)) => {
                         errors.push(ItemError::new(item.index, Some(item.id.clone()), reason))
                     }
@@ -576,6 +591,7 @@ impl Engine {
         }
         for (result, n) in [
             ("joined", report.joined),
+            ("waiting", report.waiting),
             ("unmatched", report.unmatched),
             ("duplicate", report.duplicate),
             ("invalid", report.invalid),
@@ -590,30 +606,108 @@ impl Engine {
         Ok(report)
     }
 
-    fn join(&mut self, t: &mut Tables<'_>, item: &LabelItem) -> Result<bool, JoinError> {
+    fn join(&mut self, t: &mut Tables<'_>, item: &LabelItem) -> Result<Joined, JoinError> {
         let key = join_key(&item.id, item.row);
-        let Some((seq, mut record)) = t.find(&key)? else {
-            return Err(JoinError::Item(Reason::Unmatched));
+        let Some((seq, record)) = t.find(&key)? else {
+            return self.wait_for_prediction(t, item, key);
         };
         if record.label.is_some() {
             return Err(JoinError::Item(Reason::Duplicate));
         }
+        self.apply_label(
+            t,
+            seq,
+            record,
+            &item.label,
+            item.model.as_deref(),
+            item.time_ms,
+        )?;
+        Ok(Joined::Now)
+    }
+
+    /// A label without its prediction: kept until the prediction arrives,
+    /// unless early labels are off or their bound is reached.
+    fn wait_for_prediction(
+        &mut self,
+        t: &mut Tables<'_>,
+        item: &LabelItem,
+        key: Vec<u8>,
+    ) -> Result<Joined, JoinError> {
+        if self.config.early_label_ttl.is_zero()
+            || self.early >= self.config.max_early_labels as u64
+        {
+            return Err(JoinError::Item(Reason::Unmatched));
+        }
+        let early = Early {
+            key,
+            id: item.id.clone(),
+            row: item.row,
+            label: item.label.to_string(),
+            model: item.model.clone(),
+            time_ms: item.time_ms,
+            arrived_ms: now_ms(),
+        };
+        if !t.put_early(&early)? {
+            return Err(JoinError::Item(Reason::Duplicate));
+        }
+        self.early += 1;
+        Ok(Joined::Waiting)
+    }
+
+    /// Joins a label that waited for this prediction. A label that does not
+    /// fit the model (wrong type, other model) is counted as invalid.
+    fn join_early(
+        &mut self,
+        t: &mut Tables<'_>,
+        seq: u64,
+        record: Stored,
+        early: Early,
+    ) -> Result<(), StoreError> {
+        let label: serde_json::Value =
+            serde_json::from_str(&early.label).unwrap_or(serde_json::Value::Null);
+        let result = match self.apply_label(
+            t,
+            seq,
+            record,
+            &label,
+            early.model.as_deref(),
+            early.time_ms,
+        ) {
+            Ok(()) => "joined",
+            Err(JoinError::Store(e)) => return Err(e),
+            Err(JoinError::Item(reason)) => {
+                tracing::debug!(request_id = %early.id, row = early.row, reason = reason.as_str(), "an early label does not fit its prediction");
+                "invalid"
+            }
+        };
+        self.instruments
+            .quality_early_labels_joined
+            .add(1, &[KeyValue::new(attr::RESULT, result)]);
+        Ok(())
+    }
+
+    /// Sets the label of a stored prediction and accounts for it.
+    fn apply_label(
+        &mut self,
+        t: &mut Tables<'_>,
+        seq: u64,
+        mut record: Stored,
+        label: &serde_json::Value,
+        model: Option<&str>,
+        time_ms: Option<u64>,
+    ) -> Result<(), JoinError> {
         let max_classes = self.config.max_classes;
         let m = &mut self.models[record.model as usize];
-        if item
-            .model
-            .as_ref()
-            .is_some_and(|name| *name != m.info.model)
-        {
+        if model.is_some_and(|name| name != m.info.model) {
             return Err(JoinError::Item(Reason::ModelMismatch));
         }
         let label = if m.info.regression {
-            match item.label.as_f64() {
-                Some(v) if item.label.is_number() => Target::Value(v),
+            match label.as_f64() {
+                Some(v) if label.is_number() => Target::Value(v),
                 _ => return Err(JoinError::Item(Reason::WrongLabelType)),
             }
         } else {
-            let v = match &item.label {
+            let v = match label {
                 serde_json::Value::String(s) => Value::Text(s.clone()),
                 serde_json::Value::Bool(b) => Value::Bool(*b),
                 serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
@@ -630,10 +724,10 @@ impl Engine {
         if let Ok(i) = self.window.binary_search_by_key(&seq, |r| r.seq) {
             self.window[i].label = Some(label);
         }
-        let label_time = item.time_ms.unwrap_or_else(now_ms);
+        let label_time = time_ms.unwrap_or_else(now_ms);
         let id = record.model as usize;
         self.account(id, &record, label, label_time);
-        Ok(true)
+        Ok(())
     }
 
     /// Adds one joined row to the totals, the reference and the exported counters.
@@ -767,6 +861,16 @@ impl Engine {
                         .add(1, &[KeyValue::new(attr::REASON, "expired")]);
                 }
             }
+            if e.early > 0 {
+                let cutoff = now.saturating_sub(e.config.early_label_ttl.as_millis() as u64);
+                let expired = t.expire_early(cutoff)?;
+                if expired > 0 {
+                    e.early -= expired;
+                    e.instruments
+                        .quality_early_labels_joined
+                        .add(expired, &[KeyValue::new(attr::RESULT, "expired")]);
+                }
+            }
             e.persist_dirty(t, sync)
         });
         let window_cutoff = now.saturating_sub(self.longest_window_ms);
@@ -835,6 +939,7 @@ impl Engine {
         let snapshot = Snapshot {
             models: out,
             pending: self.unlabelled,
+            early_labels: self.early,
             stored: self.records,
             store_bytes: self.store().file_bytes(),
             store_path: self.store().path.clone(),
@@ -894,6 +999,12 @@ impl Engine {
             .as_ref()
             .expect("the store is taken only during a write")
     }
+}
+
+/// A label that was accepted: joined now, or waiting for its prediction.
+enum Joined {
+    Now,
+    Waiting,
 }
 
 enum JoinError {
@@ -1217,7 +1328,7 @@ pub(crate) mod tests {
                 report.received,
                 report.joined,
                 report.duplicate,
-                report.unmatched,
+                report.waiting,
                 report.invalid
             ),
             (7, 3, 1, 1, 2),
@@ -1243,6 +1354,64 @@ pub(crate) mod tests {
         let total = m.windows.last().unwrap();
         assert_eq!((total.window.as_str(), total.labelled), ("total", 3));
         assert_eq!(total.accuracy, hour.accuracy);
+    }
+
+    #[test]
+    fn early_labels_wait_join_once_and_expire() {
+        let config = QualityConfig {
+            min_samples: 1,
+            max_early_labels: 3,
+            ..QualityConfig::default()
+        };
+        let mut e = engine(config, ProtocolConfig::default());
+        let report = e
+            .add_labels(
+                labels(
+                    r#"{"items": [
+                    {"request_id": "e1", "label": "b"},
+                    {"request_id": "e1", "label": "a"},
+                    {"request_id": "e2", "label": 2.5},
+                    {"request_id": "e3", "label": "a"},
+                    {"request_id": "e4", "label": "a"}
+                ]}"#,
+                ),
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            (report.waiting, report.duplicate, report.unmatched),
+            (3, 1, 1),
+            "the second label for e1 is a duplicate; e4 finds the bound full: {report:?}"
+        );
+        assert_eq!(e.early, 3);
+        // The predictions arrive (e1 twice: the second delivery is ignored).
+        e.add_predictions(
+            vec![
+                prediction("e1", "b", 0.9),
+                prediction("e1", "b", 0.9),
+                prediction("e2", "a", 0.3),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(e.early, 1, "e3 still waits");
+        assert_eq!((e.records, e.unlabelled), (2, 1), "e2's label did not fit");
+        e.refresh();
+        let w = e.snapshot.read().unwrap().models[0].windows[0].clone();
+        assert_eq!((w.labelled, w.accuracy), (1, Some(1.0)));
+        // A label for e1 now: a duplicate, not joined twice.
+        let report = e
+            .add_labels(labels(r#"{"request_id": "e1", "label": "a"}"#), false)
+            .unwrap();
+        assert_eq!(report.duplicate, 1);
+        // e3 waits past its time.
+        e.config.early_label_ttl = std::time::Duration::from_millis(1);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        e.maintain(false).unwrap();
+        assert_eq!(e.early, 0);
+        e.add_predictions(vec![prediction("e3", "a", 0.1)], false)
+            .unwrap();
+        assert_eq!(e.unlabelled, 2, "the expired label is gone");
     }
 
     #[test]
@@ -1279,7 +1448,11 @@ pub(crate) mod tests {
                 false,
             )
             .unwrap();
-        assert_eq!((report.unmatched, report.joined), (1, 1));
+        assert_eq!(
+            (report.waiting, report.joined),
+            (1, 1),
+            "an evicted prediction's label waits (the prediction may yet come)"
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Reason {
             Reason::BadRow => "`row` must be an integer from 0 (the row within a batched request)",
             Reason::ModelMismatch => "`model` differs from the model that made this prediction",
             Reason::Unmatched => {
-                "no prediction waits for this id: never seen, not sampled, not decodable, or expired"
+                "no prediction waits for this id (never seen, not sampled, not decodable, or expired), and the label cannot wait for it (quality.early_label_ttl is 0 or quality.max_early_labels wait already)"
             }
             Reason::Duplicate => "this prediction already has a label; the first one is kept",
         }

@@ -34,6 +34,7 @@ pub use engine::{Engine, FeedbackReport, Prediction, Snapshot};
 pub struct QualityStats {
     pub pending: AtomicU64,
     pub stored: AtomicU64,
+    pub early: AtomicU64,
 }
 
 /// Work for the quality thread.
@@ -499,6 +500,10 @@ pub fn register_gauges(meter: &Meter, snapshot: Arc<RwLock<Snapshot>>, stats: Ar
     let st = stats.clone();
     crate::telemetry::u64_gauge(meter, QUALITY_PENDING, move |o| {
         o.observe(st.pending.load(Ordering::Relaxed), &[])
+    });
+    let st = stats.clone();
+    crate::telemetry::u64_gauge(meter, QUALITY_EARLY_LABELS, move |o| {
+        o.observe(st.early.load(Ordering::Relaxed), &[])
     });
     let snap = snapshot.clone();
     crate::telemetry::u64_gauge(meter, QUALITY_STORE_SIZE, move |o| {

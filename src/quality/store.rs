@@ -7,6 +7,10 @@
 //!   (its join key, time, model, prediction, scores, and the label once joined);
 //! - `index`: 64-bit XXH3 of the join key → sequence number;
 //! - `models`, `totals`, `reference`: per model id, small serialized structs;
+//! - `early`: 64-bit XXH3 of the join key → one [`Early`] label that came
+//!   before its prediction (joined when the prediction arrives);
+//! - `offsets`: in the joiner, per topic, the next Kafka offset to consume
+//!   (written in the same transaction as what those records changed);
 //! - `meta`: the next sequence number and the schema version.
 //!
 //! Records are encoded with postcard (varints, no field names).
@@ -23,6 +27,8 @@ const INDEX: TableDefinition<u64, u64> = TableDefinition::new("index");
 const MODELS: TableDefinition<u16, &[u8]> = TableDefinition::new("models");
 const TOTALS: TableDefinition<u16, &[u8]> = TableDefinition::new("totals");
 const REFERENCE: TableDefinition<u16, &[u8]> = TableDefinition::new("reference");
+const EARLY: TableDefinition<u64, &[u8]> = TableDefinition::new("early");
+const OFFSETS: TableDefinition<&str, i64> = TableDefinition::new("offsets");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const SCHEMA_VERSION: u64 = 1;
@@ -78,6 +84,21 @@ pub struct Stored {
     pub label: Option<Target>,
 }
 
+/// A label that arrived before its prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Early {
+    pub key: Vec<u8>,
+    pub id: String,
+    pub row: u32,
+    /// The label as JSON text.
+    pub label: String,
+    pub model: Option<String>,
+    /// When the true value was observed, if the label said.
+    pub time_ms: Option<u64>,
+    /// When the label arrived (its wait is counted from here).
+    pub arrived_ms: u64,
+}
+
 /// A (model, version) and what was learned about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -109,6 +130,10 @@ pub struct Loaded {
     pub next_seq: u64,
     pub records: u64,
     pub unlabelled: u64,
+    /// Labels waiting for their prediction.
+    pub early: u64,
+    /// Per topic, the next offset to consume (joiner only).
+    pub offsets: Vec<(String, i64)>,
     /// The newest records (oldest first), for the sliding windows.
     pub recent: Vec<(u64, Stored)>,
 }
@@ -155,6 +180,8 @@ impl Store {
             txn.open_table(MODELS)?;
             txn.open_table(TOTALS)?;
             txn.open_table(REFERENCE)?;
+            txn.open_table(EARLY)?;
+            txn.open_table(OFFSETS)?;
             let mut meta = txn.open_table(META)?;
             let found = meta.get("schema")?.map(|v| v.value());
             match found {
@@ -198,6 +225,11 @@ impl Store {
             .get("next_seq")?
             .map(|v| v.value())
             .unwrap_or(0);
+        out.early = txn.open_table(EARLY)?.len()?;
+        for entry in txn.open_table(OFFSETS)?.iter()? {
+            let (k, v) = entry?;
+            out.offsets.push((k.value().to_string(), v.value()));
+        }
         let predictions = txn.open_table(PREDICTIONS)?;
         out.records = predictions.len()?;
         for entry in predictions.iter()? {
@@ -242,6 +274,8 @@ impl Store {
                 models: txn.open_table(MODELS)?,
                 totals: txn.open_table(TOTALS)?,
                 reference: txn.open_table(REFERENCE)?,
+                early: txn.open_table(EARLY)?,
+                offsets: txn.open_table(OFFSETS)?,
                 meta: txn.open_table(META)?,
             };
             f(&mut tables)?
@@ -267,6 +301,8 @@ pub struct Tables<'t> {
     models: redb::Table<'t, u16, &'static [u8]>,
     totals: redb::Table<'t, u16, &'static [u8]>,
     reference: redb::Table<'t, u16, &'static [u8]>,
+    early: redb::Table<'t, u64, &'static [u8]>,
+    offsets: redb::Table<'t, &'static str, i64>,
     meta: redb::Table<'t, &'static str, u64>,
 }
 
@@ -337,6 +373,59 @@ impl Tables<'_> {
 
     pub fn put_reference(&mut self, id: u16, bytes: &[u8]) -> Result<(), StoreError> {
         self.reference.insert(id, bytes)?;
+        Ok(())
+    }
+
+    /// Keeps a label until its prediction arrives. False (and nothing
+    /// written) when a label for the same key already waits.
+    pub fn put_early(&mut self, early: &Early) -> Result<bool, StoreError> {
+        let h = key_hash(&early.key);
+        if let Some(old) = self.early.get(h)? {
+            let old: Early = postcard::from_bytes(old.value())?;
+            if old.key == early.key {
+                return Ok(false);
+            }
+        }
+        self.early
+            .insert(h, postcard::to_stdvec(early)?.as_slice())?;
+        Ok(true)
+    }
+
+    /// Takes the label waiting for this key, if any.
+    pub fn take_early(&mut self, key: &[u8]) -> Result<Option<Early>, StoreError> {
+        let h = key_hash(key);
+        let found: Option<Early> = match self.early.get(h)? {
+            Some(v) => Some(postcard::from_bytes(v.value())?),
+            None => None,
+        };
+        match found {
+            Some(e) if e.key == key => {
+                self.early.remove(h)?;
+                Ok(Some(e))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Removes the early labels that arrived before `cutoff_ms`; returns how many.
+    pub fn expire_early(&mut self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let mut old = Vec::new();
+        for entry in self.early.iter()? {
+            let (k, v) = entry?;
+            let e: Early = postcard::from_bytes(v.value())?;
+            if e.arrived_ms < cutoff_ms {
+                old.push(k.value());
+            }
+        }
+        for k in &old {
+            self.early.remove(*k)?;
+        }
+        Ok(old.len() as u64)
+    }
+
+    /// Records the next offset to consume from `topic` (joiner).
+    pub fn set_offset(&mut self, topic: &str, next: i64) -> Result<(), StoreError> {
+        self.offsets.insert(topic, next)?;
         Ok(())
     }
 

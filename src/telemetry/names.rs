@@ -263,13 +263,13 @@ metric!(
     "Predictions stored to wait for their labels, by model and version."
 );
 metric!(QUALITY_PREDICTIONS_DROPPED, "modelwatch.quality.predictions.dropped", "{prediction}", Counter,
-    "Predictions not stored: queue_full, model_limit (quality.max_models reached), no_join_key (join_key response-id and the response has no id), no_prediction.");
+    "Predictions not stored: queue_full, model_limit (quality.max_models reached), no_join_key (join_key response-id and the response has no id), no_prediction, duplicate (the same join key again: the first is kept).");
 metric!(
     QUALITY_FEEDBACK,
     "modelwatch.quality.feedback.items",
     "{label}",
     Counter,
-    "Labels received by the feedback API, by result: joined, unmatched, duplicate, invalid."
+    "Labels received by the feedback API, by result: joined, waiting (its prediction has not arrived yet), unmatched, duplicate, invalid."
 );
 metric!(
     QUALITY_LABELS,
@@ -338,6 +338,15 @@ metric!(
 );
 metric!(QUALITY_PENDING_REMOVED, "modelwatch.quality.pending.removed", "{prediction}", Counter,
     "Predictions removed before a label arrived: expired (quality.label_ttl) or evicted (quality.max_predictions).");
+metric!(QUALITY_EARLY_LABELS_DONE, "modelwatch.quality.early_labels.done", "{label}", Counter,
+    "Labels that came before their prediction and stopped waiting, by result: joined (the prediction arrived), invalid (it did not fit the prediction: wrong type, other model), expired (quality.early_label_ttl).");
+metric!(
+    QUALITY_EARLY_LABELS,
+    "modelwatch.quality.early_labels",
+    "{label}",
+    Gauge,
+    "Labels waiting for their prediction (quality.early_label_ttl, at most quality.max_early_labels)."
+);
 metric!(
     QUALITY_WINDOW_EVICTED,
     "modelwatch.quality.window.evicted",
@@ -910,6 +919,8 @@ pub const ALL: &[MetricName] = &[
     QUALITY_LABEL_SQUARES,
     QUALITY_LABEL_DELAY,
     QUALITY_PENDING_REMOVED,
+    QUALITY_EARLY_LABELS_DONE,
+    QUALITY_EARLY_LABELS,
     QUALITY_WINDOW_EVICTED,
     QUALITY_PENDING,
     QUALITY_STORE_SIZE,

@@ -54,6 +54,7 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
     i.quality_label_squares.add(0.5, &[]);
     i.quality_label_delay.record(0.5, &[]);
     i.quality_pending_removed.add(1, &[]);
+    i.quality_early_labels_joined.add(1, &[]);
     i.quality_window_evicted.add(1, &[]);
     crate::quality::register_gauges(
         &t.meter,

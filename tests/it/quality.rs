@@ -444,11 +444,89 @@ async fn post(mw: &Modelwatch, body: &str, token: Option<&str>) -> (u16, Value) 
 
 const TOKEN: &str = "s3cret-feedback-token";
 
+/// Labels that come first wait for their prediction: sent for request ids
+/// the client chose before its requests, and right after each response (the
+/// prediction still on its way to the store). Each joins once; one whose
+/// prediction never comes expires and is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_before_their_predictions_wait_and_join() {
+    let upstream = modelwatch::demo::model_server::start().await.unwrap();
+    let config = "quality:\n  refresh_interval: 100ms\n  min_samples: 1\n  early_label_ttl: 4s\n";
+    let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(config)).await;
+    // Labels first, for ids the client will use.
+    let items: Vec<Value> = (0..10)
+        .map(|i| json!({"request_id": format!("early-{i}"), "label": 0}))
+        .chain([json!({"request_id": "never-sent", "label": 0})])
+        .collect();
+    let (status, body) = post(&mw, &json!({ "items": items }).to_string(), None).await;
+    assert_eq!(
+        (status, body["waiting"].as_u64(), body["joined"].as_u64()),
+        (200, Some(11), Some(0)),
+        "{body}"
+    );
+    let (status, body) = post(&mw, r#"{"request_id": "early-0", "label": 1}"#, None).await;
+    assert_eq!(
+        (status, body["errors"][0]["reason"].as_str()),
+        (409, Some("duplicate")),
+        "a second label for a waiting id: {body}"
+    );
+    let mut predicted = Vec::new();
+    for i in 0..10 {
+        predicted.push(classify(&mw, &format!("early-{i}"), None).await);
+    }
+    // Then each label right after its response: joined now or on arrival.
+    for i in 0..20 {
+        let id = format!("late-{i}");
+        let p = classify(&mw, &id, None).await;
+        let (status, body) = post(
+            &mw,
+            &json!({"request_id": id, "label": p}).to_string(),
+            None,
+        )
+        .await;
+        assert!(status == 200 || status == 202, "{status} {body}");
+    }
+    let w = window(&mw, "demo-classifier", "1h", 30).await;
+    let right = predicted.iter().filter(|p| **p == 0).count() + 20;
+    assert_eq!(w["accuracy"].as_f64(), Some(right as f64 / 30.0), "{w}");
+    // The label without a prediction expires.
+    eventually(
+        "the early label expired",
+        Duration::from_secs(20),
+        || async {
+            let m = mw.metrics().await;
+            let expired = prom_value(
+                &m,
+                "modelwatch_quality_early_labels_done_total",
+                &[("result", "expired")],
+            );
+            (expired == Some(1.0)
+                && prom_value(&m, "modelwatch_quality_early_labels", &[]) == Some(0.0))
+            .then_some(m)
+        },
+    )
+    .await;
+    let m = mw.metrics().await;
+    let joined_early = prom_value(
+        &m,
+        "modelwatch_quality_early_labels_done_total",
+        &[("result", "joined")],
+    )
+    .unwrap();
+    assert!(joined_early >= 10.0, "{joined_early}");
+    let q = quality(&mw).await;
+    assert_eq!(
+        (q["stored"].as_u64(), q["pending"].as_u64()),
+        (Some(30), Some(0)),
+        "{q}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
     let upstream = modelwatch::demo::model_server::start().await.unwrap();
     let config = format!(
-        "quality:\n  refresh_interval: 100ms\n  max_predictions: 20\n  max_feedback_bytes: 1000000\n  min_samples: 5\n  feedback_token: {TOKEN}\n"
+        "quality:\n  refresh_interval: 100ms\n  max_predictions: 20\n  max_early_labels: 2\n  max_feedback_bytes: 1000000\n  min_samples: 5\n  feedback_token: {TOKEN}\n"
     );
     let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(&config)).await;
     let ok_label = r#"{"request_id": "q-25", "label": 0}"#;
@@ -481,7 +559,8 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
     .await;
     stored(&mw, 20).await;
 
-    // Single labels: joined, duplicate, unmatched (evicted), wrong types.
+    // Single labels: joined, duplicate, waiting (its prediction was evicted:
+    // it may yet come), wrong types.
     let (status, body) = post(&mw, ok_label, Some(TOKEN)).await;
     assert_eq!((status, body["joined"].as_u64()), (200, Some(1)), "{body}");
     let (status, body) = post(&mw, ok_label, Some(TOKEN)).await;
@@ -491,15 +570,7 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
         "{body}"
     );
     let (status, body) = post(&mw, r#"{"request_id": "q-0", "label": 0}"#, Some(TOKEN)).await;
-    assert_eq!(
-        (status, body["errors"][0]["reason"].as_str()),
-        (404, Some("unmatched")),
-        "{body}"
-    );
-    assert!(body["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("expired"));
+    assert_eq!((status, body["waiting"].as_u64()), (202, Some(1)), "{body}");
     for bad in [
         r#"{"request_id": "q-26", "label": ["a"]}"#,
         r#"{"request_id": "q-26", "label": 2.5}"#,
@@ -547,7 +618,7 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
             body["received"].as_u64(),
             body["joined"].as_u64(),
             body["duplicate"].as_u64(),
-            body["unmatched"].as_u64(),
+            body["waiting"].as_u64(),
             body["invalid"].as_u64()
         ),
         (Some(6), Some(2), Some(1), Some(1), Some(2)),
@@ -559,15 +630,7 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
         .iter()
         .map(|e| e["reason"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        reasons,
-        [
-            "duplicate",
-            "unmatched",
-            "wrong_label_type",
-            "not_an_object"
-        ]
-    );
+    assert_eq!(reasons, ["duplicate", "wrong_label_type", "not_an_object"]);
 
     // Too few labels for figures: a count, no value (not 0, not NaN).
     let w = window(&mw, "demo-classifier", "1h", 3).await;
@@ -583,8 +646,9 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
         "no accuracy below min_samples"
     );
 
-    // A flood of labels for unknown ids, larger than the store bound: all
-    // unmatched, the store does not grow, the answer lists the first 100.
+    // A flood of labels for unknown ids: quality.max_early_labels (2) wait
+    // already, so all are unmatched, the store does not grow, the answer
+    // lists the first 100.
     let flood: Vec<String> = (0..5000)
         .map(|i| json!({"request_id": format!("flood-{i}"), "label": 1}).to_string())
         .collect();
@@ -604,6 +668,10 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
     );
     assert_eq!(body["errors"].as_array().unwrap().len(), 100);
     assert_eq!(body["errors_truncated"], true);
+    assert!(body["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
     assert_eq!(quality(&mw).await["stored"], 20);
 
     // Five labels: now there are figures.
@@ -639,7 +707,8 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
     for (result, n) in [
         ("joined", 5.0),
         ("duplicate", 2.0),
-        ("unmatched", 5002.0),
+        ("waiting", 2.0),
+        ("unmatched", 5000.0),
         ("invalid", 7.0),
     ] {
         assert_eq!(
@@ -657,7 +726,7 @@ async fn bad_labels_get_reasons_and_the_store_stays_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_join_by_the_response_body_id() {
     let upstream = modelwatch::demo::model_server::start().await.unwrap();
-    let config = "quality:\n  join_key: response-id\n";
+    let config = "quality:\n  join_key: response-id\n  early_label_ttl: 0s\n";
     let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(config)).await;
     classify(&mw, "header-id-1", Some("body-id-1")).await;
     stored(&mw, 1).await;
@@ -728,7 +797,7 @@ async fn quality_figures_reach_prometheus_and_otlp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_classifier_is_joined_by_the_openai_response_id() {
     let upstream = modelwatch::demo::model_server::start().await.unwrap();
-    let config = "quality:\n  join_key: response-id\n  min_samples: 1\n  refresh_interval: 100ms\nprotocol:\n  models:\n    - name: demo-llm\n      task: classification\n";
+    let config = "quality:\n  join_key: response-id\n  early_label_ttl: 0s\n  min_samples: 1\n  refresh_interval: 100ms\nprotocol:\n  models:\n    - name: demo-llm\n      task: classification\n";
     let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(config)).await;
     let mut ids = Vec::new();
     for model in ["demo-llm", "demo-llm", "some-chat-model"] {
