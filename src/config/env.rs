@@ -17,6 +17,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MODELWATCH_LOG_FORMAT", "log.format"),
     ("MODELWATCH_STORE_PATH", "quality.store_path"),
     ("MODELWATCH_FEEDBACK_TOKEN", "quality.feedback_token"),
+    ("MODELWATCH_QUALITY_BACKEND", "quality.backend (`embedded` or `kafka`)"),
+    ("MODELWATCH_KAFKA_BOOTSTRAP", "quality.kafka.bootstrap"),
     ("MODELWATCH_MODEL_VERSION", "protocol.default_model_version"),
     ("MODELWATCH_PROTOCOL", "protocol.kind"),
     ("MODELWATCH_ALERTMANAGER_URL", "alerts.alertmanager.url"),
@@ -129,6 +131,22 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
     }
     if let Some(v) = get("MODELWATCH_FEEDBACK_TOKEN") {
         config.quality.feedback_token = v.trim().to_string();
+    }
+    if let Some(v) = get("MODELWATCH_QUALITY_BACKEND") {
+        config.quality.backend = match v.trim() {
+            "embedded" => super::QualityBackend::Embedded,
+            "kafka" => super::QualityBackend::Kafka,
+            _ => {
+                return Err(invalid(
+                    "MODELWATCH_QUALITY_BACKEND",
+                    &v,
+                    "embedded or kafka",
+                ))
+            }
+        };
+    }
+    if let Some(v) = get("MODELWATCH_KAFKA_BOOTSTRAP") {
+        config.quality.kafka.bootstrap = v.trim().to_string();
     }
     if let Some(v) = get("MODELWATCH_MODEL_VERSION") {
         config.protocol.default_model_version = v.trim().to_string();

@@ -447,6 +447,11 @@ pub enum Task {
 pub struct QualityConfig {
     /// Keep sampled predictions so that labels sent to `POST /v1/feedback` join them.
     pub enabled: bool,
+    /// Where predictions meet their labels: `embedded` (this pod's store) or
+    /// `kafka` (every replica produces to Kafka; `modelwatch joiner` joins).
+    pub backend: QualityBackend,
+    /// The Kafka backend's settings.
+    pub kafka: KafkaConfig,
     /// The embedded store (a redb file on a volume) for predictions waiting for
     /// labels, joined results and totals. Empty: in memory (lost on restart).
     pub store_path: String,
@@ -505,6 +510,8 @@ impl Default for QualityConfig {
     fn default() -> Self {
         QualityConfig {
             enabled: true,
+            backend: QualityBackend::Embedded,
+            kafka: KafkaConfig::default(),
             store_path: String::new(),
             store_cache_bytes: 8 * 1024 * 1024,
             join_key: JoinKey::RequestId,
@@ -737,6 +744,71 @@ impl DriftMethod {
             DriftMethod::Jensenshannon => "jensenshannon",
             DriftMethod::Hellinger => "hellinger",
             DriftMethod::Chi2 => "chi2",
+        }
+    }
+}
+
+/// Where predictions meet their labels.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum QualityBackend {
+    #[default]
+    Embedded,
+    Kafka,
+}
+
+/// Kafka for the fleet: sidecars produce predictions and labels, joiners consume them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` of the brokers.
+    pub bootstrap: String,
+    pub predictions_topic: String,
+    pub labels_topic: String,
+    /// Compacted topic where every joiner shares its partitions' figures, so
+    /// that each one exports the figures of the whole fleet.
+    pub state_topic: String,
+    pub client_id: String,
+    /// The joiners' consumer group.
+    pub group_id: String,
+    /// librdkafka properties passed through (`security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`, …). A value `${file:PATH}` or
+    /// `${env:NAME}` is read from that file or variable at start; values are
+    /// never logged.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// Create missing topics at start (with `partitions` and
+    /// `replication_factor`); otherwise modelwatch waits for them.
+    pub create_topics: bool,
+    pub partitions: i32,
+    /// -1: the broker's default.
+    pub replication_factor: i32,
+    /// The sidecar's on-disk outbox (redb) where prediction records wait
+    /// while Kafka cannot take them. Empty: in memory.
+    pub outbox_path: String,
+    /// Records the outbox holds; past it, the newest are dropped and counted.
+    pub outbox_max_records: usize,
+    /// A record Kafka has not acknowledged in this time goes to the outbox
+    /// (librdkafka's `message.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap: String::new(),
+            predictions_topic: "modelwatch.predictions".into(),
+            labels_topic: "modelwatch.labels".into(),
+            state_topic: "modelwatch.quality-state".into(),
+            client_id: "modelwatch".into(),
+            group_id: "modelwatch-joiner".into(),
+            properties: Default::default(),
+            create_topics: false,
+            partitions: 6,
+            replication_factor: -1,
+            outbox_path: String::new(),
+            outbox_max_records: 100_000,
+            delivery_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -1394,6 +1466,61 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(invalid(key, 0, "an integer of at least 1"));
+            }
+        }
+        if q.backend == QualityBackend::Kafka {
+            let k = &q.kafka;
+            if k.bootstrap.trim().is_empty() {
+                return Err(invalid(
+                    "quality.kafka.bootstrap",
+                    "",
+                    "comma-separated host:port of the Kafka brokers (or MODELWATCH_KAFKA_BOOTSTRAP) when quality.backend is kafka",
+                ));
+            }
+            for (key, topic) in [
+                ("quality.kafka.predictions_topic", &k.predictions_topic),
+                ("quality.kafka.labels_topic", &k.labels_topic),
+                ("quality.kafka.state_topic", &k.state_topic),
+            ] {
+                let ok = !topic.is_empty()
+                    && topic.len() <= 249
+                    && topic
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !ok {
+                    return Err(invalid(
+                        key,
+                        topic,
+                        "a Kafka topic name: 1 to 249 of a-z, A-Z, 0-9, '.', '_', '-'",
+                    ));
+                }
+            }
+            if k.predictions_topic == k.labels_topic {
+                return Err(invalid(
+                    "quality.kafka.labels_topic",
+                    &k.labels_topic,
+                    "a topic other than quality.kafka.predictions_topic",
+                ));
+            }
+            if k.partitions < 1 {
+                return Err(invalid(
+                    "quality.kafka.partitions",
+                    k.partitions,
+                    "at least 1",
+                ));
+            }
+            if k.outbox_max_records == 0 {
+                return Err(invalid("quality.kafka.outbox_max_records", 0, "at least 1"));
+            }
+            positive("quality.kafka.delivery_timeout", k.delivery_timeout)?;
+            for (name, value) in &k.properties {
+                crate::kafka::resolve_property(name, value).map_err(|e| {
+                    invalid(
+                        &format!("quality.kafka.properties.{name}"),
+                        "(not shown)",
+                        &e,
+                    )
+                })?;
             }
         }
         if q.max_models > u16::MAX as usize {

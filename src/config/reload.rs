@@ -88,6 +88,7 @@ fn is_map_setting(path: &str) -> bool {
             | "drift.ranges"
             | "telemetry.otlp.headers"
             | "telemetry.resource_attributes"
+            | "quality.kafka.properties"
     )
 }
 

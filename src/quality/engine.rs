@@ -42,6 +42,9 @@ pub struct FeedbackReport {
     /// Labels whose prediction has not arrived: they wait for it
     /// (`quality.early_label_ttl`) and join when it does.
     pub waiting: usize,
+    /// Kafka backend: labels acknowledged by Kafka (the joiner joins them).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub accepted: usize,
     pub unmatched: usize,
     pub duplicate: usize,
     pub invalid: usize,
@@ -49,8 +52,12 @@ pub struct FeedbackReport {
     pub errors_truncated: bool,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl FeedbackReport {
-    fn fail(&mut self, e: ItemError) {
+    pub fn fail(&mut self, e: ItemError) {
         match e.reason {
             Reason::Unmatched => self.unmatched += 1,
             Reason::Duplicate => self.duplicate += 1,
@@ -291,6 +298,8 @@ pub struct Engine {
     unlabelled: u64,
     /// Labels waiting for their prediction.
     early: u64,
+    /// Joiner: per topic, the next offset to consume (kept with the state).
+    offsets: HashMap<String, i64>,
     instruments: Instruments,
     stats: Arc<QualityStats>,
     pub snapshot: Arc<RwLock<Snapshot>>,
@@ -335,6 +344,7 @@ impl Engine {
             records: loaded.records,
             unlabelled: loaded.unlabelled,
             early: loaded.early,
+            offsets: loaded.offsets.into_iter().collect(),
             instruments,
             stats,
             snapshot: Arc::new(RwLock::new(Snapshot::default())),
@@ -571,20 +581,72 @@ impl Engine {
             ..FeedbackReport::default()
         };
         let mut errors = parsed.errors;
-        let result = self.write(sync, |e, t| {
-            for item in parsed.items {
-                match e.join(t, &item) {
-                    Ok(Joined::Now) => report.joined += 1,
-                    Ok(Joined::Waiting) => report.waiting += 1,
-                    Err(JoinError::Item(reason)) => {
-                        errors.push(ItemError::new(item.index, Some(item.id.clone()), reason))
-                    }
-                    Err(JoinError::Store(err)) => return Err(err),
-                }
+        self.write(sync, |e, t| {
+            e.join_all(t, parsed.items, &mut report, &mut errors)?;
+            e.persist_dirty(t, sync)
+        })?;
+        self.finish_report(&mut report, errors);
+        Ok(report)
+    }
+
+    /// Joiner: a batch of one partition's records in one transaction, with
+    /// the offsets they take the partition to, so that a crash or a
+    /// rebalance neither loses nor counts twice.
+    pub fn ingest(
+        &mut self,
+        predictions: Vec<Prediction>,
+        labels: Vec<LabelItem>,
+        offsets: &[(&str, i64)],
+        sync: bool,
+    ) -> Result<FeedbackReport, StoreError> {
+        let mut report = FeedbackReport {
+            received: labels.len(),
+            ..FeedbackReport::default()
+        };
+        let mut errors = Vec::new();
+        self.write(sync, |e, t| {
+            for p in predictions {
+                e.add_prediction(t, p)?;
+            }
+            e.join_all(t, labels, &mut report, &mut errors)?;
+            for (topic, next) in offsets {
+                t.set_offset(topic, *next)?;
             }
             e.persist_dirty(t, sync)
-        });
-        result?;
+        })?;
+        for (topic, next) in offsets {
+            self.offsets.insert(topic.to_string(), *next);
+        }
+        self.finish_report(&mut report, errors);
+        Ok(report)
+    }
+
+    /// Joiner: the next offset to consume from `topic`, if any was stored.
+    pub fn offset(&self, topic: &str) -> Option<i64> {
+        self.offsets.get(topic).copied()
+    }
+
+    fn join_all(
+        &mut self,
+        t: &mut Tables<'_>,
+        items: Vec<LabelItem>,
+        report: &mut FeedbackReport,
+        errors: &mut Vec<ItemError>,
+    ) -> Result<(), StoreError> {
+        for item in items {
+            match self.join(t, &item) {
+                Ok(Joined::Now) => report.joined += 1,
+                Ok(Joined::Waiting) => report.waiting += 1,
+                Err(JoinError::Item(reason)) => {
+                    errors.push(ItemError::new(item.index, Some(item.id.clone()), reason))
+                }
+                Err(JoinError::Store(err)) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_report(&mut self, report: &mut FeedbackReport, mut errors: Vec<ItemError>) {
         errors.sort_by_key(|e| e.index);
         for e in errors {
             report.fail(e);
@@ -603,7 +665,6 @@ impl Engine {
             }
         }
         self.publish_counts();
-        Ok(report)
     }
 
     fn join(&mut self, t: &mut Tables<'_>, item: &LabelItem) -> Result<Joined, JoinError> {
@@ -974,6 +1035,132 @@ impl Engine {
         Ok(true)
     }
 
+    /// What this engine holds, for the fleet view (see [`Engine::absorb`]):
+    /// each model version's totals and reference, and the rows of the
+    /// longest window (newest `max_rows` at most).
+    pub fn export(&self, max_rows: usize) -> PartitionState {
+        let skip = self.window.len().saturating_sub(max_rows);
+        PartitionState {
+            models: self
+                .models
+                .iter()
+                .map(|m| ModelExport {
+                    info: m.info.clone(),
+                    totals: m.totals.clone(),
+                    reference: m.reference.clone(),
+                })
+                .collect(),
+            rows: self
+                .window
+                .iter()
+                .skip(skip)
+                .map(|r| RowExport {
+                    time_ms: r.time_ms,
+                    model: r.model,
+                    prediction: r.prediction,
+                    scores: r.scores.to_vec(),
+                    label: r.label,
+                })
+                .collect(),
+            rows_left_out: skip as u64,
+            pending: self.unlabelled,
+            stored: self.records,
+            early: self.early,
+        }
+    }
+
+    /// Replaces what this (in-memory) engine holds with the union of several
+    /// partitions' states: model versions matched by name, classes by name,
+    /// totals added, window rows merged by time. [`Engine::refresh`] then
+    /// computes every figure from the union exactly as from one store.
+    pub fn absorb<'s>(&mut self, states: impl IntoIterator<Item = &'s PartitionState>) {
+        self.models.clear();
+        self.by_name.clear();
+        self.window.clear();
+        let (mut pending, mut stored, mut early) = (0, 0, 0);
+        let max_classes = self.config.max_classes;
+        let reference_rows = self.config.estimation.reference_rows;
+        let mut rows = Vec::new();
+        for st in states {
+            pending += st.pending;
+            stored += st.stored;
+            early += st.early;
+            let mut ids = Vec::with_capacity(st.models.len());
+            let mut class_maps: Vec<Vec<u16>> = Vec::with_capacity(st.models.len());
+            for me in &st.models {
+                let key = (me.info.model.clone(), me.info.version.clone());
+                let id = match self.by_name.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let settings =
+                            crate::protocol::model_settings(&self.protocol, Some(&me.info.model));
+                        let info = ModelInfo {
+                            classes: Vec::new(),
+                            ..me.info.clone()
+                        };
+                        let mut state = ModelState::new(info, settings);
+                        if !me.info.regression {
+                            for n in state.class_names.clone().iter().take(max_classes) {
+                                state.intern(n, max_classes);
+                            }
+                        }
+                        let id = self.models.len() as u16;
+                        self.models.push(state);
+                        self.by_name.insert(key, id);
+                        id
+                    }
+                };
+                let m = &mut self.models[id as usize];
+                let map: Vec<u16> = me
+                    .info
+                    .classes
+                    .iter()
+                    .map(|c| m.intern(c, max_classes))
+                    .collect();
+                merge_totals(&mut m.totals, &me.totals, &map);
+                for (a, scores) in &me.reference {
+                    if m.reference.len() >= reference_rows {
+                        break;
+                    }
+                    m.reference
+                        .push((remap(&map, *a), remap_scores(&map, scores)));
+                }
+                ids.push(id);
+                class_maps.push(map);
+            }
+            for r in &st.rows {
+                let Some(&id) = ids.get(r.model as usize) else {
+                    continue;
+                };
+                let map = &class_maps[r.model as usize];
+                let target = |t: Target| match t {
+                    Target::Class(c) => Target::Class(remap(map, c)),
+                    v => v,
+                };
+                rows.push(WindowRow {
+                    seq: 0,
+                    time_ms: r.time_ms,
+                    model: id,
+                    prediction: target(r.prediction),
+                    scores: remap_scores(map, &r.scores).into_boxed_slice(),
+                    label: r.label.map(target),
+                });
+            }
+        }
+        rows.sort_by_key(|r| r.time_ms);
+        for (i, mut r) in rows.into_iter().enumerate() {
+            r.seq = i as u64;
+            self.window.push_back(r);
+        }
+        for id in 0..self.models.len() {
+            self.fit_if_ready(id);
+        }
+        self.unlabelled = pending;
+        self.records = stored;
+        self.early = early;
+        self.publish_counts();
+    }
+
     /// A final flush to disk.
     pub fn close(&mut self) -> Result<(), StoreError> {
         self.write(true, |e, t| e.persist_dirty(t, true))
@@ -999,6 +1186,88 @@ impl Engine {
             .as_ref()
             .expect("the store is taken only during a write")
     }
+}
+
+/// One partition's share of the figures (see [`Engine::export`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub models: Vec<ModelExport>,
+    pub rows: Vec<RowExport>,
+    /// Window rows not exported (over the size bound).
+    pub rows_left_out: u64,
+    pub pending: u64,
+    pub stored: u64,
+    pub early: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelExport {
+    pub info: ModelInfo,
+    pub totals: Totals,
+    pub reference: Vec<(u16, Vec<f64>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowExport {
+    pub time_ms: u64,
+    pub model: u16,
+    pub prediction: Target,
+    pub scores: Vec<f64>,
+    pub label: Option<Target>,
+}
+
+fn remap(map: &[u16], c: u16) -> u16 {
+    map.get(c as usize).copied().unwrap_or(c)
+}
+
+/// Scores indexed by one partition's classes, re-indexed by the fleet's.
+fn remap_scores(map: &[u16], scores: &[f64]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (c, s) in scores.iter().enumerate() {
+        let to = remap(map, c as u16) as usize;
+        if out.len() <= to {
+            out.resize(to + 1, 0.0);
+        }
+        out[to] += s;
+    }
+    out
+}
+
+/// Adds one partition's totals (classes re-indexed) to the fleet's.
+fn merge_totals(into: &mut Totals, from: &Totals, map: &[u16]) {
+    into.predictions += from.predictions;
+    into.labelled += from.labelled;
+    for a in 0..from.confusion.k {
+        for p in 0..from.confusion.k {
+            let n = from.confusion.get(a, p);
+            if n > 0.0 {
+                let (ra, rp) = (remap(map, a as u16) as usize, remap(map, p as u16) as usize);
+                into.confusion.grow(ra.max(rp) + 1);
+                into.confusion.add(ra, rp, n);
+            }
+        }
+    }
+    for (side_into, side_from) in [
+        (&mut into.score_pos, &from.score_pos),
+        (&mut into.score_neg, &from.score_neg),
+    ] {
+        for (c, bins) in side_from.iter().enumerate() {
+            let to = remap(map, c as u16) as usize;
+            if side_into.len() <= to {
+                side_into.resize(to + 1, vec![0; TOTAL_BINS]);
+            }
+            for (b, n) in bins.iter().enumerate() {
+                side_into[to][b] += n;
+            }
+        }
+    }
+    into.log_loss_sum += from.log_loss_sum;
+    into.log_loss_rows += from.log_loss_rows;
+    into.abs_sum += from.abs_sum;
+    into.sq_sum += from.sq_sum;
+    into.ape_sum += from.ape_sum;
+    into.y_sum += from.y_sum;
+    into.y2_sum += from.y2_sum;
 }
 
 /// A label that was accepted: joined now, or waiting for its prediction.
@@ -1412,6 +1681,77 @@ pub(crate) mod tests {
         e.add_predictions(vec![prediction("e3", "a", 0.1)], false)
             .unwrap();
         assert_eq!(e.unlabelled, 2, "the expired label is gone");
+    }
+
+    #[test]
+    fn the_union_of_partition_states_gives_the_figures_of_one_store() {
+        let config = QualityConfig {
+            min_samples: 1,
+            ..QualityConfig::default()
+        };
+        let mut one = engine(config.clone(), ProtocolConfig::default());
+        let mut parts = [
+            engine(config.clone(), ProtocolConfig::default()),
+            engine(config.clone(), ProtocolConfig::default()),
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let classes = ["a", "b", "c"];
+        for i in 0..300 {
+            let id = format!("r{i}");
+            let s: Vec<f64> = (0..3).map(|_| rng.f64() + 0.01).collect();
+            let sum: f64 = s.iter().sum();
+            // Partitions meet the classes in different orders.
+            let order: Vec<usize> = if i % 2 == 0 {
+                vec![0, 1, 2]
+            } else {
+                vec![2, 0, 1]
+            };
+            let p = Prediction {
+                key: join_key(&id, 0),
+                time_ms: now_ms() - 1000 + i,
+                model: "m".into(),
+                version: "v1".into(),
+                prediction: None,
+                scores: order
+                    .iter()
+                    .map(|&c| (classes[c].to_string(), s[c] / sum))
+                    .collect(),
+            };
+            let label = format!(
+                r#"{{"request_id": "{id}", "label": "{}"}}"#,
+                classes[rng.usize(0..3)]
+            );
+            let part = &mut parts[i as usize % 2];
+            part.add_predictions(vec![p.clone()], false).unwrap();
+            one.add_predictions(vec![p], false).unwrap();
+            if i % 5 != 0 {
+                part.add_labels(labels(&label), false).unwrap();
+                one.add_labels(labels(&label), false).unwrap();
+            }
+        }
+        let mut fleet = engine(config, ProtocolConfig::default());
+        let states: Vec<PartitionState> = parts.iter().map(|p| p.export(usize::MAX)).collect();
+        fleet.absorb(&states);
+        one.refresh();
+        fleet.refresh();
+        let a = one.snapshot.read().unwrap().models[0].clone();
+        let b = fleet.snapshot.read().unwrap().models[0].clone();
+        let (wa, wb) = (&a.windows[0], &b.windows[0]);
+        assert_eq!((wa.predictions, wa.labelled), (wb.predictions, wb.labelled));
+        for (x, y) in [
+            (wa.accuracy, wb.accuracy),
+            (wa.roc_auc, wb.roc_auc),
+            (wa.log_loss, wb.log_loss),
+            (wa.macro_avg.map(|p| p.f1), wb.macro_avg.map(|p| p.f1)),
+        ] {
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert!((x - y).abs() < 1e-12, "{x} vs {y}");
+        }
+        let (ta, tb) = (a.windows.last().unwrap(), b.windows.last().unwrap());
+        assert_eq!(ta.window, "total");
+        assert_eq!((ta.accuracy, ta.labelled), (tb.accuracy, tb.labelled));
+        assert_eq!(ta.roc_auc, tb.roc_auc);
+        assert_eq!(fleet.unlabelled, one.unlabelled);
     }
 
     #[test]

@@ -141,13 +141,13 @@ pub fn parse(body: &[u8], ndjson: bool) -> Result<Parsed, BodyError> {
                 match obj.remove("items") {
                     Some(Json::Array(items)) => {
                         for (i, item) in items.into_iter().enumerate() {
-                            push(&mut parsed, i, item);
+                            push_item(&mut parsed, i, item);
                         }
                     }
                     Some(_) => return Err(BodyError::WrongShape),
                     None => {
                         parsed.single = true;
-                        push(&mut parsed, 0, Json::Object(obj));
+                        push_item(&mut parsed, 0, Json::Object(obj));
                     }
                 }
                 return Ok(parsed);
@@ -155,7 +155,7 @@ pub fn parse(body: &[u8], ndjson: bool) -> Result<Parsed, BodyError> {
             Ok(Json::Array(items)) => {
                 let mut parsed = Parsed::default();
                 for (i, item) in items.into_iter().enumerate() {
-                    push(&mut parsed, i, item);
+                    push_item(&mut parsed, i, item);
                 }
                 return Ok(parsed);
             }
@@ -174,7 +174,7 @@ pub fn parse(body: &[u8], ndjson: bool) -> Result<Parsed, BodyError> {
         .enumerate()
     {
         match serde_json::from_str::<Json>(line) {
-            Ok(item) => push(&mut parsed, i, item),
+            Ok(item) => push_item(&mut parsed, i, item),
             Err(_) => parsed
                 .errors
                 .push(ItemError::new(i, None, Reason::InvalidJson)),
@@ -191,7 +191,8 @@ pub fn parse(body: &[u8], ndjson: bool) -> Result<Parsed, BodyError> {
     Ok(parsed)
 }
 
-fn push(parsed: &mut Parsed, index: usize, item: Json) {
+/// Adds one label object (parsed, or its error) to `parsed`.
+pub fn push_item(parsed: &mut Parsed, index: usize, item: Json) {
     match item_from(index, item) {
         Ok(item) => parsed.items.push(item),
         Err(e) => parsed.errors.push(e),

@@ -57,10 +57,19 @@ pub enum Msg {
     Shutdown,
 }
 
+/// Where predictions and labels go.
+#[derive(Clone)]
+enum Sink {
+    /// The quality thread and its store (`quality.backend: embedded`).
+    Store(SyncSender<Msg>),
+    /// Kafka (`quality.backend: kafka`): the joiner joins them.
+    Kafka(Arc<crate::kafka::producer::KafkaSink>),
+}
+
 /// What the analysis thread and the admin server hold.
 #[derive(Clone)]
 pub struct QualityHandle {
-    tx: SyncSender<Msg>,
+    sink: Sink,
     pub snapshot: Arc<RwLock<Snapshot>>,
     pub stats: Arc<QualityStats>,
     pub token: Option<String>,
@@ -71,8 +80,11 @@ impl QualityHandle {
     /// Hands a live reload's settings to the quality thread (waits for room
     /// in its queue: a reload is rare and must not be lost).
     pub fn reconfigure(&self, config: &crate::config::Config) {
+        let Sink::Store(tx) = &self.sink else {
+            return;
+        };
         let msg = Msg::Reconfigure(Box::new((config.quality.clone(), config.protocol.clone())));
-        if self.tx.send(msg).is_err() {
+        if tx.send(msg).is_err() {
             tracing::warn!("the quality thread has stopped: its settings were not reloaded");
         }
     }
@@ -87,12 +99,44 @@ pub enum SubmitError {
     Stopped,
     #[error("{0}")]
     Store(String),
+    #[error("{0}")]
+    Kafka(String),
+    /// The operation belongs to another process (the joiner, in kafka mode).
+    #[error("{0}")]
+    Elsewhere(&'static str),
 }
 
 impl QualityHandle {
     /// Hands a parsed feedback body to the quality thread and waits for its report.
     pub async fn submit(&self, parsed: feedback::Parsed) -> Result<FeedbackReport, SubmitError> {
-        self.ask(|reply| Msg::Feedback(parsed, reply)).await
+        match &self.sink {
+            Sink::Store(_) => self.ask(|reply| Msg::Feedback(parsed, reply)).await,
+            Sink::Kafka(k) => k.send_labels(parsed).await.map_err(SubmitError::Kafka),
+        }
+    }
+
+    /// The joiner's handle: labels go to Kafka, figures come from `snapshot`.
+    pub fn for_joiner(
+        sink: Arc<crate::kafka::producer::KafkaSink>,
+        snapshot: Arc<RwLock<Snapshot>>,
+        stats: Arc<QualityStats>,
+        q: &crate::config::QualityConfig,
+    ) -> QualityHandle {
+        QualityHandle {
+            sink: Sink::Kafka(sink),
+            snapshot,
+            stats,
+            token: (!q.feedback_token.is_empty()).then(|| q.feedback_token.clone()),
+            max_feedback_bytes: q.max_feedback_bytes,
+        }
+    }
+
+    /// Which backend this handle feeds.
+    pub fn backend(&self) -> crate::config::QualityBackend {
+        match self.sink {
+            Sink::Store(_) => crate::config::QualityBackend::Embedded,
+            Sink::Kafka(_) => crate::config::QualityBackend::Kafka,
+        }
     }
 
     /// Asks the quality thread to forget a model version's CBPE reference.
@@ -111,8 +155,13 @@ impl QualityHandle {
         &self,
         msg: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> Msg,
     ) -> Result<T, SubmitError> {
+        let Sink::Store(queue) = &self.sink else {
+            return Err(SubmitError::Elsewhere(
+                "with quality.backend kafka the joiners hold the figures and references: call modelwatch joiner",
+            ));
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.tx.try_send(msg(tx)) {
+        match queue.try_send(msg(tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Stopped),
@@ -126,31 +175,72 @@ impl QualityHandle {
 
     /// The current figures as JSON (for `/v1/status` and `/v1/quality`).
     pub fn status(&self) -> serde_json::Value {
-        serde_json::to_value(&*self.snapshot.read().expect("poisoned")).unwrap_or_default()
+        let mut v =
+            serde_json::to_value(&*self.snapshot.read().expect("poisoned")).unwrap_or_default();
+        if let Sink::Kafka(k) = &self.sink {
+            v["backend"] = "kafka".into();
+            v["note"] = "predictions and labels go to Kafka; `modelwatch joiner` joins them and exports the figures".into();
+            v["outbox_records"] = k.stats.records.load(Ordering::Relaxed).into();
+        }
+        v
     }
 }
 
 /// The running quality thread.
 pub struct Quality {
     pub handle: QualityHandle,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Quality {
     /// Asks the thread to flush and stop, and waits for it (blocking).
     pub fn stop(self) {
-        let _ = self.handle.tx.send(Msg::Shutdown);
+        match &self.handle.sink {
+            Sink::Store(tx) => {
+                let _ = tx.send(Msg::Shutdown);
+            }
+            Sink::Kafka(k) => k.stop(),
+        }
         drop(self.handle);
-        if self.thread.join().is_err() {
-            tracing::warn!("quality thread failed");
+        if let Some(t) = self.thread {
+            if t.join().is_err() {
+                tracing::warn!("quality thread failed");
+            }
         }
     }
 }
 
-/// Opens the store (a bad path fails here, at start) and starts the thread.
-pub fn spawn(config: &Config, instruments: Instruments, meter: &Meter) -> anyhow::Result<Quality> {
+/// Opens the store (a bad path fails here, at start) and starts the thread;
+/// with the Kafka backend, opens the outbox and starts the producer instead.
+pub fn spawn(
+    config: &Config,
+    instruments: Instruments,
+    meter: &Meter,
+    sampler: Arc<crate::sample::Sampler>,
+) -> anyhow::Result<Quality> {
     let q = config.quality.clone();
     let stats = Arc::new(QualityStats::default());
+    let token = (!q.feedback_token.is_empty()).then(|| q.feedback_token.clone());
+    if q.backend == crate::config::QualityBackend::Kafka {
+        let sink = crate::kafka::producer::KafkaSink::start(
+            &q.kafka,
+            q.queue_capacity,
+            instruments,
+            sampler,
+        )?;
+        crate::kafka::producer::register_gauges(meter, sink.stats.clone());
+        tracing::info!(bootstrap = %q.kafka.bootstrap, topic = %q.kafka.predictions_topic, "quality: predictions and labels go to Kafka");
+        return Ok(Quality {
+            handle: QualityHandle {
+                sink: Sink::Kafka(sink),
+                snapshot: Arc::new(RwLock::new(Snapshot::default())),
+                stats,
+                token,
+                max_feedback_bytes: q.max_feedback_bytes,
+            },
+            thread: None,
+        });
+    }
     let mut engine = Engine::open(
         q.clone(),
         config.protocol.clone(),
@@ -170,13 +260,13 @@ pub fn spawn(config: &Config, instruments: Instruments, meter: &Meter) -> anyhow
     }
     Ok(Quality {
         handle: QualityHandle {
-            tx,
+            sink: Sink::Store(tx),
             snapshot,
             stats,
-            token: (!q.feedback_token.is_empty()).then(|| q.feedback_token.clone()),
+            token,
             max_feedback_bytes: q.max_feedback_bytes,
         },
-        thread,
+        thread: Some(thread),
     })
 }
 
@@ -399,8 +489,12 @@ impl Analyzer for QualityAnalyzer {
         if batch.is_empty() {
             return;
         }
+        let tx = match &self.handle.sink {
+            Sink::Store(tx) => tx,
+            Sink::Kafka(k) => return k.offer(batch),
+        };
         let n = batch.len();
-        if let Err(e) = self.handle.tx.try_send(Msg::Predictions(batch)) {
+        if let Err(e) = tx.try_send(Msg::Predictions(batch)) {
             let reason = match e {
                 TrySendError::Full(_) => "queue_full",
                 TrySendError::Disconnected(_) => "shutdown",

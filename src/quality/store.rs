@@ -117,6 +117,14 @@ pub fn join_key(id: &str, row: u32) -> Vec<u8> {
     k
 }
 
+/// The `(id, row)` of a join key.
+pub fn split_join_key(key: &[u8]) -> Option<(&str, u32)> {
+    let zero = key.iter().rposition(|b| *b == 0)?;
+    let id = std::str::from_utf8(&key[..zero]).ok()?;
+    let row = std::str::from_utf8(&key[zero + 1..]).ok()?.parse().ok()?;
+    Some((id, row))
+}
+
 fn key_hash(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
 }
@@ -494,6 +502,12 @@ mod tests {
             .unwrap();
         let loaded = store.load(0, 10).unwrap();
         assert_eq!((loaded.records, loaded.unlabelled), (1, 0));
+    }
+
+    #[test]
+    fn join_keys_split_back() {
+        assert_eq!(split_join_key(&join_key("a-1", 7)), Some(("a-1", 7)));
+        assert_eq!(split_join_key(b"no-row"), None);
     }
 
     #[test]

@@ -188,6 +188,11 @@ impl Sampler {
         self.rate.store(rate.to_bits(), Ordering::Relaxed);
     }
 
+    /// The rate in force.
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+
     pub fn decide(&self) -> bool {
         let rate = f64::from_bits(self.rate.load(Ordering::Relaxed));
         rate >= 1.0 || (rate > 0.0 && fastrand::f64() < rate)

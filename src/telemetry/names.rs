@@ -347,6 +347,39 @@ metric!(
     Gauge,
     "Labels waiting for their prediction (quality.early_label_ttl, at most quality.max_early_labels)."
 );
+// The Kafka backend (quality.backend: kafka).
+metric!(KAFKA_PRODUCED, "modelwatch.kafka.produced", "{record}", Counter,
+    "Prediction records Kafka acknowledged (result=delivered) or did not take in quality.kafka.delivery_timeout (result=failed: they wait in the outbox), by topic.");
+metric!(
+    KAFKA_OUTBOX_RECORDS,
+    "modelwatch.kafka.outbox.records",
+    "{record}",
+    Gauge,
+    "Prediction records waiting in the sidecar's outbox for Kafka."
+);
+metric!(KAFKA_OUTBOX_DROPPED, "modelwatch.kafka.outbox.dropped", "{record}", Counter,
+    "Prediction records dropped because the outbox held quality.kafka.outbox_max_records (reason=outbox_full).");
+metric!(
+    KAFKA_CONSUMED,
+    "modelwatch.kafka.consumed",
+    "{record}",
+    Counter,
+    "Records the joiner consumed, by topic."
+);
+metric!(
+    KAFKA_MALFORMED,
+    "modelwatch.kafka.records.malformed",
+    "{record}",
+    Counter,
+    "Records the joiner skipped, by topic and reason: not_json, unknown_version, bad_fields."
+);
+metric!(
+    JOINER_PARTITIONS,
+    "modelwatch.joiner.partitions",
+    "{partition}",
+    Gauge,
+    "Partitions assigned to this joiner (state=owned), and partitions whose figures its quality gauges include (state=fleet)."
+);
 metric!(
     QUALITY_WINDOW_EVICTED,
     "modelwatch.quality.window.evicted",
@@ -921,6 +954,12 @@ pub const ALL: &[MetricName] = &[
     QUALITY_PENDING_REMOVED,
     QUALITY_EARLY_LABELS_DONE,
     QUALITY_EARLY_LABELS,
+    KAFKA_PRODUCED,
+    KAFKA_OUTBOX_RECORDS,
+    KAFKA_OUTBOX_DROPPED,
+    KAFKA_CONSUMED,
+    KAFKA_MALFORMED,
+    JOINER_PARTITIONS,
     QUALITY_WINDOW_EVICTED,
     QUALITY_PENDING,
     QUALITY_STORE_SIZE,
@@ -1060,6 +1099,8 @@ pub mod attr {
     pub const SERIES: &str = "series";
     pub const DETECTOR: &str = "detector";
     pub const RESULT: &str = "result";
+    pub const TOPIC: &str = "topic";
+    pub const PARTITION: &str = "partition";
     pub const ALERTNAME: &str = "alertname";
     pub const SEVERITY: &str = "severity";
     pub const ALERTSTATE: &str = "alertstate";

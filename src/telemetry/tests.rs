@@ -56,6 +56,12 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
     i.quality_pending_removed.add(1, &[]);
     i.quality_early_labels_joined.add(1, &[]);
     i.quality_window_evicted.add(1, &[]);
+    i.kafka_produced.add(1, &[]);
+    i.kafka_outbox_dropped.add(1, &[]);
+    i.kafka_consumed.add(1, &[]);
+    i.kafka_malformed.add(1, &[]);
+    crate::kafka::producer::register_gauges(&t.meter, Default::default());
+    crate::kafka::joiner::register_gauges(&t.meter, Default::default());
     crate::quality::register_gauges(
         &t.meter,
         std::sync::Arc::new(std::sync::RwLock::new(

@@ -11,6 +11,7 @@ mod drift;
 mod egress;
 mod export;
 mod figures;
+mod fleet;
 mod grpc;
 mod kibana;
 mod kubernetes;
