@@ -182,7 +182,7 @@ pub fn main() -> ExitCode {
             };
             match load_config(&args) {
                 Ok(config) => {
-                    print!("{}", config.to_yaml());
+                    print!("{}", config.to_shown_yaml());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -19,6 +19,12 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MODELWATCH_FEEDBACK_TOKEN", "quality.feedback_token"),
     ("MODELWATCH_QUALITY_BACKEND", "quality.backend (`embedded` or `kafka`)"),
     ("MODELWATCH_KAFKA_BOOTSTRAP", "quality.kafka.bootstrap"),
+    ("MODELWATCH_KAFKA_PREDICTIONS_TOPIC", "quality.kafka.predictions_topic"),
+    ("MODELWATCH_KAFKA_LABELS_TOPIC", "quality.kafka.labels_topic"),
+    (
+        "MODELWATCH_KAFKA_PROPERTIES",
+        "added to quality.kafka.properties (`name=value,name2=value2`)",
+    ),
     ("MODELWATCH_MODEL_VERSION", "protocol.default_model_version"),
     ("MODELWATCH_PROTOCOL", "protocol.kind"),
     ("MODELWATCH_ALERTMANAGER_URL", "alerts.alertmanager.url"),
@@ -147,6 +153,28 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
     }
     if let Some(v) = get("MODELWATCH_KAFKA_BOOTSTRAP") {
         config.quality.kafka.bootstrap = v.trim().to_string();
+    }
+    if let Some(v) = get("MODELWATCH_KAFKA_PREDICTIONS_TOPIC") {
+        config.quality.kafka.predictions_topic = v.trim().to_string();
+    }
+    if let Some(v) = get("MODELWATCH_KAFKA_LABELS_TOPIC") {
+        config.quality.kafka.labels_topic = v.trim().to_string();
+    }
+    if let Some(v) = get("MODELWATCH_KAFKA_PROPERTIES") {
+        for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, value)) = pair.split_once('=') else {
+                return Err(invalid(
+                    "MODELWATCH_KAFKA_PROPERTIES",
+                    "(not shown)",
+                    "comma-separated name=value pairs of librdkafka properties",
+                ));
+            };
+            config
+                .quality
+                .kafka
+                .properties
+                .insert(name.trim().to_string(), value.trim().to_string());
+        }
     }
     if let Some(v) = get("MODELWATCH_MODEL_VERSION") {
         config.protocol.default_model_version = v.trim().to_string();

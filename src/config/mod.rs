@@ -1603,6 +1603,18 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("config serializes")
     }
+
+    /// The YAML to show a person (`check-config`): secret Kafka properties
+    /// given literally are hidden (references like `${file:…}` are shown).
+    pub fn to_shown_yaml(&self) -> String {
+        let mut shown = self.clone();
+        for (name, value) in shown.quality.kafka.properties.iter_mut() {
+            if crate::kafka::is_secret(name) && !value.starts_with("${") {
+                *value = "(hidden)".into();
+            }
+        }
+        shown.to_yaml()
+    }
 }
 
 /// Where model traffic goes.

@@ -335,3 +335,54 @@ fn otel_per_signal_variables_and_insecure() {
     assert_eq!(c.telemetry.otlp.endpoint, "https://collector:4317");
     assert!(apply(&[("OTEL_EXPORTER_OTLP_INSECURE", "yes")]).is_err());
 }
+
+#[test]
+fn kafka_settings_are_checked_and_secrets_not_shown() {
+    let mut c = Config::default();
+    c.quality.backend = QualityBackend::Kafka;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("quality.kafka.bootstrap"), "{e}");
+    c.quality.kafka.bootstrap = "127.0.0.1:9092".into();
+    c.quality.kafka.labels_topic = "bad topic!".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("quality.kafka.labels_topic") && e.contains("bad topic!"),
+        "{e}"
+    );
+    c.quality.kafka.labels_topic = "labels".into();
+    c.quality.kafka.properties.insert(
+        "sasl.password".into(),
+        "${env:MODELWATCH_TEST_SURELY_UNSET}".into(),
+    );
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("quality.kafka.properties.sasl.password")
+            && e.contains("MODELWATCH_TEST_SURELY_UNSET"),
+        "{e}"
+    );
+    c.quality
+        .kafka
+        .properties
+        .insert("sasl.password".into(), "hunter2".into());
+    c.validate().unwrap();
+    let shown = c.to_shown_yaml();
+    assert!(
+        !shown.contains("hunter2") && shown.contains("(hidden)"),
+        "{shown}"
+    );
+    let env = |name: &str| match name {
+        "MODELWATCH_QUALITY_BACKEND" => Some("kafka".to_string()),
+        "MODELWATCH_KAFKA_BOOTSTRAP" => Some("b1:9092,b2:9092".to_string()),
+        _ => None,
+    };
+    let mut c = Config::default();
+    super::env::apply(&mut c, env).unwrap();
+    assert_eq!(c.quality.backend, QualityBackend::Kafka);
+    assert_eq!(c.quality.kafka.bootstrap, "b1:9092,b2:9092");
+    let e = super::env::apply(&mut c, |n| {
+        (n == "MODELWATCH_QUALITY_BACKEND").then(|| "redis".into())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("embedded or kafka"), "{e}");
+}

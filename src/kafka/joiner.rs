@@ -82,16 +82,20 @@ pub struct PartitionCounts {
 
 /// `modelwatch.joiner.partitions{state=owned|fleet}`.
 pub fn register_gauges(meter: &opentelemetry::metrics::Meter, counts: Arc<PartitionCounts>) {
-    crate::telemetry::u64_gauge(meter, crate::telemetry::names::JOINER_PARTITIONS, move |o| {
-        o.observe(
-            counts.owned.load(Ordering::Relaxed),
-            &[KeyValue::new("state", "owned")],
-        );
-        o.observe(
-            counts.fleet.load(Ordering::Relaxed),
-            &[KeyValue::new("state", "fleet")],
-        );
-    });
+    crate::telemetry::u64_gauge(
+        meter,
+        crate::telemetry::names::JOINER_PARTITIONS,
+        move |o| {
+            o.observe(
+                counts.owned.load(Ordering::Relaxed),
+                &[KeyValue::new("state", "owned")],
+            );
+            o.observe(
+                counts.fleet.load(Ordering::Relaxed),
+                &[KeyValue::new("state", "fleet")],
+            );
+        },
+    );
 }
 
 /// What the admin server reads.
@@ -631,7 +635,10 @@ fn consume(
                 own.insert(*partition, msg);
             }
             state_producer.poll(Duration::ZERO);
-            shared.counts.owned.store(own.len() as u64, Ordering::Relaxed);
+            shared
+                .counts
+                .owned
+                .store(own.len() as u64, Ordering::Relaxed);
             drop(p);
             // Own partitions from memory (fresher), the others' from the topic.
             for (partition, msg) in own {
@@ -640,7 +647,10 @@ fn consume(
             states.retain(|p, _| (*p as usize) < partitions);
             fleet.absorb(states.values().map(|s| &s.state));
             fleet.refresh();
-            shared.counts.fleet.store(states.len() as u64, Ordering::Relaxed);
+            shared
+                .counts
+                .fleet
+                .store(states.len() as u64, Ordering::Relaxed);
             shared
                 .ready
                 .store(states.len() == partitions, Ordering::Relaxed);

@@ -84,9 +84,11 @@ pub struct OutboxStats {
 
 /// `modelwatch.kafka.outbox.records`, read from `stats`.
 pub fn register_gauges(meter: &opentelemetry::metrics::Meter, stats: Arc<OutboxStats>) {
-    crate::telemetry::u64_gauge(meter, crate::telemetry::names::KAFKA_OUTBOX_RECORDS, move |o| {
-        o.observe(stats.records.load(Ordering::Relaxed), &[])
-    });
+    crate::telemetry::u64_gauge(
+        meter,
+        crate::telemetry::names::KAFKA_OUTBOX_RECORDS,
+        move |o| o.observe(stats.records.load(Ordering::Relaxed), &[]),
+    );
 }
 
 /// What librdkafka reports back to the outbox thread.

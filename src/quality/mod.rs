@@ -222,12 +222,16 @@ pub fn spawn(
     let stats = Arc::new(QualityStats::default());
     let token = (!q.feedback_token.is_empty()).then(|| q.feedback_token.clone());
     if q.backend == crate::config::QualityBackend::Kafka {
-        let sink = crate::kafka::producer::KafkaSink::start(
-            &q.kafka,
-            q.queue_capacity,
-            instruments,
-            sampler,
-        )?;
+        let mut k = q.kafka.clone();
+        if k.outbox_path.is_empty() && !q.store_path.is_empty() {
+            // Beside the store: the volume the store was given.
+            let dir = std::path::Path::new(&q.store_path)
+                .parent()
+                .unwrap_or(std::path::Path::new(""));
+            k.outbox_path = dir.join("kafka-outbox.redb").display().to_string();
+        }
+        let sink =
+            crate::kafka::producer::KafkaSink::start(&k, q.queue_capacity, instruments, sampler)?;
         crate::kafka::producer::register_gauges(meter, sink.stats.clone());
         tracing::info!(bootstrap = %q.kafka.bootstrap, topic = %q.kafka.predictions_topic, "quality: predictions and labels go to Kafka");
         return Ok(Quality {

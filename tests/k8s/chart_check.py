@@ -37,6 +37,7 @@ CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ["spec.selector", "spec.endpoints"],
     ("monitoring.coreos.com/v1", "PodMonitor"): ["spec.selector", "spec.podMetricsEndpoints"],
     ("monitoring.coreos.com/v1", "PrometheusRule"): ["spec.groups"],
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): ["spec.topicName", "spec.partitions", "spec.replicas", "metadata.labels"],
 }
 BAD_VALUES = {
     "port-out-of-range.yaml": "/sidecar/proxyPort",
@@ -46,6 +47,7 @@ BAD_VALUES = {
     "cert-manager.yaml": "/tls/certManager",
     "same-ports.yaml": "must differ",
     "otlp-without-scheme.yaml": "/sidecar/otlpEndpoint",
+    "fleet-without-bootstrap.yaml": "/fleet/kafka/bootstrap",
 }
 FAILURES = []
 
@@ -121,10 +123,19 @@ def check_set(a, name, values, extra, want_cert_manager):
         for k in ("Deployment", "MutatingWebhookConfiguration", "Secret"):
             if k in kinds:
                 fail(name, f"{k} rendered with the injector off")
+    fleet = vals.get("fleet", {})
+    fleet_on = fleet.get("enabled", False)
+    joiner_monitor = fleet_on and fleet.get("joiner", {}).get("serviceMonitor", False)
     for flag, kind in (("serviceMonitor", "ServiceMonitor"), ("podMonitor", "PodMonitor"), ("prometheusRule", "PrometheusRule")):
         on = vals.get(flag, {}).get("enabled", False) and (injector_on or kind != "ServiceMonitor")
+        if kind == "ServiceMonitor":
+            on = on or joiner_monitor
         if on != (kind in kinds):
             fail(name, f"{kind} rendered: {kind in kinds}, expected {on}")
+    if fleet_on:
+        check_fleet(a, name, by_kind, vals)
+    elif "StatefulSet" in kinds or "KafkaTopic" in kinds:
+        fail(name, "joiners or topics rendered with fleet.enabled false")
     for pm in by_kind.get("PodMonitor", []):
         port = pm["spec"]["podMetricsEndpoints"][0]["port"]
         if port != "mw-admin" or pm["spec"]["selector"]["matchLabels"] != {"modelwatch.io/injected": "true"}:
@@ -155,9 +166,82 @@ def check_set(a, name, values, extra, want_cert_manager):
         print(f"ok   {name}: {len(docs)} manifests ({', '.join(sorted(kinds))})")
 
 
+def check_fleet(a, name, by_kind, vals):
+    """The joiners: a StatefulSet with a volume per pod, its Services, PDB,
+    topics, a config `modelwatch check-config` accepts with the Kafka
+    environment the chart gives, and sidecars switched to Kafka."""
+    fleet = vals["fleet"]
+    kafka = fleet["kafka"]
+    sts = [d for d in by_kind.get("StatefulSet", []) if d["metadata"]["name"].endswith("-joiner")]
+    if len(sts) != 1:
+        fail(name, "no joiner StatefulSet")
+        return
+    sts = sts[0]
+    pod = sts["spec"]["template"]
+    ctr = pod["spec"]["containers"][0]
+    if ctr["args"][0] != "joiner" or not any(x.startswith("--store-dir=") for x in ctr["args"]):
+        fail(name, f"the joiner's args: {ctr['args']}")
+    claims = [c["metadata"]["name"] for c in sts["spec"].get("volumeClaimTemplates", [])]
+    mounts = {m["name"] for m in ctr["volumeMounts"]}
+    if "store" not in claims or "store" not in mounts:
+        fail(name, "the joiner's store is not a per-pod volume claim")
+    env = {e["name"]: e for e in ctr["env"]}
+    if env.get("MODELWATCH_QUALITY_BACKEND", {}).get("value") != "kafka" or env.get("MODELWATCH_KAFKA_BOOTSTRAP", {}).get("value") != kafka["bootstrap"]:
+        fail(name, "the joiner lacks the Kafka environment")
+    for s in kafka.get("secretEnv", []):
+        ref = env.get(s["name"], {}).get("valueFrom", {}).get("secretKeyRef", {})
+        if ref != {"name": s["secretName"], "key": s["key"]}:
+            fail(name, f"the joiner's {s['name']} does not come from Secret {s['secretName']}")
+    cports = {p["name"] for p in ctr["ports"]}
+    sel = pod["metadata"]["labels"]
+    svcs = [s for s in by_kind.get("Service", []) if "-joiner" in s["metadata"]["name"]]
+    if len(svcs) != 2 or not any(s["spec"].get("clusterIP") == "None" and s["metadata"]["name"] == sts["spec"]["serviceName"] for s in svcs):
+        fail(name, "the joiner needs a Service and a headless Service named by serviceName")
+    for s in svcs:
+        if any(sel.get(k) != v for k, v in s["spec"]["selector"].items()):
+            fail(name, f"Service {s['metadata']['name']} does not select the joiners")
+        for p in s["spec"]["ports"]:
+            if p["targetPort"] not in cports:
+                fail(name, f"Service {s['metadata']['name']} targets {p['targetPort']}, not a joiner port")
+    pdbs = [p for p in by_kind.get("PodDisruptionBudget", []) if p["metadata"]["name"].endswith("-joiner")]
+    if len(pdbs) != 1:
+        fail(name, "no joiner PodDisruptionBudget")
+    cms = [c for c in by_kind.get("ConfigMap", []) if "joiner.yaml" in c.get("data", {})]
+    if len(cms) != 1:
+        fail(name, "no joiner.yaml ConfigMap")
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(cms[0]["data"]["joiner.yaml"])
+        run_env = dict(os.environ)
+        for k, e in env.items():
+            if "value" in e:
+                run_env[k] = e["value"]
+        for s in kafka.get("secretEnv", []):
+            run_env[s["name"]] = "secret-from-the-test"
+        r = run([a.modelwatch, "check-config", f.name], env=run_env)
+        if r.returncode != 0:
+            fail(name, f"modelwatch refuses the joiner's config: {r.stderr}")
+        else:
+            eff = yaml.safe_load(r.stdout)["quality"]
+            if eff["backend"] != "kafka" or eff["kafka"]["state_topic"] != kafka.get("stateTopic", "modelwatch.quality-state"):
+                fail(name, f"the joiner's effective quality settings: {eff['backend']} {eff['kafka']}")
+            if "secret-from-the-test" in r.stdout:
+                fail(name, "check-config shows a secret")
+    topics = by_kind.get("KafkaTopic", [])
+    if fleet.get("strimziTopics", {}).get("enabled"):
+        names = sorted(t["spec"]["topicName"] for t in topics)
+        want = sorted([kafka.get("predictionsTopic", "modelwatch.predictions"), kafka.get("labelsTopic", "modelwatch.labels"), kafka.get("stateTopic", "modelwatch.quality-state")])
+        if names != want:
+            fail(name, f"KafkaTopics {names}, expected {want}")
+        for t in topics:
+            compact = t["spec"].get("config", {}).get("cleanup.policy") == "compact"
+            if compact != (t["spec"]["topicName"] == want[want.index(kafka.get("stateTopic", "modelwatch.quality-state"))]):
+                fail(name, f"KafkaTopic {t['spec']['topicName']}: only the state topic is compacted")
+
+
 def check_injector(a, name, by_kind, want_cert_manager, vals):
     dep = by_kind["Deployment"][0]
-    svc = by_kind["Service"][0]
+    svc = [s for s in by_kind["Service"] if s["metadata"]["name"].endswith("-injector")][0]
     hook = by_kind["MutatingWebhookConfiguration"][0]
     pod = dep["spec"]["template"]
     ctr = pod["spec"]["containers"][0]
@@ -199,6 +283,11 @@ def check_injector(a, name, by_kind, want_cert_manager, vals):
             env = {e["name"]: e.get("value") for e in eff["env"]}
             if sv.get("otlpEndpoint") and env.get("OTEL_EXPORTER_OTLP_ENDPOINT") != sv["otlpEndpoint"]:
                 fail(name, "otlpEndpoint does not reach the sidecars' environment")
+            fleet = vals.get("fleet", {})
+            if fleet.get("enabled") and (env.get("MODELWATCH_QUALITY_BACKEND") != "kafka" or env.get("MODELWATCH_KAFKA_BOOTSTRAP") != fleet["kafka"]["bootstrap"]):
+                fail(name, "fleet.enabled does not switch the sidecars to Kafka")
+            if not fleet.get("enabled") and "MODELWATCH_QUALITY_BACKEND" in env:
+                fail(name, "sidecars switched to Kafka with fleet.enabled false")
             img = vals.get("image", {})
             if img.get("repository") and not eff["image"].startswith(img["repository"] + ":"):
                 fail(name, f"sidecar image {eff['image']} ignores image.repository")

@@ -46,6 +46,9 @@ app.kubernetes.io/component: injector
 {{- with .Values.sidecar.alertmanagerUrl }}
 {{- $env = append $env (dict "name" "MODELWATCH_ALERTMANAGER_URL" "value" .) -}}
 {{- end }}
+{{- if .Values.fleet.enabled }}
+{{- $env = concat $env (include "modelwatch.kafkaEnv" . | fromYamlArray) -}}
+{{- end }}
 {{- $env = concat $env .Values.sidecar.env -}}
 image: {{ include "modelwatch.image" . | quote }}
 image_pull_policy: {{ .Values.image.pullPolicy }}
@@ -64,4 +67,43 @@ env:
 {{- else }}
 env: []
 {{- end }}
+{{- end -}}
+
+
+{{/* Sidecars' and joiners' Kafka environment (quality.backend: kafka). */}}
+{{- define "modelwatch.kafkaEnv" -}}
+{{- $k := .Values.fleet.kafka -}}
+- name: MODELWATCH_QUALITY_BACKEND
+  value: kafka
+- name: MODELWATCH_KAFKA_BOOTSTRAP
+  value: {{ $k.bootstrap | quote }}
+- name: MODELWATCH_KAFKA_PREDICTIONS_TOPIC
+  value: {{ $k.predictionsTopic | quote }}
+- name: MODELWATCH_KAFKA_LABELS_TOPIC
+  value: {{ $k.labelsTopic | quote }}
+{{- if $k.properties }}
+{{- $pairs := list -}}
+{{- range $name, $value := $k.properties }}
+{{- $pairs = append $pairs (printf "%s=%s" $name $value) -}}
+{{- end }}
+- name: MODELWATCH_KAFKA_PROPERTIES
+  value: {{ join "," $pairs | quote }}
+{{- end }}
+{{- range $k.secretEnv }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .key }}
+{{- end }}
+{{- end -}}
+
+{{- define "modelwatch.joiner" -}}
+{{- printf "%s-joiner" (include "modelwatch.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelwatch.joinerSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: joiner
 {{- end -}}
