@@ -390,6 +390,9 @@ impl ConsumerContext for JoinContext {
                 if let Err(e) = consumer.assign(&assign) {
                     tracing::error!(error = %e, "cannot take the assigned partitions");
                 }
+                // A partition paused before the rebalance (labels waiting
+                // for predictions) starts afresh from its stored offset.
+                let _ = consumer.resume(&assign);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 parts.close_all();
@@ -400,6 +403,51 @@ impl ConsumerContext for JoinContext {
             }
             other => tracing::warn!(error = ?other, "rebalance error"),
         }
+    }
+}
+
+/// Keeps a partition's labels from running ahead of its predictions. A
+/// label newer (Kafka timestamp) than every prediction read so far, while
+/// the predictions partition has unread records, is not applied: the labels
+/// partition is paused, and labels librdkafka had fetched already are set
+/// aside unread. Once the predictions caught up with that label's time (or
+/// have nothing more), the labels partition is positioned at its stored
+/// offset and resumed. So a joiner catching up (a rebuilt partition, a
+/// restart after a while) meets labels after their predictions, as they
+/// happened, instead of holding (or losing, past `quality.max_early_labels`)
+/// a backlog of early labels.
+#[derive(Debug, Default)]
+struct Flow {
+    prediction_ts: i64,
+    /// The time of the first label set aside.
+    waiting_ts: i64,
+    /// The predictions partition had unread records when last asked.
+    behind: bool,
+    asked: Option<Instant>,
+    paused: bool,
+}
+
+impl Flow {
+    /// Whether the predictions partition has records past `read` (asked of
+    /// the broker at most once a second; an error counts as "no").
+    fn behind(
+        &mut self,
+        consumer: &BaseConsumer<JoinContext>,
+        topic: &str,
+        p: i32,
+        read: i64,
+    ) -> bool {
+        if self
+            .asked
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.behind = match consumer.fetch_watermarks(topic, p, Duration::from_secs(1)) {
+                Ok((_, high)) => read < high,
+                Err(_) => false,
+            };
+            self.asked = Some(Instant::now());
+        }
+        self.behind
     }
 }
 
@@ -500,10 +548,17 @@ fn consume(
     let mut last_sync = Instant::now();
     let mut last_commit = Instant::now();
     let mut warned_malformed = false;
+    let mut flows: HashMap<i32, Flow> = HashMap::new();
+    let mut flows_generation = 0;
 
     while !stop.load(Ordering::Relaxed) {
         // Read a round of records (the rebalance callback runs in poll).
         let generation = parts.lock().expect("poisoned").generation;
+        if generation != flows_generation {
+            // An assignment resumes every partition.
+            flows.clear();
+            flows_generation = generation;
+        }
         let mut batches: BTreeMap<i32, Batch> = BTreeMap::new();
         let round = Instant::now() + Duration::from_millis(50);
         let mut n = 0;
@@ -521,10 +576,38 @@ fn consume(
             };
             n += 1;
             let t = if msg.topic() == topics[0] { 0 } else { 1 };
+            let partition = msg.partition();
+            let ts = msg.timestamp().to_millis().unwrap_or(0);
+            let flow = flows.entry(partition).or_default();
+            if t == 0 {
+                flow.prediction_ts = flow.prediction_ts.max(ts);
+            } else if flow.paused {
+                // Read again after the resume (see Flow).
+                continue;
+            } else if ts > flow.prediction_ts {
+                let read = batches
+                    .get(&partition)
+                    .and_then(|b| b.next[0])
+                    .or_else(|| {
+                        let p = parts.lock().expect("poisoned");
+                        p.engines.get(&partition).and_then(|e| e.offset(&topics[0]))
+                    })
+                    .unwrap_or(0);
+                if flow.behind(&consumer, &topics[0], partition, read) {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&topics[1], partition);
+                    if consumer.pause(&tpl).is_ok() {
+                        tracing::debug!(partition, "labels paused until the predictions catch up");
+                        flow.paused = true;
+                        flow.waiting_ts = ts;
+                        continue;
+                    }
+                }
+            }
             instruments
                 .kafka_consumed
                 .add(1, &[KeyValue::new(attr::TOPIC, topics[t].clone())]);
-            let batch = batches.entry(msg.partition()).or_default();
+            let batch = batches.entry(partition).or_default();
             batch.next[t] = Some(msg.offset() + 1);
             let payload = msg.payload().unwrap_or_default();
             let parsed = if t == 0 {
@@ -572,6 +655,9 @@ fn consume(
                     }
                 }
                 last_sync = Instant::now();
+            }
+            if p.generation == generation {
+                pace_labels(&consumer, &topics, &p, &mut flows);
             }
             // Offsets in Kafka too, for lag monitoring (the stores hold the truth).
             if last_commit.elapsed() >= Duration::from_secs(5) && !p.engines.is_empty() {
@@ -660,6 +746,41 @@ fn consume(
     parts.lock().expect("poisoned").close_all();
     let _ = state_producer.flush(Duration::from_secs(2));
     Ok(())
+}
+
+/// Resumes the labels of the partitions whose predictions caught up (see [`Flow`]).
+fn pace_labels(
+    consumer: &BaseConsumer<JoinContext>,
+    topics: &[String; 2],
+    parts: &Partitions,
+    flows: &mut HashMap<i32, Flow>,
+) {
+    for (&p, f) in flows.iter_mut().filter(|(_, f)| f.paused) {
+        let Some(engine) = parts.engines.get(&p) else {
+            continue;
+        };
+        let read = engine.offset(&topics[0]).unwrap_or(0);
+        if f.prediction_ts < f.waiting_ts && f.behind(consumer, &topics[0], p, read) {
+            continue;
+        }
+        // Back to the first label not applied, then on.
+        let next = engine
+            .offset(&topics[1])
+            .map(Offset::Offset)
+            .unwrap_or(Offset::Beginning);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topics[1], p);
+        match consumer
+            .seek(&topics[1], p, next, Duration::from_secs(1))
+            .and_then(|()| consumer.resume(&tpl))
+        {
+            Ok(()) => {
+                tracing::debug!(partition = p, "labels resumed");
+                f.paused = false;
+            }
+            Err(e) => tracing::debug!(partition = p, error = %e, "cannot resume the labels yet"),
+        }
+    }
 }
 
 /// A partition's state, its window rows cut (newest kept) to fit one message.

@@ -658,3 +658,79 @@ async fn bad_records_a_missing_broker_and_wrong_partition_counts() {
         "{log}"
     );
 }
+
+/// A joiner that starts behind (a rebuilt partition, a restart after a
+/// while) reads labels no faster than the predictions they follow: 3000
+/// predictions, then 3000 labels, all in Kafka before the joiner starts,
+/// with room for only 50 early labels. Every label is joined; none is lost
+/// as unmatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_catching_up_reads_labels_after_their_predictions() {
+    let broker = Broker::start().await;
+    broker.topics(2);
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "10")
+        .create()
+        .unwrap();
+    let n = 3000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for (topic, label) in [(PREDICTIONS, false), (LABELS, true)] {
+        let sends = (0..n).map(|i| {
+            let id = format!("c-{i}");
+            let (truth, predicted) = (["a", "b"][i % 2], ["a", "b"][(i / 2) % 2]);
+            let payload = if label {
+                json!({"v": 1, "request_id": id, "label": truth})
+            } else {
+                json!({"v": 1, "request_id": id, "row": 0, "model": "m", "model_version": "v1",
+                       "time_ms": now_ms - 60_000 + i as u64, "prediction": predicted,
+                       "scores": [["a", 0.4], ["b", 0.6]], "sample_rate": 1.0})
+            }
+            .to_string();
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(
+                        rdkafka::producer::FutureRecord::to(topic)
+                            .key(&id)
+                            .payload(&payload),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        });
+        for r in futures_util::future::join_all(sends).await {
+            r.unwrap();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let joiner = Joiner::start(
+        &broker.bootstrap(),
+        "quality:\n  refresh_interval: 200ms\n  min_samples: 1\n  max_early_labels: 50\n  label_ttl: 90days\n  windows: [24000h]\n",
+        dir.path(),
+        "j",
+    );
+    let w = eventually("every label joined", Duration::from_secs(120), || async {
+        let q = joiner.quality().await;
+        let w = window_of(&q, "m", "24000h")?;
+        (w["labelled"] == n as u64).then_some(w)
+    })
+    .await;
+    assert_eq!(w["accuracy"], 0.5, "{w}");
+    let m = joiner.metrics().await;
+    assert_eq!(
+        prom_value(
+            &m,
+            "modelwatch_quality_feedback_items_total",
+            &[("result", "unmatched")]
+        ),
+        None,
+        "no label lost"
+    );
+}
