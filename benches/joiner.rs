@@ -150,7 +150,7 @@ fn joiner(bootstrap: &str, prefix: &str, dir: &std::path::Path) -> (Killed, u16)
     std::fs::write(
         &config,
         format!(
-            "quality:\n  refresh_interval: 1s\n  label_ttl: 90days\n  max_predictions: 10000000\n  kafka:\n    predictions_topic: {prefix}.predictions\n    labels_topic: {prefix}.labels\n    state_topic: {prefix}.state\n"
+            "quality:\n  refresh_interval: 1s\n  label_ttl: 90days\n  max_predictions: 10000000\n  kafka:\n    predictions_topic: {prefix}.predictions\n    labels_topic: {prefix}.labels\n    state_topic: {prefix}.state\n    group_id: {prefix}-joiner\n"
         ),
     )
     .unwrap();

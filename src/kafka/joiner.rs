@@ -482,7 +482,9 @@ fn consume(
     cc.set("group.id", &k.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // librdkafka prefetches up to 64 MB by default; a joiner needs less.
+        .set("queued.max.messages.kbytes", "16384");
     let consumer: BaseConsumer<JoinContext> = cc
         .create_with_context(JoinContext {
             parts: parts.clone(),
@@ -512,6 +514,7 @@ fn consume(
     let state_consumer: BaseConsumer = super::client_config(k)?
         .set("enable.auto.commit", "false")
         .set("group.id", format!("{}-state-reader", k.group_id))
+        .set("queued.max.messages.kbytes", "8192")
         .create()
         .map_err(|e| format!("cannot create the state reader: {e}"))?;
     let mut tpl = TopicPartitionList::new();
