@@ -518,7 +518,7 @@ async fn bad_records_a_missing_broker_and_wrong_partition_counts() {
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox.redb");
     let config = format!(
-        "quality:\n  backend: kafka\n  kafka:\n    bootstrap: 127.0.0.1:{port}\n    delivery_timeout: 2s\n    outbox_path: {}\n",
+        "quality:\n  backend: kafka\n  kafka:\n    bootstrap: 127.0.0.1:{port}\n    delivery_timeout: 2s\n    outbox_path: {}\n    outbox_max_records: 15\n",
         outbox.display()
     );
     let mw = Modelwatch::start(Options::new(format!("http://{upstream}")).config(&config)).await;
@@ -536,8 +536,16 @@ async fn bad_records_a_missing_broker_and_wrong_partition_counts() {
         "records wait in the outbox",
         Duration::from_secs(30),
         || async {
+            // The outbox holds 15; the other 5 are dropped and counted.
             let m = mw.metrics().await;
-            (prom_value(&m, "modelwatch_kafka_outbox_records", &[]) == Some(20.0)).then_some(())
+            let dropped = prom_value(
+                &m,
+                "modelwatch_kafka_outbox_dropped_total",
+                &[("reason", "outbox_full")],
+            );
+            (prom_value(&m, "modelwatch_kafka_outbox_records", &[]) == Some(15.0)
+                && dropped == Some(5.0))
+            .then_some(())
         },
     )
     .await;
@@ -566,7 +574,7 @@ async fn bad_records_a_missing_broker_and_wrong_partition_counts() {
             &[("result", "delivered")],
         );
         (prom_value(&m, "modelwatch_kafka_outbox_records", &[]) == Some(0.0)
-            && delivered >= Some(20.0))
+            && delivered >= Some(15.0))
         .then_some(())
     })
     .await;
@@ -636,7 +644,7 @@ async fn bad_records_a_missing_broker_and_wrong_partition_counts() {
             (bad(PREDICTIONS) == Some(3.0)
                 && bad(LABELS) == Some(2.0)
                 && w["labelled"] == 1
-                && w["predictions"] == 20)
+                && w["predictions"] == 15)
                 .then_some(())
         },
     )
