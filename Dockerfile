@@ -10,6 +10,10 @@
 # build breaks CI too.
 
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
+# librdkafka (the Kafka backend) and its OpenSSL are built from source and
+# linked statically: their build needs make and perl.
+RUN apt-get update && apt-get install -y --no-install-recommends make perl \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
