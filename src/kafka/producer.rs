@@ -24,11 +24,12 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer};
 use rdkafka::producer::{ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::records::{label_record, PredictionRecord};
 use crate::config::KafkaConfig;
 use crate::quality::feedback::{ItemError, Parsed};
+use crate::quality::store::{begin_write, StoreError};
 use crate::quality::{FeedbackReport, Prediction};
 use crate::telemetry::names::attr;
 use crate::telemetry::Instruments;
@@ -393,9 +394,8 @@ impl Outbox {
         Ok(Outbox { db, next, len })
     }
 
-    fn append(&mut self, records: &[Record]) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
+    fn append(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        let txn = begin_write(&self.db, false)?;
         {
             let mut t = txn.open_table(OUTBOX)?;
             for r in records {
@@ -408,13 +408,8 @@ impl Outbox {
         Ok(())
     }
 
-    fn remove(&mut self, seqs: &[u64], sync: bool) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(if sync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+    fn remove(&mut self, seqs: &[u64], sync: bool) -> Result<(), StoreError> {
+        let txn = begin_write(&self.db, sync)?;
         {
             let mut t = txn.open_table(OUTBOX)?;
             for s in seqs {
@@ -428,7 +423,7 @@ impl Outbox {
     }
 
     /// Up to `n` oldest records not in `skip`.
-    fn oldest(&self, n: usize, skip: &HashSet<u64>) -> Result<Vec<(u64, Record)>, redb::Error> {
+    fn oldest(&self, n: usize, skip: &HashSet<u64>) -> Result<Vec<(u64, Record)>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(OUTBOX)?;
         let mut out = Vec::new();
@@ -452,10 +447,8 @@ impl Outbox {
         Ok(out)
     }
 
-    fn flush(&mut self) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.commit()?;
+    fn flush(&mut self) -> Result<(), StoreError> {
+        begin_write(&self.db, true)?.commit()?;
         Ok(())
     }
 }
@@ -517,7 +510,7 @@ impl Worker {
         }
     }
 
-    fn step(&mut self, incoming: Vec<Record>, sync: bool) -> Result<(), redb::Error> {
+    fn step(&mut self, incoming: Vec<Record>, sync: bool) -> Result<(), StoreError> {
         let events = std::mem::take(&mut *self.events.lock().expect("poisoned"));
         let mut delivered = Vec::new();
         let mut failed = Vec::new();
@@ -594,7 +587,7 @@ impl Worker {
     /// [`needs_new_producer`]) is replaced by a new one. What the
     /// old one still held is reported as failed (into the outbox); outbox
     /// records it had in flight are sent again (a joiner keeps one of each).
-    fn replace_producer(&mut self) -> Result<(), redb::Error> {
+    fn replace_producer(&mut self) -> Result<(), StoreError> {
         let why = self
             .producer
             .client()
@@ -634,7 +627,7 @@ impl Worker {
     }
 
     /// Appends records to the outbox, up to its bound.
-    fn keep(&mut self, mut records: Vec<Record>) -> Result<(), redb::Error> {
+    fn keep(&mut self, mut records: Vec<Record>) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -652,7 +645,7 @@ impl Worker {
 
     /// Sends outbox records: all (up to the in-flight bound) while Kafka is
     /// healthy, one probe at a time while it is not.
-    fn drain(&mut self) -> Result<(), redb::Error> {
+    fn drain(&mut self) -> Result<(), StoreError> {
         if self.outbox.len == 0 {
             return Ok(());
         }

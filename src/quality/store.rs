@@ -269,12 +269,7 @@ impl Store {
         sync: bool,
         f: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(if sync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        let txn = begin_write(&self.db, sync)?;
         let out = {
             let mut tables = Tables {
                 predictions: txn.open_table(PREDICTIONS)?,
@@ -300,6 +295,18 @@ impl Store {
             .map(|m| m.len())
             .unwrap_or(0)
     }
+}
+
+/// A write transaction flushed to disk at its commit when `sync` (else at a
+/// later synced commit).
+pub fn begin_write(db: &Database, sync: bool) -> Result<redb::WriteTransaction, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(if sync {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })?;
+    Ok(txn)
 }
 
 /// The open tables of one write transaction.

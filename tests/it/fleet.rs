@@ -330,17 +330,17 @@ async fn a_fleet_joins_through_kafka_and_matches_scikit_learn() {
         Joiner::start(&broker.bootstrap(), QUALITY, dir.path(), "j1"),
         Joiner::start(&broker.bootstrap(), QUALITY, dir.path(), "j2"),
     ];
+    // A sidecar in front of the model with its own outbox.
+    let sidecar = |name: &str| {
+        let config = sidecar_config(&dir.path().join(format!("outbox-{name}.redb")));
+        let options = Options::new(server.url(""))
+            .config(&config)
+            .env("MODELWATCH_KAFKA_BOOTSTRAP", &broker.bootstrap());
+        Modelwatch::start(options)
+    };
     let mut sidecars = Vec::new();
     for i in 0..3 {
-        let outbox = dir.path().join(format!("outbox-{i}.redb"));
-        sidecars.push(
-            Modelwatch::start(
-                Options::new(server.url(""))
-                    .config(&sidecar_config(&outbox))
-                    .env("MODELWATCH_KAFKA_BOOTSTRAP", &broker.bootstrap()),
-            )
-            .await,
-        );
+        sidecars.push(sidecar(&i.to_string()).await);
     }
     for j in &joiners {
         wait_ok(&j.url("/readyz"), "joiner ready", Duration::from_secs(60)).await;
@@ -396,15 +396,7 @@ async fn a_fleet_joins_through_kafka_and_matches_scikit_learn() {
         c.kill().unwrap();
         c.wait().unwrap();
     }
-    let outbox = dir.path().join("outbox-3-new.redb");
-    sidecars.push(
-        Modelwatch::start(
-            Options::new(server.url(""))
-                .config(&sidecar_config(&outbox))
-                .env("MODELWATCH_KAFKA_BOOTSTRAP", &broker.bootstrap()),
-        )
-        .await,
-    );
+    sidecars.push(sidecar("3-new").await);
     // Labels of 50..200, each to another sidecar than the one that served.
     for b in 10..40 {
         let items: Vec<Value> = (b * 5..(b + 1) * 5).map(|i| label_item(i, &y)).collect();
@@ -741,4 +733,54 @@ async fn a_joiner_catching_up_reads_labels_after_their_predictions() {
         None,
         "no label lost"
     );
+}
+
+/// Topics are not created unless asked: a joiner started before them says
+/// which are missing and is not ready; one with `create_topics` makes them
+/// (the state topic compacted) and becomes ready, and the first joiner then
+/// finds them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topics_are_named_and_created_only_when_asked() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = "quality:\n  refresh_interval: 200ms\n";
+    let waiting = Joiner::start(&broker.bootstrap(), config, dir.path(), "waiting");
+    eventually(
+        "the missing topics named",
+        Duration::from_secs(30),
+        || async {
+            waiting
+                .log_text()
+                .contains("waiting for Kafka topics")
+                .then_some(())
+        },
+    )
+    .await;
+    let log = waiting.log_text();
+    for t in [PREDICTIONS, LABELS, STATE] {
+        assert!(log.contains(t), "{t} not named: {log}");
+    }
+    let resp = http().get(waiting.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+
+    let creating = Joiner::start(
+        &broker.bootstrap(),
+        "quality:\n  refresh_interval: 200ms\n  kafka:\n    create_topics: true\n    partitions: 3\n",
+        dir.path(),
+        "creating",
+    );
+    wait_ok(
+        &creating.url("/readyz"),
+        "the creating joiner ready",
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_ok(
+        &waiting.url("/readyz"),
+        "the waiting joiner ready",
+        Duration::from_secs(60),
+    )
+    .await;
+    let q = creating.quality().await;
+    assert_eq!(q["joiner"]["partitions"], 3, "{q}");
 }
