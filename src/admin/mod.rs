@@ -265,6 +265,15 @@ async fn small_body(req: Request<Incoming>) -> Result<Bytes, Box<AdminResponse>>
 }
 
 /// Compares without stopping at the first difference.
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -368,12 +377,7 @@ impl AdminState {
         if admin.is_none() && also.is_none() {
             return None;
         }
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let given = bearer(req);
         let matches = |t: &str| {
             !t.is_empty() && given.is_some_and(|g| same_secret(g.as_bytes(), t.as_bytes()))
         };

@@ -272,14 +272,8 @@ async fn route(
         }
         (&Method::POST, "/v1/feedback") => {
             if let Some(token) = &handle.token {
-                let ok = req
-                    .headers()
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .is_some_and(|t| {
-                        crate::admin::same_secret(t.trim().as_bytes(), token.as_bytes())
-                    });
+                let ok = crate::admin::bearer(&req)
+                    .is_some_and(|t| crate::admin::same_secret(t.as_bytes(), token.as_bytes()));
                 if !ok {
                     return error_response(
                         StatusCode::UNAUTHORIZED,
