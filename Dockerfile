@@ -15,7 +15,7 @@ FROM docker.io/library/rust:1.95-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends make perl \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin modelwatch

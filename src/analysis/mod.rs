@@ -187,7 +187,8 @@ impl Decoder {
     }
 
     /// Records for one sample. Requests that carry no inference (GET, HEAD,
-    /// OPTIONS: health checks, metadata) are not decoded.
+    /// OPTIONS: health checks, metadata; gRPC calls other than `ModelInfer`,
+    /// `ModelStreamInfer` and `Predict`) are not decoded.
     pub fn decode(&self, sample: &Sample) -> Vec<Inference> {
         if matches!(
             sample.method,
@@ -196,6 +197,10 @@ impl Decoder {
             return Vec::new();
         }
         let protocol = protocol::detect(sample, self.config.kind);
+        if protocol.is_none() && sample.is_grpc() {
+            // Health, readiness and metadata calls: counted by the proxy, no inference.
+            return Vec::new();
+        }
         let decoded = match protocol {
             Some(p) => protocol::decode_as(sample, p, &self.config),
             None => Err(protocol::DecodeError::Unrecognised),
@@ -370,8 +375,7 @@ impl Analyzer for VersionAnalyzer {
         };
         let version = id.version.clone().unwrap_or_default();
         let (model, version) = self.labels(id.model_label(), &version);
-        let error = sample.status >= 500
-            || matches!(sample.outcome, crate::sample::Outcome::UpstreamError(_));
+        let error = sample.failed();
         let attrs = [
             KeyValue::new(attr::MODEL, model),
             KeyValue::new(attr::MODEL_VERSION, version),

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::analysis::Analyzer;
 use crate::config::AnomalyConfig;
 use crate::protocol::Inference;
-use crate::sample::{Outcome, Sample};
+use crate::sample::Sample;
 use crate::telemetry::names::{self, attr};
 
 /// Exponentially weighted mean and variance; scores a point by how many
@@ -399,7 +399,7 @@ impl Analyzer for AnomalyAnalyzer {
                 i.durations[j] = d;
             }
         }
-        if sample.status >= 500 || matches!(sample.outcome, Outcome::UpstreamError(_)) {
+        if sample.failed() {
             i.errors += 1;
         }
         for r in records {

@@ -4,6 +4,7 @@
 //! bounded reason; it never affects forwarded traffic (decoding happens on the
 //! analysis thread, after the fact).
 
+pub mod grpc;
 pub mod json;
 pub mod jsonpath;
 pub mod kserve;
@@ -28,6 +29,10 @@ pub enum Protocol {
     KserveV1,
     TfServing,
     JsonPaths,
+    /// The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`).
+    OpenInferenceV2Grpc,
+    /// TF Serving's gRPC `PredictionService/Predict`.
+    TfServingGrpc,
 }
 
 impl Protocol {
@@ -38,6 +43,8 @@ impl Protocol {
             Protocol::KserveV1 => "kserve-v1",
             Protocol::TfServing => "tf-serving",
             Protocol::JsonPaths => "json-paths",
+            Protocol::OpenInferenceV2Grpc => "open-inference-v2-grpc",
+            Protocol::TfServingGrpc => "tf-serving-grpc",
         }
     }
 }
@@ -194,6 +201,12 @@ pub enum DecodeError {
     Unrecognised,
     #[error("a JSON path in protocol.json_paths matched nothing")]
     PathNotFound,
+    #[error("the gRPC message framing is broken")]
+    GrpcFrame,
+    #[error("a gRPC message is not valid protobuf for its method")]
+    InvalidProtobuf,
+    #[error("a compressed gRPC message could not be inflated (unknown grpc-encoding or bad data)")]
+    Compression,
 }
 
 impl DecodeError {
@@ -209,6 +222,9 @@ impl DecodeError {
             DecodeError::ErrorResponse => "error_response",
             DecodeError::Unrecognised => "unrecognised",
             DecodeError::PathNotFound => "path_not_found",
+            DecodeError::GrpcFrame => "grpc_frame",
+            DecodeError::InvalidProtobuf => "invalid_protobuf",
+            DecodeError::Compression => "compression",
         }
     }
 }
@@ -216,6 +232,11 @@ impl DecodeError {
 /// Which protocol a configured `protocol.kind` means for this exchange.
 pub fn detect(sample: &Sample, kind: crate::config::ProtocolKind) -> Option<Protocol> {
     use crate::config::ProtocolKind as K;
+    // gRPC is told by its content type and read by its method, whatever
+    // protocol.kind says of the HTTP traffic.
+    if sample.is_grpc() {
+        return grpc::detect(sample);
+    }
     match kind {
         K::Openai => return Some(Protocol::Openai),
         K::OpenInferenceV2 => return Some(Protocol::OpenInferenceV2),
@@ -268,6 +289,8 @@ pub fn decode_as(
         Protocol::OpenInferenceV2 => oip::decode(sample, config),
         Protocol::KserveV1 | Protocol::TfServing => kserve::decode(sample, config, protocol),
         Protocol::JsonPaths => jsonpath::decode(sample, config),
+        Protocol::OpenInferenceV2Grpc => grpc::oip::decode(sample, config),
+        Protocol::TfServingGrpc => grpc::tfserving::decode(sample, config),
     }
 }
 
@@ -309,6 +332,8 @@ pub fn identify(sample: &Sample, protocol: Option<Protocol>, config: &ProtocolCo
         Some(Protocol::KserveV1 | Protocol::TfServing) => kserve::model_from_path(&sample.path),
         Some(Protocol::Openai) => (openai::request_model(sample), None),
         Some(Protocol::JsonPaths) => jsonpath::model_and_version(sample, config),
+        Some(Protocol::OpenInferenceV2Grpc) => grpc::oip::model_and_version(sample),
+        Some(Protocol::TfServingGrpc) => grpc::tfserving::model_and_version(sample),
         None => (None, None),
     };
     let version = version.or_else(|| version_from_config(sample, config));
@@ -335,8 +360,8 @@ pub fn exchange_identity(
     (detected.is_some() || id.version.is_some()).then_some(id)
 }
 
-/// The version that `protocol.model_version_header` (response, then
-/// request) or else `protocol.default_model_version` gives.
+/// The version that `protocol.model_version_header` (response, its
+/// trailers (gRPC trailing metadata), then request) or else `protocol.default_model_version` gives.
 fn version_from_config(sample: &Sample, config: &ProtocolConfig) -> Option<String> {
     let header = config.model_version_header.as_str();
     let from = |headers: &http::HeaderMap| {
@@ -348,7 +373,11 @@ fn version_from_config(sample: &Sample, config: &ProtocolConfig) -> Option<Strin
             .map(str::to_string)
     };
     (!header.is_empty())
-        .then(|| from(&sample.response_headers).or_else(|| from(&sample.request_headers)))
+        .then(|| {
+            from(&sample.response_headers)
+                .or_else(|| from(&sample.response_trailers))
+                .or_else(|| from(&sample.request_headers))
+        })
         .flatten()
         .or_else(|| {
             (!config.default_model_version.is_empty()).then(|| config.default_model_version.clone())

@@ -10,7 +10,7 @@ use crate::sample::Sample;
 
 /// The largest element count a tensor may declare before it is refused as a
 /// wrong shape (a 2 GB declaration must not make us allocate).
-const MAX_ELEMENTS: u64 = 1 << 24;
+pub(crate) const MAX_ELEMENTS: u64 = 1 << 24;
 
 /// One decoded tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +23,7 @@ pub struct Tensor {
 
 impl Tensor {
     /// Rows along the first dimension, and the values per row.
-    fn rows(&self) -> (usize, usize) {
+    pub(crate) fn rows(&self) -> (usize, usize) {
         match self.shape.as_slice() {
             [] => (1, self.data.len()),
             [n, ..] => {
@@ -34,7 +34,7 @@ impl Tensor {
     }
 }
 
-fn datatype_ok(dt: &str) -> bool {
+pub(crate) fn datatype_ok(dt: &str) -> bool {
     matches!(
         dt,
         "BOOL"
@@ -64,7 +64,7 @@ fn element_size(dt: &str) -> Option<usize> {
     })
 }
 
-fn half_to_f32(bits: u16) -> f32 {
+pub(crate) fn half_to_f32(bits: u16) -> f32 {
     let sign = ((bits >> 15) as u32) << 31;
     let exp = ((bits >> 10) & 0x1f) as u32;
     let frac = (bits & 0x3ff) as u32;
@@ -87,7 +87,7 @@ fn half_to_f32(bits: u16) -> f32 {
 }
 
 /// Decodes little-endian binary tensor data.
-fn binary_values(dt: &str, bytes: &[u8]) -> Result<Vec<Value>, DecodeError> {
+pub(crate) fn binary_values(dt: &str, bytes: &[u8]) -> Result<Vec<Value>, DecodeError> {
     if dt == "BYTES" {
         // Each element: a 4-byte little-endian length, then the bytes.
         let mut out = Vec::new();
@@ -310,7 +310,7 @@ pub fn row_features(
 }
 
 /// Picks the prediction, the scores and the other outputs of one row.
-fn apply_outputs(
+pub(crate) fn apply_outputs(
     r: &mut Inference,
     outputs: &[Tensor],
     row: usize,

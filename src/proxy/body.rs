@@ -244,6 +244,8 @@ pub struct Exchange {
     pub sample: Option<PendingSample>,
     /// The status sent to the client (0 until known).
     pub status: u16,
+    /// A gRPC call's `grpc-status` (trailers, or a trailers-only answer's headers).
+    pub grpc_status: Option<u32>,
     /// LLM routes: the scan that gives the GenAI figures.
     pub llm: Option<LlmExchange>,
 }
@@ -252,11 +254,13 @@ pub struct Exchange {
 pub struct PendingSample {
     pub sender: SampleSender,
     pub request_id: String,
+    pub request_id_generated: bool,
     pub method: http::Method,
     pub path: String,
     pub route: &'static str,
     pub request_headers: http::HeaderMap,
     pub response_headers: http::HeaderMap,
+    pub response_trailers: http::HeaderMap,
 }
 
 impl Exchange {
@@ -269,8 +273,15 @@ impl Exchange {
     ) {
         self.in_flight.finished = true;
         let total = self.in_flight.started.elapsed();
+        let grpc_failed = self
+            .grpc_status
+            .filter(|c| crate::protocol::grpc::is_server_error(*c));
         let error_type = match outcome {
             Outcome::Complete if self.status >= 500 => Some(status_error(self.status)),
+            // A gRPC call fails inside a 200: its status code names the error.
+            Outcome::Complete if grpc_failed.is_some() => {
+                grpc_failed.map(crate::protocol::grpc::code_name)
+            }
             Outcome::Complete => None,
             Outcome::Aborted => Some("aborted"),
             Outcome::UpstreamError(kind) => Some(kind),
@@ -312,6 +323,9 @@ impl Exchange {
                 attr::HTTP_RESPONSE_STATUS_CODE,
                 self.status as i64,
             ));
+            if let Some(code) = self.grpc_status {
+                span.set_attribute(KeyValue::new(attr::RPC_GRPC_STATUS_CODE, code as i64));
+            }
             if let Some(e) = error_type {
                 span.set_attribute(KeyValue::new(attr::ERROR_TYPE, e));
                 span.set_status(opentelemetry::trace::Status::error(e));
@@ -321,6 +335,7 @@ impl Exchange {
         if let Some(p) = self.sample.take() {
             let sample = Sample {
                 request_id: p.request_id,
+                request_id_generated: p.request_id_generated,
                 trace_id,
                 span_id,
                 method: p.method,
@@ -328,7 +343,9 @@ impl Exchange {
                 route: p.route,
                 request_headers: p.request_headers,
                 response_headers: p.response_headers,
+                response_trailers: p.response_trailers,
                 status: self.status,
+                grpc_status: self.grpc_status,
                 request_body: self.request.finish(),
                 response_body: response.map(|r| r.finish()).unwrap_or_default(),
                 timings: Timings {
@@ -423,6 +440,17 @@ impl Body for ResponseBody {
                                 }
                             }
                             capture.push(data);
+                        } else if let (Some(trailers), Some(x)) =
+                            (frame.trailers_ref(), exchange.as_mut())
+                        {
+                            // gRPC's status travels in the trailers: read for
+                            // every call (the error figures), kept for samples.
+                            if let Some(code) = crate::protocol::grpc::status(trailers, None) {
+                                x.grpc_status = Some(code);
+                            }
+                            if let Some(p) = x.sample.as_mut() {
+                                p.response_trailers = trailers.clone();
+                            }
                         }
                     }
                     Poll::Ready(None) => {

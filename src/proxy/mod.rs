@@ -207,12 +207,7 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes().starts_with(b"application/grpc"))
-        .unwrap_or(false)
-}
+use crate::protocol::grpc::is_grpc;
 
 fn method_label(m: &http::Method) -> &'static str {
     match *m {
@@ -300,7 +295,8 @@ impl Proxy {
         );
         let sampled = self.sampler.decide();
 
-        let (request_id, _) = headers::request_id(&parts.headers, &self.request_id_header);
+        let (request_id, request_id_generated) =
+            headers::request_id(&parts.headers, &self.request_id_header);
         parts
             .headers
             .insert(self.request_id_header.clone(), request_id.clone());
@@ -312,6 +308,7 @@ impl Proxy {
         let pending = sampled.then(|| PendingSample {
             sender: self.samples.clone(),
             request_id: request_id.to_str().unwrap_or("").to_string(),
+            request_id_generated,
             method: parts.method.clone(),
             path: parts
                 .uri
@@ -321,6 +318,7 @@ impl Proxy {
             route,
             request_headers: parts.headers.clone(),
             response_headers: http::HeaderMap::new(),
+            response_trailers: http::HeaderMap::new(),
         });
         let llm = self.llm.as_ref().and_then(|(labels, max_body)| {
             crate::protocol::openai::operation_for_path(parts.uri.path()).map(|operation| {
@@ -345,6 +343,7 @@ impl Proxy {
             span,
             sample: pending,
             status: 0,
+            grpc_status: None,
             llm,
         };
 
@@ -450,6 +449,10 @@ impl Proxy {
         exchange.response_headers_after = Some(exchange.in_flight.started.elapsed());
         let status = response.status();
         exchange.status = status.as_u16();
+        if is_grpc(response.headers()) {
+            // A trailers-only answer (an error without a body) has it here.
+            exchange.grpc_status = crate::protocol::grpc::status(response.headers(), None);
+        }
         if let Some(l) = exchange.llm.as_mut() {
             let streaming = response
                 .headers()

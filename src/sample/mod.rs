@@ -53,6 +53,8 @@ pub struct CapturedBody {
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub request_id: String,
+    /// True when the client sent no usable request id and the proxy made one.
+    pub request_id_generated: bool,
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
     pub method: http::Method,
@@ -62,7 +64,12 @@ pub struct Sample {
     pub route: &'static str,
     pub request_headers: http::HeaderMap,
     pub response_headers: http::HeaderMap,
+    /// The response's trailers (gRPC: `grpc-status`, trailing metadata).
+    pub response_trailers: http::HeaderMap,
     pub status: u16,
+    /// A gRPC exchange's status code (trailers, or the headers of a
+    /// trailers-only answer); None for other traffic.
+    pub grpc_status: Option<u32>,
     pub request_body: CapturedBody,
     pub response_body: CapturedBody,
     pub timings: Timings,
@@ -70,6 +77,24 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// True when the model server (or the proxy for it) failed the request:
+    /// a 5xx answer, no answer, or a gRPC status that means a server error
+    /// (the codes gRPC maps to 5xx: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+    /// INTERNAL, UNAVAILABLE, DATA_LOSS). Client errors (4xx, INVALID_ARGUMENT,
+    /// NOT_FOUND, …) are not the model's failures, as over HTTP.
+    pub fn failed(&self) -> bool {
+        self.status >= 500
+            || matches!(self.outcome, Outcome::UpstreamError(_))
+            || self
+                .grpc_status
+                .is_some_and(crate::protocol::grpc::is_server_error)
+    }
+
+    /// True for gRPC traffic (`content-type: application/grpc…`).
+    pub fn is_grpc(&self) -> bool {
+        crate::protocol::grpc::is_grpc(&self.request_headers)
+    }
+
     /// A completed POST exchange made from two whole bodies: for tests,
     /// benchmarks and fuzzing of the stages after the proxy.
     pub fn from_bodies(
@@ -89,6 +114,7 @@ impl Sample {
         }
         Sample {
             request_id: "synthetic".into(),
+            request_id_generated: false,
             trace_id: None,
             span_id: None,
             method: http::Method::POST,
@@ -96,7 +122,9 @@ impl Sample {
             route: crate::proxy::route::template(path),
             request_headers: http::HeaderMap::new(),
             response_headers,
+            response_trailers: http::HeaderMap::new(),
             status: 200,
+            grpc_status: None,
             request_body: body(request),
             response_body: body(response),
             timings: Timings {

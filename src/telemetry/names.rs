@@ -1055,6 +1055,8 @@ pub const ALL: &[MetricName] = &[
 pub mod attr {
     pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
     pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+    /// gRPC calls' status code (spans).
+    pub const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
     pub const HTTP_ROUTE: &str = "http.route";
     pub const ERROR_TYPE: &str = "error.type";
     pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
