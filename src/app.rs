@@ -21,6 +21,8 @@ use crate::telemetry::Telemetry;
 /// A running modelwatch: its bound addresses and the handle to stop it.
 pub struct App {
     pub proxy_addr: SocketAddr,
+    /// The bound addresses of `proxy.extra_ports`, in order.
+    pub extra_addrs: Vec<SocketAddr>,
     pub admin_addr: SocketAddr,
     /// Applies live reloads (also on SIGHUP and `POST /-/reload`).
     pub reloader: Arc<crate::reload::Reloader>,
@@ -47,7 +49,23 @@ impl App {
         let admin_listener = TcpListener::bind(config.admin_listen())
             .await
             .with_context(|| format!("cannot listen on admin.listen = {}", config.admin.listen))?;
+        let mut extra_listeners = Vec::new();
+        for (i, pair) in config.proxy.extra_ports.iter().enumerate() {
+            let addr: std::net::SocketAddr = pair.listen.parse().expect("validated");
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen on proxy.extra_ports[{i}].listen = {}",
+                    pair.listen
+                )
+            })?;
+            let upstream = crate::config::parse_upstream("", &pair.upstream).expect("validated");
+            extra_listeners.push((listener, upstream));
+        }
         let proxy_addr = proxy_listener.local_addr()?;
+        let extra_addrs = extra_listeners
+            .iter()
+            .map(|(l, _)| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
         let admin_addr = admin_listener.local_addr()?;
 
         let shutdown = CancellationToken::new();
@@ -243,8 +261,18 @@ impl App {
 
         let grace = config.proxy.shutdown_grace_period;
         let stop = shutdown.clone();
+        let extra_servers: Vec<_> = extra_listeners
+            .into_iter()
+            .map(|(listener, upstream)| {
+                let p = Arc::new(proxy.for_upstream(upstream));
+                tokio::spawn(proxy::serve(listener, p, stop.clone(), grace))
+            })
+            .collect();
         let done = tokio::spawn(async move {
             proxy::serve(proxy_listener, proxy, stop, grace).await;
+            for s in extra_servers {
+                let _ = s.await;
+            }
             // The proxy (and with it every sample sender) is gone: analysis
             // drains what is queued, then ends.
             if tokio::task::spawn_blocking(move || analysis.join())
@@ -273,9 +301,10 @@ impl App {
                 let _ = tokio::task::spawn_blocking(move || q.stop()).await;
             }
         });
-        tracing::info!(%proxy_addr, %admin_addr, upstream = %config.proxy.upstream, "modelwatch started");
+        tracing::info!(%proxy_addr, %admin_addr, upstream = %config.proxy.upstream, extra_ports = ?extra_addrs, "modelwatch started");
         Ok(App {
             proxy_addr,
+            extra_addrs,
             admin_addr,
             reloader,
             shutdown,

@@ -11,6 +11,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MODELWATCH_CONFIG", "config file path (same as --config)"),
     ("MODELWATCH_LISTEN", "proxy.listen"),
     ("MODELWATCH_UPSTREAM", "proxy.upstream"),
+    (
+        "MODELWATCH_EXTRA_PORTS",
+        "proxy.extra_ports (`listen=upstream,listen2=upstream2`)",
+    ),
     ("MODELWATCH_ADMIN_LISTEN", "admin.listen"),
     ("MODELWATCH_ADMIN_TOKEN_FILE", "admin.token_file"),
     ("MODELWATCH_SAMPLE_RATE", "sampling.rate"),
@@ -119,6 +123,24 @@ pub fn apply(config: &mut Config, var: impl Fn(&str) -> Option<String>) -> Resul
     }
     if let Some(v) = get("MODELWATCH_UPSTREAM") {
         config.proxy.upstream = v;
+    }
+    if let Some(v) = get("MODELWATCH_EXTRA_PORTS") {
+        config.proxy.extra_ports = v
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((listen, upstream)) => Ok(super::PortPair {
+                    listen: listen.trim().to_string(),
+                    upstream: upstream.trim().to_string(),
+                }),
+                None => Err(invalid(
+                    "MODELWATCH_EXTRA_PORTS",
+                    &v,
+                    "listen=upstream pairs separated by commas, e.g. 0.0.0.0:9081=http://127.0.0.1:8081",
+                )),
+            })
+            .collect::<Result<_, _>>()?;
     }
     if let Some(v) = get("MODELWATCH_ADMIN_LISTEN") {
         config.admin.listen = v;

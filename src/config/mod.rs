@@ -40,6 +40,31 @@ pub enum ConfigError {
     },
 }
 
+/// An upstream URL (`key` names it in the error) as scheme + authority.
+pub fn parse_upstream(key: &str, value: &str) -> Result<Upstream, ConfigError> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| invalid(key, value, UPSTREAM_ACCEPTED))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        _ => return Err(invalid(key, value, UPSTREAM_ACCEPTED)),
+    };
+    let authority = uri
+        .authority()
+        .filter(|a| a.port_u16().is_some() && !a.host().is_empty())
+        .ok_or_else(|| invalid(key, value, UPSTREAM_ACCEPTED))?
+        .clone();
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(invalid(
+            key,
+            value,
+            "a URL without a path: requests keep their own path, e.g. http://127.0.0.1:8000",
+        ));
+    }
+    Ok(Upstream { scheme, authority })
+}
+
 fn invalid(key: &str, value: impl ToString, accepted: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -192,6 +217,22 @@ pub struct ProxyConfig {
     /// On SIGTERM/SIGINT, in-flight requests and streams get this long to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace_period: Duration,
+    /// More (listen, upstream) pairs served the same way, for model servers
+    /// with a second port: MLServer, Triton and KServe serve REST and gRPC
+    /// on separate ports, and one modelwatch fronts both. Every other proxy
+    /// setting applies to each pair; their traffic is sampled, decoded and
+    /// counted together.
+    pub extra_ports: Vec<PortPair>,
+}
+
+/// One more port modelwatch listens on, and where its traffic goes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortPair {
+    /// Address to listen on, e.g. `0.0.0.0:9081`.
+    pub listen: String,
+    /// The model server's port behind it, e.g. `http://127.0.0.1:8081`.
+    pub upstream: String,
 }
 
 impl Default for ProxyConfig {
@@ -208,6 +249,7 @@ impl Default for ProxyConfig {
             pool_max_idle: 256,
             upstream_http_version: UpstreamHttpVersion::Auto,
             shutdown_grace_period: Duration::from_secs(30),
+            extra_ports: Vec::new(),
         }
     }
 }
@@ -1051,6 +1093,20 @@ impl Config {
             ));
         }
         self.upstream()?;
+        let mut listens = vec![self.proxy.listen.as_str(), self.admin.listen.as_str()];
+        for (i, pair) in self.proxy.extra_ports.iter().enumerate() {
+            let key = format!("proxy.extra_ports[{i}].listen");
+            parse_addr(&key, &pair.listen)?;
+            if listens.contains(&pair.listen.as_str()) {
+                return Err(invalid(
+                    &key,
+                    &pair.listen,
+                    "an address that proxy.listen, admin.listen and the other extra ports do not use",
+                ));
+            }
+            listens.push(&pair.listen);
+            parse_upstream(&format!("proxy.extra_ports[{i}].upstream"), &pair.upstream)?;
+        }
         if let Err((key, value, accepted)) =
             crate::telemetry::tls::check_at("proxy.upstream_tls", &self.proxy.upstream_tls)
         {
@@ -1575,28 +1631,7 @@ impl Config {
 
     /// The upstream as scheme + authority.
     pub fn upstream(&self) -> Result<Upstream, ConfigError> {
-        let value = &self.proxy.upstream;
-        let uri: http::Uri = value
-            .parse()
-            .map_err(|_| invalid("proxy.upstream", value, UPSTREAM_ACCEPTED))?;
-        let scheme = match uri.scheme_str() {
-            Some("http") => http::uri::Scheme::HTTP,
-            Some("https") => http::uri::Scheme::HTTPS,
-            _ => return Err(invalid("proxy.upstream", value, UPSTREAM_ACCEPTED)),
-        };
-        let authority = uri
-            .authority()
-            .filter(|a| a.port_u16().is_some() && !a.host().is_empty())
-            .ok_or_else(|| invalid("proxy.upstream", value, UPSTREAM_ACCEPTED))?
-            .clone();
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(invalid(
-                "proxy.upstream",
-                value,
-                "a URL without a path: requests keep their own path, e.g. http://127.0.0.1:8000",
-            ));
-        }
-        Ok(Upstream { scheme, authority })
+        parse_upstream("proxy.upstream", &self.proxy.upstream)
     }
 
     /// The effective configuration as YAML, as `check-config` prints it.

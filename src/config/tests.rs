@@ -133,6 +133,14 @@ fn refusals_name_the_key_the_value_and_what_is_accepted() {
             "proxy:\n  request_id_header: \"x id\"\n",
             vec!["proxy.request_id_header", "header name"],
         ),
+        (
+            "proxy:\n  extra_ports:\n    - {listen: 0.0.0.0:8080, upstream: http://127.0.0.1:8081}\n",
+            vec!["proxy.extra_ports[0].listen", "0.0.0.0:8080", "do not use"],
+        ),
+        (
+            "proxy:\n  extra_ports:\n    - {listen: 0.0.0.0:9081, upstream: 127.0.0.1:8081}\n",
+            vec!["proxy.extra_ports[0].upstream", "127.0.0.1:8081", "http://"],
+        ),
     ] {
         let e = error(yaml);
         for want in wants {
@@ -147,6 +155,10 @@ fn environment_overrides_the_file() {
         parse("proxy:\n  upstream: http://127.0.0.1:1111\nsampling:\n  rate: 0.5\n").unwrap();
     let env: HashMap<&str, &str> = [
         ("MODELWATCH_UPSTREAM", "http://127.0.0.1:2222"),
+        (
+            "MODELWATCH_EXTRA_PORTS",
+            "0.0.0.0:9081=http://127.0.0.1:8081, 0.0.0.0:9082=https://127.0.0.1:8082",
+        ),
         ("MODELWATCH_SAMPLE_RATE", "0.25"),
         ("OTEL_SERVICE_NAME", "iris"),
         (
@@ -165,6 +177,19 @@ fn environment_overrides_the_file() {
     env::apply(&mut c, |k| env.get(k).map(|v| v.to_string())).unwrap();
     c.validate().unwrap();
     assert_eq!(c.proxy.upstream, "http://127.0.0.1:2222");
+    assert_eq!(
+        c.proxy.extra_ports,
+        vec![
+            super::PortPair {
+                listen: "0.0.0.0:9081".into(),
+                upstream: "http://127.0.0.1:8081".into()
+            },
+            super::PortPair {
+                listen: "0.0.0.0:9082".into(),
+                upstream: "https://127.0.0.1:8082".into()
+            }
+        ]
+    );
     assert_eq!(c.sampling.rate, 0.25);
     assert_eq!(c.telemetry.service_name, "iris");
     let attrs = &c.telemetry.resource_attributes;

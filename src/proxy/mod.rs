@@ -270,6 +270,30 @@ impl Proxy {
         }
     }
 
+    /// The same proxy in front of another port of the model server
+    /// (`proxy.extra_ports`): it shares the upstream clients and their pools,
+    /// the sampler, the sample queue and the counters.
+    pub fn for_upstream(&self, upstream: crate::config::Upstream) -> Proxy {
+        Proxy {
+            tls_warned: crate::outbound::Throttle::default(),
+            scheme: upstream.scheme,
+            authority: upstream.authority,
+            http1: self.http1.clone(),
+            http2: self.http2.clone(),
+            version: self.version,
+            response_header_timeout: self.response_header_timeout,
+            request_id_header: self.request_id_header.clone(),
+            sampler: self.sampler.clone(),
+            max_body_bytes: self.max_body_bytes,
+            retry_body_bytes: self.retry_body_bytes,
+            samples: self.samples.clone(),
+            instruments: self.instruments.clone(),
+            tracer: self.tracer.clone(),
+            llm: self.llm.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
     /// Handles one request: forward, watch, never fail because of monitoring.
     pub async fn handle(
         self: Arc<Self>,

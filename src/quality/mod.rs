@@ -464,7 +464,7 @@ impl Analyzer for QualityAnalyzer {
         self.protocol = update.config.protocol.clone();
     }
 
-    fn analyze(&mut self, sample: &Sample, records: &[Inference]) {
+    fn analyze(&mut self, _sample: &Sample, records: &[Inference]) {
         let time_ms = engine::now_ms();
         let mut batch = Vec::new();
         for r in records {
@@ -472,7 +472,8 @@ impl Analyzer for QualityAnalyzer {
                 continue;
             };
             let id = match self.join_key {
-                JoinKey::RequestId => sample.request_id.as_str(),
+                // The record's: a gRPC stream's requests each have their own.
+                JoinKey::RequestId => r.request_id.as_str(),
                 JoinKey::ResponseId => match r.response_id.as_deref() {
                     Some(id) if !id.is_empty() => id,
                     _ => {

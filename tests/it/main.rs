@@ -13,6 +13,7 @@ mod export;
 mod figures;
 mod fleet;
 mod grpc;
+mod grpc_models;
 mod kibana;
 mod kubernetes;
 mod models;

@@ -46,14 +46,26 @@ pub async fn mlserver(models: &[&str]) -> Service {
 /// MLServer serving `(name, version, trained model folder)` triples: one
 /// name may be served in several versions (`/v2/models/NAME/versions/V/infer`).
 pub async fn mlserver_versions(served: &[(&str, &str, &str)]) -> Service {
+    mlserver_serving(served, "mlserver_sklearn.SKLearnModel")
+        .await
+        .0
+}
+
+/// MLServer serving `(name, version, trained model folder)` triples with
+/// `implementation` (a runtime from tests/fixtures may be named: they are on
+/// its Python path); returns the server and its gRPC port.
+pub async fn mlserver_serving(
+    served: &[(&str, &str, &str)],
+    implementation: &str,
+) -> (Service, u16) {
     let tb = testbed();
     let port = free_port();
+    let grpc_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("settings.json"),
         format!(
-            r#"{{"host":"127.0.0.1","http_port":{port},"grpc_port":{},"metrics_port":{},"parallel_workers":0}}"#,
-            free_port(),
+            r#"{{"host":"127.0.0.1","http_port":{port},"grpc_port":{grpc_port},"metrics_port":{},"parallel_workers":0}}"#,
             free_port()
         ),
     )
@@ -64,14 +76,16 @@ pub async fn mlserver_versions(served: &[(&str, &str, &str)]) -> Service {
         std::fs::write(
             model_dir.join("model-settings.json"),
             format!(
-                r#"{{"name":"{name}","implementation":"mlserver_sklearn.SKLearnModel","parameters":{{"uri":"{}","version":"{version}"}}}}"#,
+                r#"{{"name":"{name}","implementation":"{implementation}","parameters":{{"uri":"{}","version":"{version}"}}}}"#,
                 tb.join(format!("models/{trained}/model.joblib")).display()
             ),
         )
         .unwrap();
     }
     let mut cmd = Command::new(tb.join("venvs/mlserver/bin/mlserver"));
-    cmd.arg("start").arg(dir.path());
+    cmd.arg("start")
+        .arg(dir.path())
+        .env("PYTHONPATH", fixtures());
     let ready = |(name, version, _): &(&str, &str, &str)| {
         format!("/v2/models/{name}/versions/{version}/ready")
     };
@@ -86,7 +100,7 @@ pub async fn mlserver_versions(served: &[(&str, &str, &str)]) -> Service {
     }
     // Keep the settings folder as long as the server runs.
     svc.dir = dir;
-    svc
+    (svc, grpc_port)
 }
 
 /// Runs tests/fixtures/openai_client.py (the official openai client) and
