@@ -222,8 +222,19 @@ fn already_injected(pod: &Pod) -> bool {
 
 type Refusal = (Skip, String);
 
-/// The model container and port: (container index, port index).
-fn find_model_port(pod: &Pod, ann: &BTreeMap<String, String>) -> Result<(usize, usize), Refusal> {
+/// A port name that says gRPC (`grpc`, `grpc-…`, `…-grpc`, `h2c`): the second
+/// port of a model server that serves REST and gRPC (MLServer, Triton, KServe).
+fn is_grpc_port_name(name: &str) -> bool {
+    name == "grpc" || name == "h2c" || name.starts_with("grpc-") || name.ends_with("-grpc")
+}
+
+/// The model's ports: (container index, port index), the main one first.
+/// `modelwatch.io/model-port` names one or several (`http,grpc`); without it,
+/// the pod's one TCP port, or its two when one is named for gRPC.
+fn find_model_ports(
+    pod: &Pod,
+    ann: &BTreeMap<String, String>,
+) -> Result<Vec<(usize, usize)>, Refusal> {
     let spec = pod
         .spec
         .as_ref()
@@ -243,40 +254,51 @@ fn find_model_port(pod: &Pod, ann: &BTreeMap<String, String>) -> Result<(usize, 
         None => (0..spec.containers.len()).collect(),
     };
     let tcp = |p: &ContainerPort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
-    if let Some(wanted) = ann.get(annotations::MODEL_PORT).map(|s| s.trim()) {
-        let by_number = wanted.parse::<i32>().ok();
-        if by_number.is_none() && !is_port_name(wanted) {
-            return Err((
-                Skip::BadAnnotation,
-                format!(
-                    "{}: {wanted:?} (accepted: a container port number or port name)",
-                    annotations::MODEL_PORT
-                ),
-            ));
-        }
-        for &ci in &candidates {
-            let ports = spec.containers[ci].ports.as_deref().unwrap_or_default();
-            if let Some(pi) = ports.iter().position(|p| {
-                tcp(p)
-                    && match by_number {
-                        Some(n) => p.container_port == n,
-                        None => p.name.as_deref() == Some(wanted),
-                    }
-            }) {
-                return Ok((ci, pi));
+    if let Some(list) = ann.get(annotations::MODEL_PORT).map(|s| s.trim()) {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for wanted in list.split(',').map(str::trim) {
+            let by_number = wanted.parse::<i32>().ok();
+            if by_number.is_none() && !is_port_name(wanted) {
+                return Err((
+                    Skip::BadAnnotation,
+                    format!(
+                        "{}: {wanted:?} (accepted: a container port number or port name, or several separated by commas, e.g. http,grpc)",
+                        annotations::MODEL_PORT
+                    ),
+                ));
+            }
+            let found = candidates.iter().find_map(|&ci| {
+                let ports = spec.containers[ci].ports.as_deref().unwrap_or_default();
+                ports
+                    .iter()
+                    .position(|p| {
+                        tcp(p)
+                            && match by_number {
+                                Some(n) => p.container_port == n,
+                                None => p.name.as_deref() == Some(wanted),
+                            }
+                    })
+                    .map(|pi| (ci, pi))
+            });
+            match found {
+                Some(f) if !out.contains(&f) => out.push(f),
+                Some(_) => {}
+                None => {
+                    return Err((
+                        Skip::PortNotFound,
+                        format!(
+                            "{}: {wanted:?} is not a TCP port of {}",
+                            annotations::MODEL_PORT,
+                            match wanted_container {
+                                Some(c) => format!("container {c:?}"),
+                                None => "any container".into(),
+                            }
+                        ),
+                    ))
+                }
             }
         }
-        return Err((
-            Skip::PortNotFound,
-            format!(
-                "{}: {wanted:?} is not a TCP port of {}",
-                annotations::MODEL_PORT,
-                match wanted_container {
-                    Some(c) => format!("container {c:?}"),
-                    None => "any container".into(),
-                }
-            ),
-        ));
+        return Ok(out);
     }
     let found: Vec<(usize, usize)> = candidates
         .iter()
@@ -290,16 +312,30 @@ fn find_model_port(pod: &Pod, ann: &BTreeMap<String, String>) -> Result<(usize, 
                 .map(move |(pi, _)| (ci, pi))
         })
         .collect();
+    let name = |(ci, pi): (usize, usize)| {
+        spec.containers[ci].ports.as_deref().unwrap_or_default()[pi]
+            .name
+            .as_deref()
+            .unwrap_or("")
+    };
     match found.as_slice() {
         [] => Err((
             Skip::NoPort,
             "no container declares a TCP port; declare the model's port (named, e.g. http) or set modelwatch.io/model-port".into(),
         )),
-        [one] => Ok(*one),
+        [one] => Ok(vec![*one]),
+        // REST and gRPC of one server: both are taken over, REST first.
+        [a, b] if a.0 == b.0 && is_grpc_port_name(name(*a)) != is_grpc_port_name(name(*b)) => {
+            Ok(if is_grpc_port_name(name(*a)) {
+                vec![*b, *a]
+            } else {
+                vec![*a, *b]
+            })
+        }
         many => Err((
             Skip::AmbiguousPort,
             format!(
-                "{} TCP ports declared; set modelwatch.io/model-port to the one that serves the model",
+                "{} TCP ports declared; set modelwatch.io/model-port to the one that serves the model (or several, e.g. http,grpc)",
                 many.len()
             ),
         )),
@@ -423,7 +459,8 @@ fn mutate(
     config: &InjectorConfig,
 ) -> Result<Vec<String>, Refusal> {
     let mut warnings = Vec::new();
-    let (ci, pi) = find_model_port(pod, ann)?;
+    let ports = find_model_ports(pod, ann)?;
+    let (ci, _) = ports[0];
 
     // Annotations, all checked before anything changes.
     let protocol = match ann.get(annotations::PROTOCOL).map(|s| s.trim()) {
@@ -520,7 +557,7 @@ fn mutate(
     let model_image = pod
         .spec
         .as_ref()
-        .expect("find_model_port checked the spec")
+        .expect("find_model_ports checked the spec")
         .containers[ci]
         .image
         .clone()
@@ -532,7 +569,10 @@ fn mutate(
         .iter()
         .flatten()
         .any(|o| o.kind == "Job");
-    let spec = pod.spec.as_mut().expect("find_model_port checked the spec");
+    let spec = pod
+        .spec
+        .as_mut()
+        .expect("find_model_ports checked the spec");
     if spec.host_network == Some(true) {
         return Err((
             Skip::HostNetwork,
@@ -553,22 +593,46 @@ fn mutate(
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .collect();
-    let used_ports: Vec<(Option<&str>, i32)> = all
+    let used_ports_owned: Vec<(Option<String>, i32)> = all
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
-        .map(|p| (p.name.as_deref(), p.container_port))
+        .map(|p| (p.name.clone(), p.container_port))
         .collect();
-    let model_port = spec.containers[ci].ports.as_ref().expect("port found")[pi].clone();
-    for (what, port) in [
-        ("proxy_port", config.proxy_port),
-        ("admin_port", config.admin_port),
-    ] {
-        if used_ports.iter().any(|(_, n)| *n == port) {
+    let used_ports: Vec<(Option<&str>, i32)> = used_ports_owned
+        .iter()
+        .map(|(n, p)| (n.as_deref(), *p))
+        .collect();
+    let model_ports: Vec<ContainerPort> = ports
+        .iter()
+        .map(|&(ci, pi)| spec.containers[ci].ports.as_ref().expect("port found")[pi].clone())
+        .collect();
+    // The sidecar's ports: proxy_port for the main one, the next numbers for more.
+    let sidecar_ports: Vec<i32> = (0..ports.len() as i32)
+        .map(|k| config.proxy_port + k)
+        .collect();
+    for (k, port) in sidecar_ports.iter().enumerate() {
+        let what = match k {
+            0 => "proxy_port".to_string(),
+            k => format!("proxy_port + {k}, for the model's port number {}", k + 1),
+        };
+        if used_ports.iter().any(|(_, n)| n == port) {
             return Err((
                 Skip::Conflict,
-                format!("port {port} (the sidecar's {what}) is already declared in the pod; change the injector's {what}"),
+                format!("port {port} (the sidecar's {what}) is already declared in the pod; change the injector's proxy_port"),
             ));
         }
+        if k > 0 && *port == config.admin_port {
+            return Err((
+                Skip::Conflict,
+                format!("port {port} (the sidecar's {what}) is its admin_port; change the injector's proxy_port or admin_port"),
+            ));
+        }
+    }
+    if used_ports.iter().any(|(_, n)| *n == config.admin_port) {
+        return Err((
+            Skip::Conflict,
+            format!("port {} (the sidecar's admin_port) is already declared in the pod; change the injector's admin_port", config.admin_port),
+        ));
     }
     if used_ports.iter().any(|(n, _)| *n == Some(ADMIN_PORT_NAME)) {
         return Err((
@@ -585,65 +649,20 @@ fn mutate(
         }
     }
 
-    // The port takeover.
-    let proxy_port_name = match &model_port.name {
-        Some(name) => {
-            let new_name = renamed(name);
-            if used_ports
-                .iter()
-                .any(|(n, _)| *n == Some(new_name.as_str()))
-            {
-                return Err((
-                    Skip::Conflict,
-                    format!(
-                        "the model's port {name:?} would be renamed {new_name:?}, which is taken"
-                    ),
-                ));
-            }
-            let container = &mut spec.containers[ci];
-            container.ports.as_mut().expect("port found")[pi].name = Some(new_name);
-            let number = model_port.container_port;
-            repoint_probe(&mut container.liveness_probe, name, number);
-            repoint_probe(&mut container.readiness_probe, name, number);
-            repoint_probe(&mut container.startup_probe, name, number);
-            if let Some(l) = container.lifecycle.as_mut() {
-                for h in [l.post_start.as_mut(), l.pre_stop.as_mut()]
-                    .into_iter()
-                    .flatten()
-                {
-                    repoint(
-                        h.http_get.as_mut(),
-                        h.tcp_socket.as_mut().map(|t| &mut t.port),
-                        name,
-                        number,
-                    );
-                }
-            }
-            name.clone()
-        }
-        None => {
-            if !ann.contains_key(annotations::MODEL_PORT) {
-                return Err((
-                    Skip::UnnamedPort,
-                    format!(
-                        "port {} has no name, so Services address the model by number and would bypass the sidecar; name the port (e.g. http) or set modelwatch.io/model-port to inject anyway",
-                        model_port.container_port
-                    ),
-                ));
-            }
-            if used_ports.iter().any(|(n, _)| *n == Some(PROXY_PORT_NAME)) {
-                return Err((
-                    Skip::Conflict,
-                    format!("a port is already named {PROXY_PORT_NAME}"),
-                ));
-            }
-            warnings.push(format!(
-                "modelwatch: port {} has no name; traffic reaches modelwatch only through port {PROXY_PORT_NAME} ({}); Services that target {} bypass it",
-                model_port.container_port, config.proxy_port, model_port.container_port
-            ));
-            PROXY_PORT_NAME.to_string()
-        }
-    };
+    // The port takeover, for each of the model's ports.
+    let mut proxy_port_names = Vec::new();
+    for (k, (&(ci, pi), model_port)) in ports.iter().zip(&model_ports).enumerate() {
+        proxy_port_names.push(take_over(
+            spec,
+            (ci, pi),
+            model_port,
+            k,
+            &used_ports_owned,
+            ann.contains_key(annotations::MODEL_PORT),
+            sidecar_ports[k],
+            &mut warnings,
+        )?);
+    }
 
     // The sidecar.
     let mut env_vars = vec![
@@ -653,7 +672,7 @@ fn mutate(
         ),
         env(
             "MODELWATCH_UPSTREAM",
-            format!("http://127.0.0.1:{}", model_port.container_port),
+            format!("http://127.0.0.1:{}", model_ports[0].container_port),
         ),
         env(
             "MODELWATCH_ADMIN_LISTEN",
@@ -666,6 +685,15 @@ fn mutate(
         field_env("K8S_NAMESPACE_NAME", "metadata.namespace"),
         field_env("K8S_NODE_NAME", "spec.nodeName"),
     ];
+    if ports.len() > 1 {
+        // The gRPC port (and any more): the same sidecar, one listener each.
+        let pairs: Vec<String> = model_ports[1..]
+            .iter()
+            .zip(&sidecar_ports[1..])
+            .map(|(m, s)| format!("0.0.0.0:{s}=http://127.0.0.1:{}", m.container_port))
+            .collect();
+        env_vars.push(env("MODELWATCH_EXTRA_PORTS", pairs.join(",")));
+    }
     if !version.is_empty() {
         env_vars.push(env("MODELWATCH_MODEL_VERSION", version));
     }
@@ -714,20 +742,24 @@ fn mutate(
         image: Some(image),
         image_pull_policy: Some(config.image_pull_policy.clone()),
         args: Some(vec!["run".into()]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some(proxy_port_name),
-                container_port: config.proxy_port,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some(ADMIN_PORT_NAME.into()),
-                container_port: config.admin_port,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+        ports: Some(
+            proxy_port_names
+                .into_iter()
+                .zip(&sidecar_ports)
+                .map(|(name, number)| ContainerPort {
+                    name: Some(name),
+                    container_port: *number,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .chain([ContainerPort {
+                    name: Some(ADMIN_PORT_NAME.into()),
+                    container_port: config.admin_port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }])
+                .collect(),
+        ),
         env: Some(env_vars),
         resources: Some(resources),
         volume_mounts: Some(mounts),
@@ -811,6 +843,86 @@ fn mutate(
         .get_or_insert_with(BTreeMap::new)
         .insert(INJECTED_LABEL.into(), "true".into());
     Ok(warnings)
+}
+
+/// Takes over one of the model's ports: a named port is renamed (`http` ->
+/// `mw-http`) and its name goes to the sidecar's port `sidecar_port`; probes
+/// and hooks that used the name are pointed at the number. An unnamed port is
+/// taken only when the annotation asked for it (Services address it by
+/// number and bypass the sidecar: said in a warning). Returns the sidecar
+/// port's name.
+#[allow(clippy::too_many_arguments)]
+fn take_over(
+    spec: &mut k8s_openapi::api::core::v1::PodSpec,
+    (ci, pi): (usize, usize),
+    model_port: &ContainerPort,
+    k: usize,
+    used_ports: &[(Option<String>, i32)],
+    annotated: bool,
+    sidecar_port: i32,
+    warnings: &mut Vec<String>,
+) -> Result<String, Refusal> {
+    let taken = |name: &str| used_ports.iter().any(|(n, _)| n.as_deref() == Some(name));
+    match &model_port.name {
+        Some(name) => {
+            let new_name = renamed(name);
+            if taken(&new_name) {
+                return Err((
+                    Skip::Conflict,
+                    format!(
+                        "the model's port {name:?} would be renamed {new_name:?}, which is taken"
+                    ),
+                ));
+            }
+            let container = &mut spec.containers[ci];
+            container.ports.as_mut().expect("port found")[pi].name = Some(new_name);
+            let number = model_port.container_port;
+            repoint_probe(&mut container.liveness_probe, name, number);
+            repoint_probe(&mut container.readiness_probe, name, number);
+            repoint_probe(&mut container.startup_probe, name, number);
+            if let Some(l) = container.lifecycle.as_mut() {
+                for h in [l.post_start.as_mut(), l.pre_stop.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    repoint(
+                        h.http_get.as_mut(),
+                        h.tcp_socket.as_mut().map(|t| &mut t.port),
+                        name,
+                        number,
+                    );
+                }
+            }
+            Ok(name.clone())
+        }
+        None => {
+            if !annotated {
+                return Err((
+                    Skip::UnnamedPort,
+                    format!(
+                        "port {} has no name, so Services address the model by number and would bypass the sidecar; name the port (e.g. http) or set modelwatch.io/model-port to inject anyway",
+                        model_port.container_port
+                    ),
+                ));
+            }
+            let proxy_name = if k == 0 {
+                PROXY_PORT_NAME.to_string()
+            } else {
+                format!("{PROXY_PORT_NAME}-{k}")
+            };
+            if taken(&proxy_name) {
+                return Err((
+                    Skip::Conflict,
+                    format!("a port is already named {proxy_name}"),
+                ));
+            }
+            warnings.push(format!(
+                "modelwatch: port {} has no name; traffic reaches modelwatch only through port {proxy_name} ({sidecar_port}); Services that target {} bypass it",
+                model_port.container_port, model_port.container_port
+            ));
+            Ok(proxy_name)
+        }
+    }
 }
 
 /// A DNS subdomain name (what a ConfigMap's name must be).
@@ -924,6 +1036,96 @@ mod tests {
                 .outcome
                 .unwrap_err(),
             Skip::AlreadyInjected
+        );
+    }
+
+    #[test]
+    fn rest_and_grpc_ports_are_both_taken_over() {
+        // MLServer's shape: REST and gRPC ports, gRPC named for what it is.
+        let p = |annotations: serde_json::Value, ports: serde_json::Value| {
+            pod(serde_json::json!({
+                "metadata": {"name": "m", "annotations": annotations},
+                "spec": {"containers": [{"name": "model", "image": "mlserver:1.7", "ports": ports}]}
+            }))
+        };
+        let two = serde_json::json!([
+            {"name": "grpc", "containerPort": 8081},
+            {"name": "http", "containerPort": 8080}
+        ]);
+        let pod = p(serde_json::json!({}), two.clone());
+        let d = decide(&pod, true, &InjectorConfig::default());
+        let v = apply(&pod, &d.outcome.unwrap());
+        let model = &v["spec"]["containers"][0];
+        assert_eq!(model["ports"][0]["name"], "mw-grpc");
+        assert_eq!(model["ports"][1]["name"], "mw-http");
+        let mw = &v["spec"]["initContainers"][0];
+        let ports: Vec<(String, i64)> = mw["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["containerPort"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                ("http".into(), 15080),
+                ("grpc".into(), 15081),
+                (ADMIN_PORT_NAME.into(), 15090)
+            ]
+        );
+        let env: BTreeMap<String, serde_json::Value> = mw["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].clone()))
+            .collect();
+        assert_eq!(env["MODELWATCH_UPSTREAM"], "http://127.0.0.1:8080");
+        assert_eq!(
+            env["MODELWATCH_EXTRA_PORTS"],
+            "0.0.0.0:15081=http://127.0.0.1:8081"
+        );
+
+        // Two ports neither of which says gRPC: the annotation chooses, and
+        // may name both.
+        let other = serde_json::json!([
+            {"name": "http", "containerPort": 8080},
+            {"name": "metrics", "containerPort": 8082}
+        ]);
+        let d = decide(
+            &p(serde_json::json!({}), other.clone()),
+            true,
+            &InjectorConfig::default(),
+        );
+        assert_eq!(d.outcome.unwrap_err(), Skip::AmbiguousPort);
+        assert!(d.warnings[0].contains("http,grpc"), "{:?}", d.warnings);
+        let pod = p(
+            serde_json::json!({"modelwatch.io/model-port": "http, 8082"}),
+            other,
+        );
+        let v = apply(
+            &pod,
+            &decide(&pod, true, &InjectorConfig::default())
+                .outcome
+                .unwrap(),
+        );
+        assert_eq!(
+            v["spec"]["initContainers"][0]["ports"][1]["name"],
+            "metrics"
+        );
+        let pod = p(
+            serde_json::json!({"modelwatch.io/model-port": "http,nope"}),
+            two,
+        );
+        assert_eq!(
+            decide(&pod, true, &InjectorConfig::default())
+                .outcome
+                .unwrap_err(),
+            Skip::PortNotFound
         );
     }
 

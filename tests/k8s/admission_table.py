@@ -209,8 +209,18 @@ CASES = [
                                 annotations={"modelwatch.io/model-port": "8080"}),
      True, "native", "injected", {"proxy_name": "mw-proxy", "upstream": 8080, "warns": True}),
     ("no-port", pod([model_container()]), True, "native", "skipped:no_port", {}),
-    ("two-ports", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081}])]),
+    # REST and gRPC of one server (MLServer, Triton, KServe): both taken over.
+    ("rest-and-grpc", pod([model_container("mlserver", "seldonio/mlserver:1.7.1",
+                                           [{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081}])]),
+     True, "native", "injected", {"proxy_name": "http", "upstream": 8080,
+                                  "extra_ports": {"grpc": (15081, "http://127.0.0.1:8081")}}),
+    ("three-ports", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081},
+                                                {"name": "metrics", "containerPort": 8082}])]),
      True, "native", "skipped:ambiguous_port", {}),
+    ("two-ports-both-chosen", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "admin-api", "containerPort": 8090}])],
+                                  annotations={"modelwatch.io/model-port": "http,admin-api"}),
+     True, "legacy", "injected", {"proxy_name": "http", "upstream": 8080,
+                                  "extra_ports": {"admin-api": (15081, "http://127.0.0.1:8090")}}),
     ("two-ports-chosen", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081}])],
                              annotations={"modelwatch.io/model-port": "http"}),
      True, "native", "injected", {"proxy_name": "http", "upstream": 8080}),
@@ -395,6 +405,13 @@ def run_table(urls, ca, out):
         model_names = {p.get("name") for c in spec["containers"] if c["name"] != "modelwatch" for p in c.get("ports", [])}
         if checks["proxy_name"] in model_names:
             fail(name, f"the model still declares port name {checks['proxy_name']!r}")
+        extra = checks.get("extra_ports", {})
+        pairs = [f"0.0.0.0:{n}={u}" for n, u in extra.values()]
+        if (env.get("MODELWATCH_EXTRA_PORTS") or None) != (",".join(pairs) or None):
+            fail(name, f"MODELWATCH_EXTRA_PORTS is {env.get('MODELWATCH_EXTRA_PORTS')!r}, expected {','.join(pairs)!r}")
+        for port_name, (number, _) in extra.items():
+            if ports.get(port_name) != number or port_name in model_names:
+                fail(name, f"port {port_name!r} is not the sidecar's {number}: {ports}, model {model_names}")
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             if not (mw.get(probe) or {}).get("httpGet", {}).get("port") == "mw-admin":
                 fail(name, f"sidecar {probe} is not on the admin port")
