@@ -39,6 +39,89 @@ fn oip(rows: usize) -> Sample {
     )
 }
 
+/// The same exchange as [`oip`] over gRPC (ModelInfer, one frame each way):
+/// typed `contents`, or raw little-endian tensors as tritonclient sends them.
+fn oip_grpc(rows: usize, raw: bool) -> Sample {
+    use modelwatch::protocol::grpc::pb::inference::{
+        model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
+        InferTensorContents, ModelInferRequest, ModelInferResponse,
+    };
+    use prost::Message;
+    let values: Vec<f64> = (0..rows * 30)
+        .map(|i| 10.0 + (i % 97) as f64 * 0.731)
+        .collect();
+    let labels: Vec<i64> = (0..rows).map(|i| (i % 3 != 0) as i64).collect();
+    let probs: Vec<f64> = (0..rows).flat_map(|_| [0.12, 0.88]).collect();
+    let le = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut req = ModelInferRequest {
+        model_name: "bc".into(),
+        id: "r".into(),
+        inputs: vec![InferInputTensor {
+            name: "input-0".into(),
+            datatype: "FP64".into(),
+            shape: vec![rows as i64, 30],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut resp = ModelInferResponse {
+        model_name: "bc".into(),
+        model_version: "v1".into(),
+        id: "r".into(),
+        outputs: vec![
+            InferOutputTensor {
+                name: "predict".into(),
+                datatype: "INT64".into(),
+                shape: vec![rows as i64, 1],
+                ..Default::default()
+            },
+            InferOutputTensor {
+                name: "predict_proba".into(),
+                datatype: "FP64".into(),
+                shape: vec![rows as i64, 2],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    if raw {
+        req.raw_input_contents = vec![le(&values)];
+        let l: Vec<u8> = labels.iter().flat_map(|x| x.to_le_bytes()).collect();
+        resp.raw_output_contents = vec![l, le(&probs)];
+    } else {
+        req.inputs[0].contents = Some(InferTensorContents {
+            fp64_contents: values,
+            ..Default::default()
+        });
+        resp.outputs[0].contents = Some(InferTensorContents {
+            int64_contents: labels,
+            ..Default::default()
+        });
+        resp.outputs[1].contents = Some(InferTensorContents {
+            fp64_contents: probs,
+            ..Default::default()
+        });
+    }
+    let frame = |m: Vec<u8>| {
+        let mut out = vec![0u8];
+        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        out.extend_from_slice(&m);
+        out
+    };
+    let mut s = sample(
+        "/inference.GRPCInferenceService/ModelInfer",
+        &frame(req.encode_to_vec()),
+        &frame(resp.encode_to_vec()),
+        "application/grpc",
+    );
+    s.request_headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    s.grpc_status = Some(0);
+    s
+}
+
 fn sse(chunks: usize) -> (Vec<u8>, Vec<u8>) {
     let mut s = Vec::new();
     s.extend_from_slice(br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"llama-3-8b","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
@@ -63,6 +146,13 @@ fn benches(c: &mut Criterion) {
         g.bench_function(format!("30 features x {rows} rows"), |b| {
             b.iter(|| decode(&s, &config).unwrap())
         });
+        for (form, raw) in [("typed", false), ("raw", true)] {
+            let s = oip_grpc(rows, raw);
+            assert_eq!(decode(&s, &config).unwrap().len(), rows);
+            g.bench_function(format!("gRPC {form}, 30 features x {rows} rows"), |b| {
+                b.iter(|| decode(&s, &config).unwrap())
+            });
+        }
     }
     g.finish();
 

@@ -16,3 +16,19 @@ pub fn sample(path: &str, data: &[u8], content_type: &str, header_len: Option<us
     }
     s
 }
+
+/// A gRPC exchange from fuzz input, split as [`sample`] does; gzip on both
+/// directions when the input's first byte is odd.
+#[allow(dead_code)]
+pub fn grpc_sample(path: &str, data: &[u8]) -> Sample {
+    let mut s = sample(path, data, "application/grpc", None);
+    s.request_headers
+        .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+    if data.first().is_some_and(|b| b & 1 == 1) {
+        for h in [&mut s.request_headers, &mut s.response_headers] {
+            h.insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
+        }
+    }
+    s.grpc_status = Some(0);
+    s
+}
