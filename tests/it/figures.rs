@@ -77,7 +77,7 @@ async fn infer(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn count(metrics: &str, version: &str, result: &str) -> Option<f64> {
+pub(crate) fn count(metrics: &str, version: &str, result: &str) -> Option<f64> {
     prom_value(
         metrics,
         "modelwatch_model_requests_total",

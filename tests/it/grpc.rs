@@ -92,6 +92,24 @@ async fn grpc_passes_through_with_trailers() {
         Some(true),
         "{m}"
     );
+    // Health calls are no inferences: not decoded, not a decode error; the
+    // NOT_FOUND answer is the client's error, not a failure of the server.
+    let m = eventually(
+        "the sampled calls analysed",
+        Duration::from_secs(10),
+        || async {
+            let m = mw.metrics().await;
+            (prom_value(&m, "modelwatch_samples_analyzed_total", &[]).unwrap_or(0.0) >= 3.0)
+                .then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        prom_value(&m, "modelwatch_decode_errors_total", &[]),
+        None,
+        "{m}"
+    );
+    assert!(!m.contains("error_type=\"NOT_FOUND\""), "{m}");
     server.abort();
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use crate::figures::count;
 use crate::models::{bc_data, fixtures, mlserver_serving, model_server, testbed};
 use crate::quality::{check_classification, reference};
 
@@ -46,6 +47,16 @@ fn requests(x: &[Vec<f64>], batch: usize, first: usize, id: impl Fn(usize) -> Va
     x.chunks(batch)
         .enumerate()
         .map(|(i, rows)| json!({"rows": rows, "id": id(first + i), "gzip": (first + i) % 2 == 1}))
+        .collect()
+}
+
+/// A record's feature values, in order.
+fn feature_values(r: &Value) -> Vec<f64> {
+    r["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[1].as_f64().unwrap())
         .collect()
 }
 
@@ -178,12 +189,7 @@ async fn mlserver_over_grpc_records_labels_and_drift() {
         assert_eq!(r["protocol"], "open-inference-v2-grpc");
         assert_eq!(r["model"], "bc");
         assert_eq!(r["model_version"], "v1");
-        let features: Vec<f64> = r["features"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f[1].as_f64().unwrap())
-            .collect();
+        let features = feature_values(r);
         assert_eq!(features, x[i], "row {i}");
         assert_eq!(r["features"][0][0], "f0");
         assert_eq!(r["prediction"], pred[i], "row {i}");
@@ -328,18 +334,6 @@ async fn mlserver_over_grpc_records_labels_and_drift() {
     }
 }
 
-fn count(metrics: &str, version: &str, result: &str) -> Option<f64> {
-    prom_value(
-        metrics,
-        "modelwatch_model_requests_total",
-        &[
-            ("model", "bc"),
-            ("model_version", version),
-            ("result", result),
-        ],
-    )
-}
-
 /// The unhappy path: v2 answers half its gRPC calls with INTERNAL (a 29-wide
 /// input fails in scikit-learn), inside HTTP 200 responses. The failures count
 /// under v2, the proxy's duration names the status, and the gate fails v2.
@@ -445,12 +439,7 @@ async fn kserve_python_server_over_grpc_and_rest() {
                 .unwrap_or_else(|| panic!("no record ks-{i} row {row}: {records:?}"));
             assert_eq!(r["protocol"], "open-inference-v2-grpc");
             assert_eq!(r["model"], "bc");
-            let features: Vec<f64> = r["features"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f[1].as_f64().unwrap())
-                .collect();
+            let features = feature_values(r);
             assert_eq!(features, x[i * 4 + row]);
             assert_eq!(r["prediction"].as_f64(), p.as_f64(), "{r}");
         }

@@ -5,7 +5,6 @@
 //! [`Tensor`]s, and so the same records, as the REST decoder's.
 
 use super::pb::inference::{
-    model_infer_request::InferInputTensor, model_infer_response::InferOutputTensor,
     InferTensorContents, ModelInferRequest, ModelInferResponse, ModelStreamInferResponse,
 };
 use super::{check_status, messages, parse, single, Method};
@@ -55,30 +54,18 @@ fn records(
     resp: &ModelInferResponse,
     request_id: String,
 ) -> Result<Vec<Inference>, DecodeError> {
-    let inputs = req
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            input_tensor(
-                t,
-                req.raw_input_contents.get(i),
-                !req.raw_input_contents.is_empty(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let outputs = resp
-        .outputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            output_tensor(
-                t,
-                resp.raw_output_contents.get(i),
-                !resp.raw_output_contents.is_empty(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let inputs = tensors(
+        req.inputs
+            .iter()
+            .map(|t| (&t.name, &t.datatype, &t.shape, t.contents.as_ref())),
+        &req.raw_input_contents,
+    )?;
+    let outputs = tensors(
+        resp.outputs
+            .iter()
+            .map(|t| (&t.name, &t.datatype, &t.shape, t.contents.as_ref())),
+        &resp.raw_output_contents,
+    )?;
     let model = non_empty(&resp.model_name).or_else(|| non_empty(&req.model_name));
     let version = non_empty(&resp.model_version).or_else(|| non_empty(&req.model_version));
     let settings = model_settings(config, model.as_deref());
@@ -182,34 +169,25 @@ fn stream_answer(message: &[u8]) -> Result<Option<ModelInferResponse>, DecodeErr
         .ok_or(DecodeError::MissingField)
 }
 
-fn input_tensor(
-    t: &InferInputTensor,
-    raw: Option<&Vec<u8>>,
-    raw_used: bool,
-) -> Result<Tensor, DecodeError> {
-    tensor(
-        &t.name,
-        &t.datatype,
-        &t.shape,
-        t.contents.as_ref(),
-        raw,
-        raw_used,
-    )
-}
-
-fn output_tensor(
-    t: &InferOutputTensor,
-    raw: Option<&Vec<u8>>,
-    raw_used: bool,
-) -> Result<Tensor, DecodeError> {
-    tensor(
-        &t.name,
-        &t.datatype,
-        &t.shape,
-        t.contents.as_ref(),
-        raw,
-        raw_used,
-    )
+/// A message's tensors: `(name, datatype, shape, contents)` each, with the
+/// message's raw contents (one per tensor, in order) when it has any.
+fn tensors<'a>(
+    declared: impl Iterator<
+        Item = (
+            &'a String,
+            &'a String,
+            &'a Vec<i64>,
+            Option<&'a InferTensorContents>,
+        ),
+    >,
+    raw: &[Vec<u8>],
+) -> Result<Vec<Tensor>, DecodeError> {
+    declared
+        .enumerate()
+        .map(|(i, (name, datatype, shape, contents))| {
+            tensor(name, datatype, shape, contents, raw.get(i), !raw.is_empty())
+        })
+        .collect()
 }
 
 /// One tensor from its typed contents or its raw bytes. Shapes are checked

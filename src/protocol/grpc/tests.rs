@@ -505,7 +505,14 @@ fn the_fuzz_seeds_decode() {
     );
     assert_eq!(r[0].scores, vec![("0".into(), 0.25), ("1".into(), 0.75)]);
     let r = seed("decode_grpc_oip", "seed2", STREAM);
-    assert_eq!((r.len(), r[0].request_id.as_str(), r[0].features[2].1.clone()), (4, "r0", Value::Text("ab".into())));
+    assert_eq!(
+        (
+            r.len(),
+            r[0].request_id.as_str(),
+            r[0].features[2].1.clone()
+        ),
+        (4, "r0", Value::Text("ab".into()))
+    );
     let r = seed("decode_grpc_oip", "seed3", STREAM);
     assert_eq!(r.len(), 2, "one answer failed");
     for name in ["seed1", "seed2"] {
