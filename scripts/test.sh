@@ -12,14 +12,19 @@ for component in rustfmt clippy; do
   fi
 done
 
+# Each phase says how long it took (what CI's 30 minutes go to).
+phase() { echo "== $1 (at ${SECONDS}s)"; }
+
 scripts/testbed.sh install
+phase "testbed installed"
 export MODELWATCH_TESTBED="$PWD/.testbed/root/usr/bin"
 
-echo "== cargo fmt --check"
+phase "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-echo "== cargo test"
+phase "cargo test"
 cargo test --locked
-echo "== the container image's build stage (Dockerfile), without Docker"
+phase "the container image's build stage (Dockerfile), without Docker"
 scripts/image-build-check.sh
+phase "done"
