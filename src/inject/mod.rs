@@ -175,14 +175,26 @@ impl Decision {
 /// `modelwatch.io/injection=enabled` (the webhook entry that matched says so).
 pub fn decide(pod: &Pod, namespace_enabled: bool, config: &InjectorConfig) -> Decision {
     let ann = pod.metadata.annotations.clone().unwrap_or_default();
-    match ann.get(annotations::INJECT).map(|v| v.trim()) {
-        Some("false") => return Decision::skip(Skip::OptedOut, ""),
-        Some("true") => {}
-        Some(other) => {
+    // `modelwatch.io/inject` as a label or an annotation; the label wins when
+    // both are set (as Istio's `sidecar.istio.io/inject` does).
+    let label = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(annotations::INJECT))
+        .map(|v| (v.trim(), "label"));
+    let choice = label.or_else(|| {
+        ann.get(annotations::INJECT)
+            .map(|v| (v.trim(), "annotation"))
+    });
+    match choice {
+        Some(("false", _)) => return Decision::skip(Skip::OptedOut, ""),
+        Some(("true", _)) => {}
+        Some((other, kind)) => {
             return Decision::skip(
                 Skip::BadAnnotation,
                 format!(
-                    "{}: {other:?} (accepted: \"true\" or \"false\")",
+                    "{} ({kind}): {other:?} (accepted: \"true\" or \"false\")",
                     annotations::INJECT
                 ),
             )
@@ -222,6 +234,9 @@ fn already_injected(pod: &Pod) -> bool {
 
 type Refusal = (Skip, String);
 
+/// The containers service meshes add to a pod: their ports are not the model's.
+const MESH_CONTAINERS: &[&str] = &["istio-proxy", "linkerd-proxy"];
+
 /// A port name that says gRPC (`grpc`, `grpc-…`, `…-grpc`, `h2c`): the second
 /// port of a model server that serves REST and gRPC (MLServer, Triton, KServe).
 fn is_grpc_port_name(name: &str) -> bool {
@@ -251,7 +266,11 @@ fn find_model_ports(
             ))?;
             vec![i]
         }
-        None => (0..spec.containers.len()).collect(),
+        // A service mesh's proxy (Istio's and Linkerd's webhooks may run
+        // first) is never the model.
+        None => (0..spec.containers.len())
+            .filter(|&i| !MESH_CONTAINERS.contains(&spec.containers[i].name.as_str()))
+            .collect(),
     };
     let tcp = |p: &ContainerPort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
     if let Some(list) = ann.get(annotations::MODEL_PORT).map(|s| s.trim()) {
@@ -618,20 +637,20 @@ fn mutate(
         if used_ports.iter().any(|(_, n)| n == port) {
             return Err((
                 Skip::Conflict,
-                format!("port {port} (the sidecar's {what}) is already declared in the pod; change the injector's proxy_port"),
+                format!("port {port} (the sidecar's {what}) is already declared in the pod; set the chart's sidecar.proxyPort (the injector's proxy_port) to a free port"),
             ));
         }
         if k > 0 && *port == config.admin_port {
             return Err((
                 Skip::Conflict,
-                format!("port {port} (the sidecar's {what}) is its admin_port; change the injector's proxy_port or admin_port"),
+                format!("port {port} (the sidecar's {what}) is its admin port; set the chart's sidecar.proxyPort or sidecar.adminPort (the injector's proxy_port, admin_port) further apart"),
             ));
         }
     }
     if used_ports.iter().any(|(_, n)| *n == config.admin_port) {
         return Err((
             Skip::Conflict,
-            format!("port {} (the sidecar's admin_port) is already declared in the pod; change the injector's admin_port", config.admin_port),
+            format!("port {} (the sidecar's admin port) is already declared in the pod; set the chart's sidecar.adminPort (the injector's admin_port) to a free port", config.admin_port),
         ));
     }
     if used_ports.iter().any(|(n, _)| *n == Some(ADMIN_PORT_NAME)) {
@@ -1004,6 +1023,23 @@ mod tests {
             decide(&p, false, &c).outcome.unwrap_err(),
             Skip::BadAnnotation
         );
+        // The label form opts in and out too, and wins over the annotation.
+        let labelled = |label: &str, annotations: serde_json::Value| {
+            let mut p = model_pod(annotations);
+            p.metadata.labels =
+                Some([("modelwatch.io/inject".to_string(), label.to_string())].into());
+            p
+        };
+        assert!(decide(&labelled("true", serde_json::json!({})), false, &c)
+            .outcome
+            .is_ok());
+        let p = labelled("false", serde_json::json!({"modelwatch.io/inject": "true"}));
+        assert_eq!(decide(&p, true, &c).outcome.unwrap_err(), Skip::OptedOut);
+        let p = labelled("true", serde_json::json!({"modelwatch.io/inject": "false"}));
+        assert!(decide(&p, false, &c).outcome.is_ok());
+        let d = decide(&labelled("on", serde_json::json!({})), true, &c);
+        assert_eq!(d.outcome.unwrap_err(), Skip::BadAnnotation);
+        assert!(d.warnings[0].contains("(label)"), "{:?}", d.warnings);
     }
 
     #[test]
@@ -1036,6 +1072,36 @@ mod tests {
                 .outcome
                 .unwrap_err(),
             Skip::AlreadyInjected
+        );
+    }
+
+    #[test]
+    fn a_mesh_proxy_is_not_the_model() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "m"},
+            "spec": {"containers": [
+                {"name": "model", "image": "m:1", "ports": [{"name": "http", "containerPort": 8080}]},
+                {"name": "istio-proxy", "image": "istio/proxyv2:1.24.2",
+                 "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]}
+            ]}
+        }));
+        // Envoy holds 15090, the default admin port: skipped, named by its chart value.
+        let d = decide(&p, true, &InjectorConfig::default());
+        assert_eq!(d.outcome.unwrap_err(), Skip::Conflict);
+        assert!(
+            d.warnings[0].contains("sidecar.adminPort"),
+            "{:?}",
+            d.warnings
+        );
+        let config = InjectorConfig {
+            admin_port: 15099,
+            ..Default::default()
+        };
+        let v = apply(&p, &decide(&p, true, &config).outcome.unwrap());
+        assert_eq!(v["spec"]["containers"][0]["ports"][0]["name"], "mw-http");
+        assert_eq!(
+            v["spec"]["containers"][1]["ports"][0]["name"],
+            "http-envoy-prom"
         );
     }
 

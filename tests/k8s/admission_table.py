@@ -214,6 +214,14 @@ CASES = [
                                            [{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081}])]),
      True, "native", "injected", {"proxy_name": "http", "upstream": 8080,
                                   "extra_ports": {"grpc": (15081, "http://127.0.0.1:8081")}}),
+    # Istio's webhook ran first: its proxy's ports are not the model's. Its
+    # 15090 is the sidecar's default admin port: skipped, and the warning names
+    # the chart value to change.
+    ("istio-meshed", pod([model_container(ports=HTTP),
+                          {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.2",
+                           "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}]}],
+                         annotations={"sidecar.istio.io/status": "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"]}"}),
+     True, "native", "skipped:conflict", {"warning_has": "sidecar.adminPort"}),
     ("three-ports", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081},
                                                 {"name": "metrics", "containerPort": 8082}])]),
      True, "native", "skipped:ambiguous_port", {}),
@@ -239,6 +247,12 @@ CASES = [
     ("opted-out", pod([model_container(ports=HTTP)], annotations={"modelwatch.io/inject": "false"}),
      True, "native", "skipped:opted_out", {}),
     ("not-selected", pod([model_container(ports=HTTP)]), False, "native", "skipped:not_selected", {}),
+    # The label form, as Istio users write it; the label wins over the annotation.
+    ("label-opt-in", pod([model_container(ports=HTTP)], labels={"modelwatch.io/inject": "true"},
+                         annotations={"modelwatch.io/inject": "false"}),
+     False, "native", "injected", {"proxy_name": "http", "upstream": 8080}),
+    ("label-opt-out", pod([model_container(ports=HTTP)], labels={"modelwatch.io/inject": "false"}),
+     True, "native", "skipped:opted_out", {}),
     ("job-native", pod([model_container("batch-scorer", "example/scorer:3", HTTP)], owner=owned("Job", "nightly-scoring"),
                        restartPolicy="Never"),
      True, "native", "injected", {"proxy_name": "http", "upstream": 8080}),
@@ -337,6 +351,8 @@ def run_table(urls, ca, out):
             warns = reason not in ("not_selected", "opted_out", "already_injected")
             if warns and not any(reason in w for w in warnings):
                 fail(name, f"expected a warning naming {reason}, got {warnings}")
+            if checks.get("warning_has") and not any(checks["warning_has"] in w for w in warnings):
+                fail(name, f"expected a warning naming {checks['warning_has']}, got {warnings}")
             if not warns and warnings:
                 fail(name, f"expected no warning, got {warnings}")
             print(f"ok   {name}: admitted unchanged ({reason})" + (f"; warning: {warnings[0]}" if warnings else ""))
