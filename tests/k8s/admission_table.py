@@ -277,6 +277,28 @@ CASES = [
      True, "native", "skipped:bad_annotation", {}),
 ]
 
+def find_port(pod, name, minor):
+    """The container port a Service's targetPort `name` (TCP) resolves to in
+    the EndpointSlices of Kubernetes 1.<minor>: the EndpointSlice controller's
+    FindPort (staging/src/k8s.io/endpointslice/utils.go). It looks through
+    spec.containers; from 1.33 also through init containers with
+    restartPolicy: Always (kubernetes/kubernetes#128850, merged for 1.33, not
+    backported). #127976 (1.32) taught the same to pkg/api/v1/pod's FindPort,
+    which only the older Endpoints controller uses; kube-proxy reads
+    EndpointSlices. None: the Service gets no port for this pod, and sends it
+    nothing."""
+    def match(containers):
+        for c in containers:
+            for p in c.get("ports", []):
+                if p.get("name") == name and p.get("protocol", "TCP") == "TCP":
+                    return p["containerPort"]
+        return None
+    found = match(pod["spec"]["containers"])
+    if found is None and minor >= 33:
+        found = match(c for c in pod["spec"].get("initContainers", []) if c.get("restartPolicy") == "Always")
+    return found
+
+
 PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
@@ -418,6 +440,16 @@ def run_table(urls, ca, out):
         ports = {p["name"]: p["containerPort"] for p in mw["ports"]}
         if checks["proxy_name"] not in ports or ports[checks["proxy_name"]] != int(env["MODELWATCH_LISTEN"].rsplit(":", 1)[1]):
             fail(name, f"the sidecar does not serve port {checks['proxy_name']!r} on its listen address: {ports}, {env['MODELWATCH_LISTEN']}")
+        # The Service keeps targeting the port by name: it must reach the
+        # sidecar on every version this form is used on (native: 1.33+, which
+        # the chart's nativeSidecar: auto follows; regular: any), and a native
+        # sidecar must be unreachable before 1.33 (why auto exists).
+        listen = int(env["MODELWATCH_LISTEN"].rsplit(":", 1)[1])
+        for minor in ((33, 34, 35) if mode == "native" else (25, 28, 29, 32, 33, 34)):
+            if find_port(after, checks["proxy_name"], minor) != listen:
+                fail(name, f"on 1.{minor} the Service's port {checks['proxy_name']!r} resolves to {find_port(after, checks['proxy_name'], minor)}, not the sidecar's {listen}")
+        if mode == "native" and find_port(after, checks["proxy_name"], 32) is not None:
+            fail(name, "a native sidecar's port resolved on 1.32: find_port no longer follows the Kubernetes sources")
         model_names = {p.get("name") for c in spec["containers"] if c["name"] != "modelwatch" for p in c.get("ports", [])}
         if checks["proxy_name"] in model_names:
             fail(name, f"the model still declares port name {checks['proxy_name']!r}")
@@ -428,6 +460,8 @@ def run_table(urls, ca, out):
         for port_name, (number, _) in extra.items():
             if ports.get(port_name) != number or port_name in model_names:
                 fail(name, f"port {port_name!r} is not the sidecar's {number}: {ports}, model {model_names}")
+            if find_port(after, port_name, 33) != number:
+                fail(name, f"the Service's port {port_name!r} does not resolve to the sidecar's {number}")
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             if not (mw.get(probe) or {}).get("httpGet", {}).get("port") == "mw-admin":
                 fail(name, f"sidecar {probe} is not on the admin port")

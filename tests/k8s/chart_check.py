@@ -87,13 +87,25 @@ def render(a, name, values, extra):
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-def check_set(a, name, values, extra, want_cert_manager):
+def native_expected(vals, kube):
+    """Whether the injector makes native sidecars: sidecar.nativeSidecar, or
+    with "auto" whether a Service's named port resolves to one on `kube`
+    (admission_table.find_port: from 1.33)."""
+    nat = vals.get("sidecar", {}).get("nativeSidecar", "auto")
+    if isinstance(nat, bool):
+        return nat
+    major, minor = (int(x) for x in kube.split(".")[:2])
+    return (major, minor) >= (1, 33)
+
+
+def check_set(a, name, values, extra, want_cert_manager, kube="1.33.0"):
     before = len(FAILURES)
-    docs = render(a, name, values, extra)
+    docs = render(a, name, values, extra + ["--kube-version", kube])
     if not docs:
         return
     vals = yaml.safe_load(open(values)) or {}
-    legacy = vals.get("sidecar", {}).get("nativeSidecar") is False
+    native = native_expected(vals, kube)
+    legacy = not native
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
@@ -118,7 +130,7 @@ def check_set(a, name, values, extra, want_cert_manager):
                 fail(name, f"no {k} rendered")
         if vals.get("injector", {}).get("replicas", 2) > 1 and "PodDisruptionBudget" not in kinds:
             fail(name, "no PodDisruptionBudget with several replicas")
-        check_injector(a, name, by_kind, want_cert_manager, vals)
+        check_injector(a, name, by_kind, want_cert_manager, vals, native)
     else:
         for k in ("Deployment", "MutatingWebhookConfiguration", "Secret"):
             if k in kinds:
@@ -239,7 +251,7 @@ def check_fleet(a, name, by_kind, vals):
                 fail(name, f"KafkaTopic {t['spec']['topicName']}: only the state topic is compacted")
 
 
-def check_injector(a, name, by_kind, want_cert_manager, vals):
+def check_injector(a, name, by_kind, want_cert_manager, vals, native):
     dep = by_kind["Deployment"][0]
     svc = [s for s in by_kind["Service"] if s["metadata"]["name"].endswith("-injector")][0]
     hook = by_kind["MutatingWebhookConfiguration"][0]
@@ -278,7 +290,7 @@ def check_injector(a, name, by_kind, want_cert_manager, vals):
         else:
             eff = yaml.safe_load(r.stdout)
             sv = vals.get("sidecar", {})
-            if eff["native_sidecar"] != sv.get("nativeSidecar", True) or eff["proxy_port"] != sv.get("proxyPort", 15080):
+            if eff["native_sidecar"] != native or eff["proxy_port"] != sv.get("proxyPort", 15080):
                 fail(name, f"the injector's effective settings differ from the values: {eff}")
             env = {e["name"]: e.get("value") for e in eff["env"]}
             if sv.get("otlpEndpoint") and env.get("OTEL_EXPORTER_OTLP_ENDPOINT") != sv["otlpEndpoint"]:
@@ -354,6 +366,10 @@ def main():
         check_set(a, f, path, [], cm)
     default = os.path.join(ci, "default-values.yaml")
     check_set(a, "default-values.yaml + cert-manager API present", default, ["--api-versions", "cert-manager.io/v1"], True)
+    # nativeSidecar: auto follows the cluster's version (regular containers
+    # where a Service's named port would not resolve to a native sidecar).
+    for kube in ("1.29.0", "1.32.4", "1.34.1"):
+        check_set(a, f"default-values.yaml on Kubernetes {kube}", default, [], False, kube)
     bad_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bad-values")
     for f, want in sorted(BAD_VALUES.items()):
         r = run([a.helm, "template", "mw", a.chart, "-f", os.path.join(bad_dir, f)])

@@ -52,7 +52,7 @@ app.kubernetes.io/component: injector
 {{- $env = concat $env .Values.sidecar.env -}}
 image: {{ include "modelwatch.image" . | quote }}
 image_pull_policy: {{ .Values.image.pullPolicy }}
-native_sidecar: {{ .Values.sidecar.nativeSidecar }}
+native_sidecar: {{ include "modelwatch.nativeSidecar" . }}
 proxy_port: {{ .Values.sidecar.proxyPort }}
 admin_port: {{ .Values.sidecar.adminPort }}
 resources:
@@ -107,3 +107,20 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: joiner
 {{- end -}}
+
+{{/*
+Native sidecar or regular container: sidecar.nativeSidecar, or with "auto" the
+cluster's version. A Service's named port resolves to a port of a native
+sidecar (an init container with restartPolicy: Always) only from Kubernetes
+1.33: the EndpointSlice controller's FindPort looks at init containers since
+kubernetes/kubernetes#128850 (not backported; #127976 fixed only the Endpoints
+API). Before 1.33 the sidecar must be a regular container.
+*/}}
+{{- define "modelwatch.nativeSidecar" -}}
+{{- $v := .Values.sidecar.nativeSidecar -}}
+{{- if kindIs "bool" $v -}}
+{{- $v -}}
+{{- else -}}
+{{- semverCompare ">=1.33.0-0" .Capabilities.KubeVersion.Version -}}
+{{- end -}}
+{{- end }}
