@@ -370,6 +370,12 @@ def main():
     # where a Service's named port would not resolve to a native sidecar).
     for kube in ("1.29.0", "1.32.4", "1.34.1"):
         check_set(a, f"default-values.yaml on Kubernetes {kube}", default, [], False, kube)
+    # Forcing a native sidecar where it cannot be routed to is refused.
+    r = run([a.helm, "template", "mw", a.chart, "--kube-version", "1.31.2", "--set", "sidecar.nativeSidecar=true"])
+    if r.returncode == 0 or "before 1.33" not in r.stderr:
+        fail("nativeSidecar: true on 1.31", f"not refused with the reason: {r.stderr.strip()[:300]}")
+    else:
+        print("ok   nativeSidecar: true on Kubernetes 1.31: refused")
     bad_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bad-values")
     for f, want in sorted(BAD_VALUES.items()):
         r = run([a.helm, "template", "mw", a.chart, "-f", os.path.join(bad_dir, f)])
