@@ -340,7 +340,7 @@ fn find_model_ports(
     match found.as_slice() {
         [] => Err((
             Skip::NoPort,
-            "no container declares a TCP port; declare the model's port (named, e.g. http) or set modelwatch.io/model-port".into(),
+            "no container declares a TCP port; declare the model's port in its container, named (e.g. ports: [{name: http, containerPort: 8080}]), and have the Service target that name".into(),
         )),
         [one] => Ok(vec![*one]),
         // REST and gRPC of one server: both are taken over, REST first.
