@@ -43,6 +43,15 @@ fn grpc_sample(path: &str, request: &[u8], response: &[u8]) -> Sample {
     s
 }
 
+/// A unary call of `path`: one framed message each way.
+fn unary(path: &str, req: &impl Message, resp: &impl Message) -> Sample {
+    grpc_sample(
+        path,
+        &frame(&[req.encode_to_vec()]),
+        &frame(&[resp.encode_to_vec()]),
+    )
+}
+
 const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 const STREAM: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
 const PREDICT: &str = "/tensorflow.serving.PredictionService/Predict";
@@ -96,11 +105,7 @@ fn response(id: &str, labels: &[i64]) -> ModelInferResponse {
 fn model_infer_with_typed_contents_gives_one_record_per_row() {
     let req = request("r1", &[[1.5, 2.0], [3.0, 4.0]]);
     let resp = response("r1", &[1, 0]);
-    let s = grpc_sample(
-        INFER,
-        &frame(&[req.encode_to_vec()]),
-        &frame(&[resp.encode_to_vec()]),
-    );
+    let s = unary(INFER, &req, &resp);
     let records = decode(&s, &ProtocolConfig::default()).unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].protocol, Protocol::OpenInferenceV2Grpc);
@@ -124,11 +129,7 @@ fn model_infer_with_typed_contents_gives_one_record_per_row() {
 fn the_request_id_field_is_the_join_key_when_the_client_sent_no_header() {
     let req = request("client-7", &[[1.0, 2.0]]);
     let resp = response("client-7", &[1]);
-    let mut s = grpc_sample(
-        INFER,
-        &frame(&[req.encode_to_vec()]),
-        &frame(&[resp.encode_to_vec()]),
-    );
+    let mut s = unary(INFER, &req, &resp);
     s.request_id_generated = true;
     let records = decode(&s, &ProtocolConfig::default()).unwrap();
     assert_eq!(records[0].request_id, "client-7");
@@ -174,11 +175,7 @@ fn raw_contents_of_every_datatype_decode_as_over_rest() {
         raw_output_contents: vec![[0.25f32.to_le_bytes(), 0.75f32.to_le_bytes()].concat()],
         ..Default::default()
     };
-    let s = grpc_sample(
-        INFER,
-        &frame(&[req.encode_to_vec()]),
-        &frame(&[resp.encode_to_vec()]),
-    );
+    let s = unary(INFER, &req, &resp);
     let r = &decode(&s, &ProtocolConfig::default()).unwrap()[0];
     let f: Vec<Value> = r.features.iter().map(|(_, v)| v.clone()).collect();
     assert_eq!(
@@ -417,11 +414,7 @@ fn tf_serving_predict_with_typed_values_and_tensor_content() {
         }),
         outputs: [("scores".to_string(), scores)].into(),
     };
-    let s = grpc_sample(
-        PREDICT,
-        &frame(&[req.encode_to_vec()]),
-        &frame(&[resp.encode_to_vec()]),
-    );
+    let s = unary(PREDICT, &req, &resp);
     let records = decode(&s, &ProtocolConfig::default()).unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].protocol, Protocol::TfServingGrpc);
@@ -454,11 +447,7 @@ fn tfserving_tensor(t: &TensorProto) -> Result<crate::protocol::oip::Tensor, Dec
         ..Default::default()
     };
     let resp = PredictResponse::default();
-    let s = grpc_sample(
-        PREDICT,
-        &frame(&[req.encode_to_vec()]),
-        &frame(&[resp.encode_to_vec()]),
-    );
+    let s = unary(PREDICT, &req, &resp);
     decode(&s, &ProtocolConfig::default()).map(|r| crate::protocol::oip::Tensor {
         name: "x".into(),
         shape: Vec::new(),
