@@ -273,16 +273,10 @@ impl Exchange {
     ) {
         self.in_flight.finished = true;
         let total = self.in_flight.started.elapsed();
-        let grpc_failed = self
-            .grpc_status
-            .filter(|c| crate::protocol::grpc::is_server_error(*c));
         let error_type = match outcome {
             Outcome::Complete if self.status >= 500 => Some(status_error(self.status)),
             // A gRPC call fails inside a 200: its status code names the error.
-            Outcome::Complete if grpc_failed.is_some() => {
-                grpc_failed.map(crate::protocol::grpc::code_name)
-            }
-            Outcome::Complete => None,
+            Outcome::Complete => crate::protocol::grpc::server_failure(self.grpc_status),
             Outcome::Aborted => Some("aborted"),
             Outcome::UpstreamError(kind) => Some(kind),
         };
@@ -445,7 +439,7 @@ impl Body for ResponseBody {
                         {
                             // gRPC's status travels in the trailers: read for
                             // every call (the error figures), kept for samples.
-                            if let Some(code) = crate::protocol::grpc::status(trailers, None) {
+                            if let Some(code) = crate::protocol::grpc::status(trailers) {
                                 x.grpc_status = Some(code);
                             }
                             if let Some(p) = x.sample.as_mut() {

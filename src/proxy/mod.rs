@@ -475,7 +475,7 @@ impl Proxy {
         exchange.status = status.as_u16();
         if is_grpc(response.headers()) {
             // A trailers-only answer (an error without a body) has it here.
-            exchange.grpc_status = crate::protocol::grpc::status(response.headers(), None);
+            exchange.grpc_status = crate::protocol::grpc::status(response.headers());
         }
         if let Some(l) = exchange.llm.as_mut() {
             let streaming = response

@@ -85,9 +85,7 @@ impl Sample {
     pub fn failed(&self) -> bool {
         self.status >= 500
             || matches!(self.outcome, Outcome::UpstreamError(_))
-            || self
-                .grpc_status
-                .is_some_and(crate::protocol::grpc::is_server_error)
+            || crate::protocol::grpc::server_failure(self.grpc_status).is_some()
     }
 
     /// True for gRPC traffic (`content-type: application/grpc…`).

@@ -50,15 +50,21 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
-/// The `grpc-status` of an answer: its trailers, or the headers of a
+/// The `grpc-status` in `headers`: a response's trailers, or the headers of a
 /// trailers-only answer (an error sent without a body).
-pub fn status(headers: &http::HeaderMap, trailers: Option<&http::HeaderMap>) -> Option<u32> {
-    let read = |h: &http::HeaderMap| {
-        h.get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u32>().ok())
-    };
-    trailers.and_then(read).or_else(|| read(headers))
+pub fn status(headers: &http::HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+}
+
+/// The name of a call's status when it means the server failed (the
+/// `error.type` of the proxy's figures); None for OK, client errors and
+/// non-gRPC traffic. The one rule behind `Sample::failed` and the proxy's
+/// `error.type`.
+pub fn server_failure(code: Option<u32>) -> Option<&'static str> {
+    code.filter(|c| is_server_error(*c)).map(code_name)
 }
 
 /// The status codes gRPC maps to HTTP 5xx: the server failed, not the client
@@ -203,6 +209,13 @@ pub(crate) fn single<M: prost::Message + Default>(
         [] => Err(DecodeError::EmptyBody),
         _ => Err(DecodeError::GrpcFrame),
     }
+}
+
+/// The first request message of a call, parsed as `M` (the model a failed
+/// call was for is named there).
+pub(crate) fn first_request<M: prost::Message + Default>(sample: &Sample) -> Option<M> {
+    let frames = messages(&sample.request_body, &sample.request_headers).ok()?;
+    parse(frames.first()?).ok()
 }
 
 /// Checks what every gRPC decoder checks first: a failed call (a `grpc-status`

@@ -18,13 +18,10 @@ use crate::sample::Sample;
 /// The model and version a call names, known without decoding the answer
 /// (a failed call's): the request's `model_name` and `model_version`.
 pub fn model_and_version(sample: &Sample) -> (Option<String>, Option<String>) {
-    let Ok(frames) = messages(&sample.request_body, &sample.request_headers) else {
-        return (None, None);
-    };
-    let Some(Ok(req)) = frames.first().map(|m| parse::<ModelInferRequest>(m)) else {
-        return (None, None);
-    };
-    (non_empty(&req.model_name), non_empty(&req.model_version))
+    match super::first_request::<ModelInferRequest>(sample) {
+        Some(req) => (non_empty(&req.model_name), non_empty(&req.model_version)),
+        None => (None, None),
+    }
 }
 
 fn non_empty(s: &str) -> Option<String> {

@@ -8,7 +8,7 @@ use super::pb::tensorflow::serving::{
     model_spec::VersionChoice, ModelSpec, PredictRequest, PredictResponse,
 };
 use super::pb::tensorflow::{DataType, TensorProto};
-use super::{check_status, messages, parse, single};
+use super::{check_status, single};
 use crate::config::ProtocolConfig;
 use crate::protocol::oip::{
     apply_outputs, binary_values, half_to_f32, row_features, Tensor, MAX_ELEMENTS,
@@ -30,13 +30,9 @@ fn spec(spec: Option<&ModelSpec>) -> (Option<String>, Option<String>) {
 
 /// The model and version the request's `model_spec` names.
 pub fn model_and_version(sample: &Sample) -> (Option<String>, Option<String>) {
-    let Ok(frames) = messages(&sample.request_body, &sample.request_headers) else {
-        return (None, None);
-    };
-    match frames.first().map(|m| parse::<PredictRequest>(m)) {
-        Some(Ok(req)) => spec(req.model_spec.as_ref()),
-        _ => (None, None),
-    }
+    super::first_request::<PredictRequest>(sample)
+        .map(|req| spec(req.model_spec.as_ref()))
+        .unwrap_or((None, None))
 }
 
 /// Decodes a `Predict` call: one record per row of the batch.
