@@ -34,6 +34,9 @@ pub struct InjectorConfig {
     pub proxy_port: i32,
     /// The sidecar's admin port (metrics, health, status), named `mw-admin`.
     pub admin_port: i32,
+    /// Where a model server is moved when the sidecar takes its port number
+    /// (the first port from here up that nothing in the pod uses).
+    pub moved_port: i32,
     /// Requests and limits (`modelwatch.io/cpu-request` etc. override them).
     pub resources: ResourceRequirements,
     /// The user and group the sidecar runs as (never root).
@@ -58,8 +61,9 @@ impl Default for InjectorConfig {
             image: default_image(),
             image_pull_policy: "IfNotPresent".into(),
             native_sidecar: true,
-            proxy_port: 15080,
-            admin_port: 15090,
+            proxy_port: 17080,
+            admin_port: 17090,
+            moved_port: 17100,
             resources: ResourceRequirements {
                 requests: Some([("cpu".into(), q("50m")), ("memory".into(), q("64Mi"))].into()),
                 limits: Some([("memory".into(), q("256Mi"))].into()),
@@ -138,6 +142,7 @@ impl InjectorConfig {
         for (key, port) in [
             ("proxy_port", self.proxy_port),
             ("admin_port", self.admin_port),
+            ("moved_port", self.moved_port),
         ] {
             if !(1..=65535).contains(&port) {
                 return Err(invalid(key, port, "a port from 1 to 65535"));
@@ -148,6 +153,13 @@ impl InjectorConfig {
                 "admin_port",
                 self.admin_port,
                 "a port other than proxy_port",
+            ));
+        }
+        if self.moved_port == self.proxy_port || self.moved_port == self.admin_port {
+            return Err(invalid(
+                "moved_port",
+                self.moved_port,
+                "a port other than proxy_port and admin_port",
             ));
         }
         if self.run_as_user <= 0 {
@@ -198,7 +210,7 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
         let e = InjectorConfig::from_yaml("resources: {limits: {memory: lots}}", "x").unwrap_err();
         assert!(e.to_string().contains("resources.limits.memory"), "{e}");
-        let e = InjectorConfig::from_yaml("admin_port: 15080", "x").unwrap_err();
+        let e = InjectorConfig::from_yaml("admin_port: 17080", "x").unwrap_err();
         assert!(e.to_string().contains("other than proxy_port"), "{e}");
     }
 

@@ -15,6 +15,7 @@
 //! patch never rewrites the user's containers wholesale.
 
 pub mod config;
+pub mod runtime;
 pub mod tls;
 pub mod webhook;
 
@@ -54,6 +55,7 @@ pub mod annotations {
     pub const INJECT: &str = "modelwatch.io/inject";
     pub const STATUS: &str = "modelwatch.io/status";
     pub const MODEL_PORT: &str = "modelwatch.io/model-port";
+    pub const MODEL_PORT_ARG: &str = "modelwatch.io/model-port-arg";
     pub const MODEL_CONTAINER: &str = "modelwatch.io/model-container";
     pub const MODEL_VERSION: &str = "modelwatch.io/model-version";
     pub const PROTOCOL: &str = "modelwatch.io/protocol";
@@ -86,6 +88,9 @@ pub enum Skip {
     PortNotFound,
     /// The model's port has no name, so a Service can only address the number.
     UnnamedPort,
+    /// The model's port is addressed by number (KServe, Knative) and the
+    /// server's port setting is unknown or cannot be changed.
+    CannotMovePort,
     /// A name or port the sidecar needs is taken.
     Conflict,
     /// hostNetwork pods share the node's ports.
@@ -109,6 +114,7 @@ impl Skip {
             Skip::AmbiguousPort => "ambiguous_port",
             Skip::PortNotFound => "port_not_found",
             Skip::UnnamedPort => "unnamed_port",
+            Skip::CannotMovePort => "cannot_move_port",
             Skip::Conflict => "conflict",
             Skip::HostNetwork => "host_network",
             Skip::JobNeedsNativeSidecar => "job_needs_native_sidecar",
@@ -128,7 +134,7 @@ impl Skip {
     }
 
     /// Every reason, for documentation and metric pre-registration.
-    pub const ALL: [Skip; 12] = [
+    pub const ALL: [Skip; 13] = [
         Skip::NotSelected,
         Skip::OptedOut,
         Skip::AlreadyInjected,
@@ -136,6 +142,7 @@ impl Skip {
         Skip::AmbiguousPort,
         Skip::PortNotFound,
         Skip::UnnamedPort,
+        Skip::CannotMovePort,
         Skip::Conflict,
         Skip::HostNetwork,
         Skip::JobNeedsNativeSidecar,
@@ -234,8 +241,103 @@ fn already_injected(pod: &Pod) -> bool {
 
 type Refusal = (Skip, String);
 
-/// The containers service meshes add to a pod: their ports are not the model's.
-const MESH_CONTAINERS: &[&str] = &["istio-proxy", "linkerd-proxy"];
+/// The containers service meshes and Knative add to a pod: their ports are
+/// not the model's.
+const INFRA_CONTAINERS: &[&str] = &["istio-proxy", "linkerd-proxy", "queue-proxy"];
+
+/// The label KServe puts on an InferenceService's pods.
+const KSERVE_LABEL: &str = "serving.kserve.io/inferenceservice";
+/// KServe's default model port: its Service targets 8080 when the predictor
+/// declares none (`constants.InferenceServiceDefaultHttpPort`).
+const KSERVE_DEFAULT_PORT: i32 = 8080;
+
+fn is_kserve(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(KSERVE_LABEL))
+}
+
+/// Whether a container is the model's candidate: not a mesh's or Knative's
+/// proxy, nor KServe's agent (logger and batcher), which forwards to the model.
+fn is_infra(pod: &Pod, name: &str) -> bool {
+    INFRA_CONTAINERS.contains(&name) || (name == "agent" && is_kserve(pod))
+}
+
+/// Why the model's port is addressed by number in this pod, so renaming it
+/// would leave modelwatch out of the path:
+/// - Knative's queue-proxy (KServe Serverless) forwards to `USER_PORT`, a
+///   number (knative.dev/serving `pkg/reconciler/revision/resources/queue.go`);
+/// - KServe's RawDeployment Service targets the predictor's first container
+///   port by number, or 8080 when it declares none (kserve
+///   `pkg/controller/v1beta1/inferenceservice/reconcilers/service/service_reconciler.go`,
+///   `createDefaultSvc`).
+fn addressed_by_number(pod: &Pod) -> Option<&'static str> {
+    let labels = pod.metadata.labels.as_ref();
+    let knative = labels.is_some_and(|l| l.contains_key("serving.knative.dev/revision"))
+        || pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == "queue-proxy"));
+    if knative {
+        Some("Knative's queue-proxy forwards to the model's port by number")
+    } else if is_kserve(pod) {
+        Some("KServe's Service targets the predictor's port by number")
+    } else {
+        None
+    }
+}
+
+/// A KServe predictor whose runtime declares no port (KServe's sklearn and
+/// xgboost runtimes) still listens on one, and its Service targets 8080:
+/// the port is declared, so that it can be taken over.
+fn declare_default_port(pod: &mut Pod, ann: &BTreeMap<String, String>) {
+    if !is_kserve(pod) || ann.contains_key(annotations::MODEL_PORT) {
+        return;
+    }
+    let infra: Vec<bool> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| is_infra(pod, &c.name))
+        .collect();
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    let candidates: Vec<usize> = (0..spec.containers.len()).filter(|&i| !infra[i]).collect();
+    if candidates.iter().any(|&i| {
+        !spec.containers[i]
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+    }) {
+        return;
+    }
+    let wanted = ann
+        .get(annotations::MODEL_CONTAINER)
+        .map(|s| s.trim())
+        .unwrap_or("kserve-container");
+    let Some(&ci) = candidates
+        .iter()
+        .find(|&&i| spec.containers[i].name == wanted)
+        .or((candidates.len() == 1).then_some(&candidates[0]))
+    else {
+        return;
+    };
+    let c = &mut spec.containers[ci];
+    let number = match runtime::detect(c) {
+        runtime::Detected::Movable(rt) => {
+            runtime::current(c, &rt.http).unwrap_or(KSERVE_DEFAULT_PORT)
+        }
+        _ => KSERVE_DEFAULT_PORT,
+    };
+    c.ports = Some(vec![ContainerPort {
+        container_port: number,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }]);
+}
 
 /// A port name that says gRPC (`grpc`, `grpc-…`, `…-grpc`, `h2c`): the second
 /// port of a model server that serves REST and gRPC (MLServer, Triton, KServe).
@@ -267,9 +369,9 @@ fn find_model_ports(
             vec![i]
         }
         // A service mesh's proxy (Istio's and Linkerd's webhooks may run
-        // first) is never the model.
+        // first), Knative's queue-proxy and KServe's agent are never the model.
         None => (0..spec.containers.len())
-            .filter(|&i| !MESH_CONTAINERS.contains(&spec.containers[i].name.as_str()))
+            .filter(|&i| !is_infra(pod, &spec.containers[i].name))
             .collect(),
     };
     let tcp = |p: &ContainerPort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
@@ -478,6 +580,8 @@ fn mutate(
     config: &InjectorConfig,
 ) -> Result<Vec<String>, Refusal> {
     let mut warnings = Vec::new();
+    declare_default_port(pod, ann);
+    let by_number = addressed_by_number(pod);
     let ports = find_model_ports(pod, ann)?;
     let (ci, _) = ports[0];
 
@@ -538,6 +642,22 @@ fn mutate(
         }
         None => config.image.clone(),
     };
+    let custom_settings: Vec<runtime::Setting> =
+        match ann.get(annotations::MODEL_PORT_ARG).map(|s| s.trim()) {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(|one| {
+                    runtime::Setting::parse(one).ok_or((
+                        Skip::BadAnnotation,
+                        format!(
+                            "{}: {one:?} (accepted: the flag that sets the model's port, e.g. --port, or env:NAME, or env:NAME=text with {{port}}; several separated by commas, one per model port)",
+                            annotations::MODEL_PORT_ARG
+                        ),
+                    ))
+                })
+                .collect::<Result<_, _>>()?,
+        };
     let share_pid = match ann
         .get(annotations::SHARE_PROCESS_NAMESPACE)
         .map(|s| s.trim())
@@ -602,7 +722,7 @@ fn mutate(
     if is_job && !config.native_sidecar {
         return Err((
             Skip::JobNeedsNativeSidecar,
-            "a Job's pod with a regular sidecar container never completes; enable native sidecars (Kubernetes 1.29+)".into(),
+            "a Job's pod with a regular sidecar container never completes; on Kubernetes 1.33 and later the chart's sidecar.nativeSidecar: auto (the default) injects a native sidecar, which lets it complete".into(),
         ));
     }
 
@@ -625,11 +745,30 @@ fn mutate(
         .iter()
         .map(|&(ci, pi)| spec.containers[ci].ports.as_ref().expect("port found")[pi].clone())
         .collect();
-    // The sidecar's ports: proxy_port for the main one, the next numbers for more.
-    let sidecar_ports: Vec<i32> = (0..ports.len() as i32)
-        .map(|k| config.proxy_port + k)
+    // Which ports move (the sidecar takes their number) and which are
+    // renamed (the sidecar takes their name, on a port of its own).
+    let mut moves: Vec<Option<runtime::Setting>> = Vec::new();
+    for (k, (&(ci, _), model_port)) in ports.iter().zip(&model_ports).enumerate() {
+        moves.push(move_setting(
+            &spec.containers[ci],
+            model_port,
+            k,
+            by_number,
+            &custom_settings,
+        )?);
+    }
+    // The sidecar's ports: a moved port's own number; else proxy_port for
+    // the main one, the next numbers for more.
+    let sidecar_ports: Vec<i32> = (0..ports.len())
+        .map(|k| match moves[k] {
+            Some(_) => model_ports[k].container_port,
+            None => config.proxy_port + k as i32,
+        })
         .collect();
     for (k, port) in sidecar_ports.iter().enumerate() {
+        if moves[k].is_some() {
+            continue;
+        }
         let what = match k {
             0 => "proxy_port".to_string(),
             k => format!("proxy_port + {k}, for the model's port number {}", k + 1),
@@ -668,30 +807,62 @@ fn mutate(
         }
     }
 
+    // Where moved ports go: the first free numbers from moved_port up,
+    // avoiding every declared port, the sidecar's, and the ports the server
+    // binds without declaring them.
+    let mut avoid: Vec<i32> = used_ports.iter().map(|(_, n)| *n).collect();
+    avoid.extend(&sidecar_ports);
+    avoid.extend((0..ports.len() as i32).map(|k| config.proxy_port + k));
+    avoid.push(config.admin_port);
+    for &(ci, _) in &ports {
+        if let runtime::Detected::Movable(rt) = runtime::detect(&spec.containers[ci]) {
+            avoid.extend(runtime::undeclared_ports(&spec.containers[ci], &rt));
+        }
+    }
+    let mut upstreams: Vec<i32> = model_ports.iter().map(|p| p.container_port).collect();
+
     // The port takeover, for each of the model's ports.
     let mut proxy_port_names = Vec::new();
     for (k, (&(ci, pi), model_port)) in ports.iter().zip(&model_ports).enumerate() {
-        proxy_port_names.push(take_over(
-            spec,
-            (ci, pi),
-            model_port,
-            k,
-            &used_ports_owned,
-            ann.contains_key(annotations::MODEL_PORT),
-            sidecar_ports[k],
-            &mut warnings,
-        )?);
+        let name = match &moves[k] {
+            Some(setting) => {
+                let mut to = config.moved_port;
+                while avoid.contains(&to) {
+                    to += 1;
+                }
+                avoid.push(to);
+                upstreams[k] = to;
+                move_port(
+                    spec,
+                    (ci, pi),
+                    model_port,
+                    k,
+                    &used_ports_owned,
+                    setting,
+                    to,
+                    by_number,
+                )?
+            }
+            None => take_over(
+                spec,
+                (ci, pi),
+                model_port,
+                k,
+                &used_ports_owned,
+                ann.contains_key(annotations::MODEL_PORT),
+                sidecar_ports[k],
+                &mut warnings,
+            )?,
+        };
+        proxy_port_names.push(name);
     }
 
     // The sidecar.
     let mut env_vars = vec![
-        env(
-            "MODELWATCH_LISTEN",
-            format!("0.0.0.0:{}", config.proxy_port),
-        ),
+        env("MODELWATCH_LISTEN", format!("0.0.0.0:{}", sidecar_ports[0])),
         env(
             "MODELWATCH_UPSTREAM",
-            format!("http://127.0.0.1:{}", model_ports[0].container_port),
+            format!("http://127.0.0.1:{}", upstreams[0]),
         ),
         env(
             "MODELWATCH_ADMIN_LISTEN",
@@ -706,10 +877,10 @@ fn mutate(
     ];
     if ports.len() > 1 {
         // The gRPC port (and any more): the same sidecar, one listener each.
-        let pairs: Vec<String> = model_ports[1..]
+        let pairs: Vec<String> = upstreams[1..]
             .iter()
             .zip(&sidecar_ports[1..])
-            .map(|(m, s)| format!("0.0.0.0:{s}=http://127.0.0.1:{}", m.container_port))
+            .map(|(m, s)| format!("0.0.0.0:{s}=http://127.0.0.1:{m}"))
             .collect();
         env_vars.push(env("MODELWATCH_EXTRA_PORTS", pairs.join(",")));
     }
@@ -848,6 +1019,9 @@ fn mutate(
 
     let annotations_map = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations_map.insert(annotations::STATUS.into(), "injected".into());
+    let istio_merges = annotations_map
+        .get("prometheus.io/path")
+        .is_some_and(|p| p == ISTIO_MERGED_PATH);
     if config.prometheus_annotations
         && !annotations_map
             .keys()
@@ -857,11 +1031,58 @@ fn mutate(
         annotations_map.insert("prometheus.io/port".into(), config.admin_port.to_string());
         annotations_map.insert("prometheus.io/path".into(), "/metrics".into());
     }
+    if config.prometheus_annotations && istio_merges {
+        if let Some(w) = join_istio_metrics_merge(pod, config.admin_port) {
+            warnings.push(w);
+        }
+    }
     pod.metadata
         .labels
         .get_or_insert_with(BTreeMap::new)
         .insert(INJECTED_LABEL.into(), "true".into());
     Ok(warnings)
+}
+
+/// Where Istio's metrics merging serves the pod's metrics (with
+/// `prometheus.io/port: "15020"`).
+const ISTIO_MERGED_PATH: &str = "/stats/prometheus";
+
+/// Istio's injector (when it ran first, with metrics merging on, the
+/// default) has pointed the pod's `prometheus.io/*` annotations at its agent
+/// and keeps the application's scrape target in `ISTIO_PROMETHEUS_ANNOTATIONS`
+/// on `istio-proxy`; the agent serves the target's metrics with its own
+/// (istio `pkg/kube/inject/webhook.go` `applyPrometheusMerge`,
+/// `pilot/cmd/pilot-agent/status/server.go`). The variable holds one
+/// target: modelwatch's admin port when the model had none, so that the
+/// annotation-based scrape sees modelwatch; else a warning. When Istio runs
+/// after modelwatch, it moves modelwatch's annotations into the variable
+/// itself.
+fn join_istio_metrics_merge(pod: &mut Pod, admin_port: i32) -> Option<String> {
+    const VAR: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
+    let spec = pod.spec.as_mut()?;
+    let proxy = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+        .find(|c| c.name == "istio-proxy")?;
+    let env = proxy.env.get_or_insert_with(Vec::new);
+    match env.iter().find(|e| e.name == VAR) {
+        None => {
+            env.push(EnvVar {
+                name: VAR.into(),
+                value: Some(
+                    serde_json::json!({"scrape": "true", "path": "/metrics", "port": admin_port.to_string()})
+                        .to_string(),
+                ),
+                ..Default::default()
+            });
+            None
+        }
+        Some(e) if e.value.as_deref().is_some_and(|v| v.contains(&format!("\"{admin_port}\""))) => None,
+        Some(_) => Some(format!(
+            "modelwatch: Istio merges the model's own metrics into its port 15020 ({VAR}), and it merges one target only, so modelwatch's metrics (port {admin_port}, /metrics) are not in the annotation-based scrape; scrape them with the chart's podMonitor.enabled or a scrape job for the port named {ADMIN_PORT_NAME}"
+        )),
+    }
 }
 
 /// Takes over one of the model's ports: a named port is renamed (`http` ->
@@ -919,7 +1140,7 @@ fn take_over(
                 return Err((
                     Skip::UnnamedPort,
                     format!(
-                        "port {} has no name, so Services address the model by number and would bypass the sidecar; name the port (e.g. http) or set modelwatch.io/model-port to inject anyway",
+                        "port {} has no name, so Services address the model by number and would bypass the sidecar; name the port (e.g. http) and have the Service target the name, or set modelwatch.io/model-port-arg to the flag or variable that sets the model server's port (e.g. --port or env:PORT) so that modelwatch takes the number",
                         model_port.container_port
                     ),
                 ));
@@ -940,6 +1161,215 @@ fn take_over(
                 model_port.container_port, model_port.container_port
             ));
             Ok(proxy_name)
+        }
+    }
+}
+
+/// How the model's port `k` is moved, if it must be: the annotation's
+/// setting, or, where the port is addressed by number (KServe, Knative, an
+/// unnamed port), the setting of the server `runtime::detect` recognises.
+/// `None`: the port is renamed instead. A port addressed by number whose
+/// server cannot be moved is refused, with the way to opt in.
+fn move_setting(
+    c: &Container,
+    port: &ContainerPort,
+    k: usize,
+    by_number: Option<&str>,
+    custom: &[runtime::Setting],
+) -> Result<Option<runtime::Setting>, Refusal> {
+    if let Some(s) = custom.get(k) {
+        return Ok(Some(s.clone()));
+    }
+    if by_number.is_none() && port.name.is_some() {
+        return Ok(None);
+    }
+    let number = port.container_port;
+    let advice = format!(
+        "set {} to the flag or variable that sets its port (e.g. --port, or env:PORT)",
+        annotations::MODEL_PORT_ARG
+    );
+    let refuse = |detail: String| {
+        Err((
+            Skip::CannotMovePort,
+            format!(
+                "{}, so modelwatch must take the number {number} and move the model server in container {:?} to another port, but {detail}",
+                by_number.unwrap_or("the port has no name"),
+                c.name
+            ),
+        ))
+    };
+    match runtime::detect(c) {
+        runtime::Detected::Movable(rt) => {
+            let grpc = port.name.as_deref().is_some_and(is_grpc_port_name);
+            let setting = match (k, grpc) {
+                (0, false) => Some(rt.http),
+                (_, true) => rt.grpc,
+                _ => None,
+            };
+            match setting {
+                Some(s) => Ok(Some(s)),
+                None if by_number.is_some() => refuse(format!(
+                    "{} has no setting known for port {number}; {advice}",
+                    rt.name
+                )),
+                None => Ok(None),
+            }
+        }
+        runtime::Detected::Unmovable { name, advice } if by_number.is_some() => {
+            refuse(format!("{name}'s port is not a flag or variable: {advice}"))
+        }
+        runtime::Detected::Unknown if by_number.is_some() => refuse(format!(
+            "its server is not one whose port setting modelwatch knows; {advice}"
+        )),
+        // An unnamed port of a server that cannot be moved: `take_over`
+        // decides (refused unless `modelwatch.io/model-port` chose it).
+        _ => Ok(None),
+    }
+}
+
+/// Moves the model's port `model_port` to `to`: the server's setting is
+/// rewritten, the declared port gets the new number (and, if named, the
+/// name `mw-<name>`), and probes and hooks that used the old number or the
+/// name are pointed at the new number, so they keep reaching the model
+/// directly (in Istio's rewritten probes too). Returns the name of the
+/// sidecar's port on the old number.
+#[allow(clippy::too_many_arguments)]
+fn move_port(
+    spec: &mut k8s_openapi::api::core::v1::PodSpec,
+    (ci, pi): (usize, usize),
+    model_port: &ContainerPort,
+    k: usize,
+    used_ports: &[(Option<String>, i32)],
+    setting: &runtime::Setting,
+    to: i32,
+    by_number: Option<&str>,
+) -> Result<String, Refusal> {
+    let taken = |name: &str| used_ports.iter().any(|(n, _)| n.as_deref() == Some(name));
+    let from = model_port.container_port;
+    let (proxy_name, model_name) = match &model_port.name {
+        Some(name) => (name.clone(), Some(renamed(name))),
+        None if k == 0 => (PROXY_PORT_NAME.to_string(), None),
+        None => (format!("{PROXY_PORT_NAME}-{k}"), None),
+    };
+    for name in model_name
+        .iter()
+        .chain(model_port.name.is_none().then_some(&proxy_name))
+    {
+        if taken(name) {
+            return Err((
+                Skip::Conflict,
+                format!("port {from} would need the name {name:?}, which is taken"),
+            ));
+        }
+    }
+    let container = &mut spec.containers[ci];
+    let container_name = container.name.clone();
+    runtime::apply(container, setting, to).map_err(|why| {
+        (
+            Skip::CannotMovePort,
+            format!(
+                "{}, so modelwatch must take the number {from}, but the model server in container {container_name:?} cannot be moved with {}: {why}; set {} to the flag or variable that sets its port",
+                by_number.unwrap_or("the port has no name"),
+                setting.describe(),
+                annotations::MODEL_PORT_ARG
+            ),
+        )
+    })?;
+    let port = &mut container.ports.as_mut().expect("port found")[pi];
+    port.container_port = to;
+    port.name = model_name;
+    let old = |p: &IntOrString| match p {
+        IntOrString::Int(n) => *n == from,
+        IntOrString::String(s) => Some(s) == model_port.name.as_ref(),
+    };
+    let repoint_to = |p: &mut IntOrString| {
+        if old(p) {
+            *p = IntOrString::Int(to);
+        }
+    };
+    for probe in [
+        container.liveness_probe.as_mut(),
+        container.readiness_probe.as_mut(),
+        container.startup_probe.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        probe
+            .http_get
+            .iter_mut()
+            .for_each(|h| repoint_to(&mut h.port));
+        probe
+            .tcp_socket
+            .iter_mut()
+            .for_each(|t| repoint_to(&mut t.port));
+        if let Some(g) = probe.grpc.as_mut() {
+            if g.port == from {
+                g.port = to;
+            }
+        }
+    }
+    if let Some(l) = container.lifecycle.as_mut() {
+        for h in [l.post_start.as_mut(), l.pre_stop.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            h.http_get.iter_mut().for_each(|g| repoint_to(&mut g.port));
+            h.tcp_socket
+                .iter_mut()
+                .for_each(|t| repoint_to(&mut t.port));
+        }
+    }
+    repoint_istio_probes(spec, &container_name, from, to);
+    Ok(proxy_name)
+}
+
+/// Istio's injector rewrites the application's HTTP probes to its agent
+/// (port 15020) and keeps the originals, with numeric ports, in the
+/// `ISTIO_KUBE_APP_PROBERS` variable of `istio-proxy`
+/// (istio `pkg/kube/inject/app_probe.go`), keyed `/app-health/<container>/…`.
+/// The model's entries on the moved number follow it.
+fn repoint_istio_probes(
+    spec: &mut k8s_openapi::api::core::v1::PodSpec,
+    container: &str,
+    from: i32,
+    to: i32,
+) {
+    let prefix = format!("/app-health/{container}/");
+    let proxies = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+        .filter(|c| c.name == "istio-proxy");
+    for proxy in proxies {
+        for e in proxy.env.iter_mut().flatten() {
+            if e.name != "ISTIO_KUBE_APP_PROBERS" {
+                continue;
+            }
+            let Some(mut probers) = e
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+            else {
+                continue;
+            };
+            let mut changed = false;
+            for (key, probe) in probers.as_object_mut().into_iter().flatten() {
+                if !key.starts_with(&prefix) {
+                    continue;
+                }
+                for action in ["httpGet", "tcpSocket", "grpc"] {
+                    if let Some(p) = probe.get_mut(action).and_then(|a| a.get_mut("port")) {
+                        if p.as_i64() == Some(from as i64) {
+                            *p = to.into();
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if changed {
+                e.value = Some(probers.to_string());
+            }
         }
     }
 }
@@ -1055,7 +1485,7 @@ mod tests {
         assert_eq!(mw["name"], SIDECAR);
         assert_eq!(mw["restartPolicy"], "Always");
         assert_eq!(mw["ports"][0]["name"], "http");
-        assert_eq!(mw["ports"][0]["containerPort"], 15080);
+        assert_eq!(mw["ports"][0]["containerPort"], 17080);
         let env: BTreeMap<String, serde_json::Value> = mw["env"]
             .as_array()
             .unwrap()
@@ -1076,33 +1506,228 @@ mod tests {
     }
 
     #[test]
-    fn a_mesh_proxy_is_not_the_model() {
+    fn an_istio_meshed_pod_is_injected() {
+        // As Istio's injector leaves it: its proxy's ports, its probe rewrite
+        // and its merged-metrics annotations.
         let p = pod(serde_json::json!({
-            "metadata": {"name": "m"},
+            "metadata": {"name": "m", "annotations": {
+                "prometheus.io/scrape": "true", "prometheus.io/port": "15020",
+                "prometheus.io/path": "/stats/prometheus",
+                "sidecar.istio.io/status": "{\"containers\":[\"istio-proxy\"]}"}},
             "spec": {"containers": [
-                {"name": "model", "image": "m:1", "ports": [{"name": "http", "containerPort": 8080}]},
+                {"name": "model", "image": "m:1", "ports": [{"name": "http", "containerPort": 8080}],
+                 "readinessProbe": {"httpGet": {"path": "/app-health/model/readyz", "port": 15020}}},
                 {"name": "istio-proxy", "image": "istio/proxyv2:1.24.2",
-                 "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]}
+                 "ports": [{"name": "http-envoy-prom", "containerPort": 15090}],
+                 "env": [{"name": "ISTIO_KUBE_APP_PROBERS",
+                          "value": "{\"/app-health/model/readyz\":{\"httpGet\":{\"path\":\"/ready\",\"port\":8080}}}"}]}
             ]}
         }));
-        // Envoy holds 15090, the default admin port: skipped, named by its chart value.
         let d = decide(&p, true, &InjectorConfig::default());
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        let v = apply(&p, &d.outcome.unwrap());
+        assert_eq!(v["spec"]["containers"][0]["ports"][0]["name"], "mw-http");
+        let proxy = &v["spec"]["containers"][1];
+        assert_eq!(proxy["ports"][0]["name"], "http-envoy-prom");
+        // Istio's agent now merges modelwatch's metrics into 15020.
+        let merged = proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "ISTIO_PROMETHEUS_ANNOTATIONS")
+            .unwrap();
+        let target: serde_json::Value =
+            serde_json::from_str(merged["value"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            target,
+            serde_json::json!({"scrape": "true", "path": "/metrics", "port": "17090"})
+        );
+        assert_eq!(v["metadata"]["annotations"]["prometheus.io/port"], "15020");
+
+        // The model's own metrics already merged: a warning, nothing changed.
+        let mut q = p.clone();
+        q.spec.as_mut().unwrap().containers[1]
+            .env
+            .as_mut()
+            .unwrap()
+            .push(EnvVar {
+                name: "ISTIO_PROMETHEUS_ANNOTATIONS".into(),
+                value: Some(r#"{"scrape":"true","path":"/metrics","port":"8080"}"#.into()),
+                ..Default::default()
+            });
+        let d = decide(&q, true, &InjectorConfig::default());
+        assert!(d.outcome.is_ok());
+        assert!(
+            d.warnings[0].contains("podMonitor.enabled"),
+            "{:?}",
+            d.warnings
+        );
+
+        // An admin port that collides is still refused, by its chart value.
+        let config = InjectorConfig {
+            admin_port: 15090,
+            ..Default::default()
+        };
+        let d = decide(&p, true, &config);
         assert_eq!(d.outcome.unwrap_err(), Skip::Conflict);
         assert!(
             d.warnings[0].contains("sidecar.adminPort"),
             "{:?}",
             d.warnings
         );
+    }
+
+    fn containers(v: &serde_json::Value) -> &Vec<serde_json::Value> {
+        v["spec"]["containers"].as_array().unwrap()
+    }
+
+    fn sidecar_env(v: &serde_json::Value) -> BTreeMap<String, String> {
+        v["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == SIDECAR)
+            .unwrap()["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e["name"].as_str()?.to_string(),
+                    e["value"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kserve_raw_deployment_moves_the_model_and_takes_the_number() {
+        // KServe's sklearn runtime declares no port; its Service targets 8080.
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "iris-predictor-0", "labels": {"serving.kserve.io/inferenceservice": "iris"}},
+            "spec": {"containers": [{
+                "name": "kserve-container", "image": "kserve/sklearnserver:v0.14.0",
+                "args": ["--model_name=iris", "--model_dir=/mnt/models", "--http_port=8080"],
+                "readinessProbe": {"httpGet": {"path": "/v1/models/iris", "port": 8080}}
+            }]}
+        }));
+        let d = decide(&p, false, &InjectorConfig::default());
+        assert!(matches!(d.outcome, Err(Skip::NotSelected)));
+        let d = decide(&p, true, &InjectorConfig::default());
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        let v = apply(&p, &d.outcome.unwrap());
+        let model = &containers(&v)[0];
+        // 8081 is the server's undeclared gRPC port: the model moves to 17100.
+        assert_eq!(model["args"][2], "--http_port=17100");
+        assert_eq!(model["ports"][0]["containerPort"], 17100);
+        assert_eq!(model["readinessProbe"]["httpGet"]["port"], 17100);
+        let env = sidecar_env(&v);
+        assert_eq!(env["MODELWATCH_LISTEN"], "0.0.0.0:8080");
+        assert_eq!(env["MODELWATCH_UPSTREAM"], "http://127.0.0.1:17100");
+        let mw = &v["spec"]["initContainers"][0];
+        assert_eq!(mw["ports"][0]["containerPort"], 8080);
+        assert_eq!(mw["ports"][0]["name"], PROXY_PORT_NAME);
+
+        // The moved port avoids what the server binds undeclared.
         let config = InjectorConfig {
-            admin_port: 15099,
+            moved_port: 8081,
             ..Default::default()
         };
         let v = apply(&p, &decide(&p, true, &config).outcome.unwrap());
-        assert_eq!(v["spec"]["containers"][0]["ports"][0]["name"], "mw-http");
+        assert_eq!(containers(&v)[0]["args"][2], "--http_port=8082");
+    }
+
+    #[test]
+    fn kserve_serverless_pod_is_injected_behind_the_queue_proxy() {
+        // As Knative renders a KServe Serverless predictor: user-port 8080,
+        // the queue-proxy with its four ports forwarding to USER_PORT.
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "iris-predictor-00001-deployment-x", "labels": {
+                "serving.kserve.io/inferenceservice": "iris",
+                "serving.knative.dev/revision": "iris-predictor-00001"}},
+            "spec": {"containers": [
+                {"name": "kserve-container", "image": "docker.io/seldonio/mlserver:1.7.1",
+                 "ports": [{"name": "user-port", "containerPort": 8080}],
+                 "env": [{"name": "MLSERVER_HTTP_PORT", "value": "8080"}, {"name": "MLSERVER_GRPC_PORT", "value": "9000"}]},
+                {"name": "queue-proxy", "image": "gcr.io/knative-releases/knative.dev/serving/cmd/queue",
+                 "ports": [{"name": "http-queueadm", "containerPort": 8022}, {"name": "http-autometric", "containerPort": 9090},
+                           {"name": "http-usermetric", "containerPort": 9091}, {"name": "queue-port", "containerPort": 8012}],
+                 "env": [{"name": "USER_PORT", "value": "8080"}]}
+            ]}
+        }));
+        let d = decide(&p, true, &InjectorConfig::default());
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        let v = apply(&p, &d.outcome.unwrap());
+        let model = &containers(&v)[0];
+        assert_eq!(model["env"][0]["value"], "17100");
         assert_eq!(
-            v["spec"]["containers"][1]["ports"][0]["name"],
-            "http-envoy-prom"
+            model["ports"][0],
+            serde_json::json!({"name": "mw-user-port", "containerPort": 17100})
         );
+        let env = sidecar_env(&v);
+        assert_eq!(env["MODELWATCH_LISTEN"], "0.0.0.0:8080");
+        assert_eq!(env["MODELWATCH_UPSTREAM"], "http://127.0.0.1:17100");
+
+        // A server whose port setting is unknown: refused, with the way in.
+        let mut q = p.clone();
+        let c = &mut q.spec.as_mut().unwrap().containers[0];
+        c.image = Some("example/custom:1".into());
+        c.env = None;
+        let d = decide(&q, true, &InjectorConfig::default());
+        assert_eq!(d.outcome.unwrap_err(), Skip::CannotMovePort);
+        assert!(
+            d.warnings[0].contains("queue-proxy") && d.warnings[0].contains("model-port-arg"),
+            "{:?}",
+            d.warnings
+        );
+        q.metadata.annotations = Some(
+            [(
+                annotations::MODEL_PORT_ARG.to_string(),
+                "--listen-port".to_string(),
+            )]
+            .into(),
+        );
+        q.spec.as_mut().unwrap().containers[0].args = Some(vec!["serve".into()]);
+        let v = apply(
+            &q,
+            &decide(&q, true, &InjectorConfig::default())
+                .outcome
+                .unwrap(),
+        );
+        assert_eq!(
+            containers(&v)[0]["args"],
+            serde_json::json!(["serve", "--listen-port=17100"])
+        );
+    }
+
+    #[test]
+    fn an_unnamed_port_of_a_known_server_is_moved() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "llm"},
+            "spec": {"containers": [{
+                "name": "vllm", "image": "vllm/vllm-openai:v0.6.3",
+                "args": ["--model", "m", "--port", "8000"],
+                "ports": [{"containerPort": 8000}],
+                "livenessProbe": {"tcpSocket": {"port": 8000}}
+            }]}
+        }));
+        let v = apply(
+            &p,
+            &decide(&p, true, &InjectorConfig::default())
+                .outcome
+                .unwrap(),
+        );
+        let model = &containers(&v)[0];
+        assert_eq!(model["args"][3], "17100");
+        assert_eq!(model["livenessProbe"]["tcpSocket"]["port"], 17100);
+        assert_eq!(sidecar_env(&v)["MODELWATCH_LISTEN"], "0.0.0.0:8000");
+        // A bad annotation is refused with what is accepted.
+        let mut q = p.clone();
+        q.metadata.annotations =
+            Some([(annotations::MODEL_PORT_ARG.to_string(), "port".to_string())].into());
+        let d = decide(&q, true, &InjectorConfig::default());
+        assert_eq!(d.outcome.unwrap_err(), Skip::BadAnnotation);
+        assert!(d.warnings[0].contains("env:NAME"), "{:?}", d.warnings);
     }
 
     #[test]
@@ -1139,9 +1764,9 @@ mod tests {
         assert_eq!(
             ports,
             vec![
-                ("http".into(), 15080),
-                ("grpc".into(), 15081),
-                (ADMIN_PORT_NAME.into(), 15090)
+                ("http".into(), 17080),
+                ("grpc".into(), 17081),
+                (ADMIN_PORT_NAME.into(), 17090)
             ]
         );
         let env: BTreeMap<String, serde_json::Value> = mw["env"]
@@ -1153,7 +1778,7 @@ mod tests {
         assert_eq!(env["MODELWATCH_UPSTREAM"], "http://127.0.0.1:8080");
         assert_eq!(
             env["MODELWATCH_EXTRA_PORTS"],
-            "0.0.0.0:15081=http://127.0.0.1:8081"
+            "0.0.0.0:17081=http://127.0.0.1:8081"
         );
 
         // Two ports neither of which says gRPC: the annotation chooses, and

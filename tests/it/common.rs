@@ -70,6 +70,8 @@ pub struct Options {
     pub config: String,
     pub env: Vec<(String, String)>,
     pub wait_ready: bool,
+    /// The proxy's address (default: a free loopback port).
+    pub listen: Option<SocketAddr>,
 }
 
 impl Options {
@@ -79,6 +81,7 @@ impl Options {
             config: String::new(),
             env: Vec::new(),
             wait_ready: true,
+            listen: None,
         }
     }
     pub fn config(mut self, yaml: &str) -> Options {
@@ -87,6 +90,10 @@ impl Options {
     }
     pub fn env(mut self, k: &str, v: &str) -> Options {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn listen(mut self, addr: SocketAddr) -> Options {
+        self.listen = Some(addr);
         self
     }
     pub fn no_wait(mut self) -> Options {
@@ -101,7 +108,9 @@ impl Modelwatch {
         let config_path = dir.path().join("modelwatch.yaml");
         std::fs::write(&config_path, &opts.config).unwrap();
         let log = dir.path().join("modelwatch.log");
-        let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let proxy: SocketAddr = opts
+            .listen
+            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
         cmd.arg("run")

@@ -150,7 +150,7 @@ fn injection_webhook_patches_a_table_of_pods_into_valid_pods() {
 #[test]
 fn injector_refuses_a_bad_config_and_a_missing_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (_d, cfg) = temp_file("injector.yaml", "proxy_port: 15090\nadmin_port: 15090\n");
+    let (_d, cfg) = temp_file("injector.yaml", "proxy_port: 17090\nadmin_port: 17090\n");
     let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))
         .args([
             "inject-webhook",
@@ -167,7 +167,7 @@ fn injector_refuses_a_bad_config_and_a_missing_certificate() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("`admin_port`") && err.contains("15090"),
+        err.contains("`admin_port`") && err.contains("17090"),
         "{err}"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_modelwatch"))

@@ -24,6 +24,7 @@ mod resources;
 mod rollout;
 mod rules;
 mod status_page;
+mod takeover;
 mod tensorboard;
 mod traces;
 mod upstream_tls;

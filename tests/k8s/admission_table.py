@@ -166,6 +166,43 @@ def pod(containers, annotations=None, labels=None, owner=None, init=None, **spec
 
 HTTP = [{"name": "http", "containerPort": 8080}]
 
+KSERVE_LABELS = {"serving.kserve.io/inferenceservice": "iris", "component": "predictor",
+                 "app": "isvc.iris-predictor"}
+
+# Knative's queue-proxy as the revision reconciler renders it (its ports and
+# the user port it forwards to).
+QUEUE_PROXY = {"name": "queue-proxy", "image": "gcr.io/knative-releases/knative.dev/serving/cmd/queue:v1.15.2",
+               "ports": [{"name": "http-queueadm", "containerPort": 8022}, {"name": "http-autometric", "containerPort": 9090},
+                         {"name": "http-usermetric", "containerPort": 9091}, {"name": "queue-port", "containerPort": 8012}],
+               "env": [{"name": "SERVING_NAMESPACE", "value": "models"}, {"name": "USER_PORT", "value": "8080"},
+                       {"name": "SERVING_READINESS_PROBE", "value": "{\"tcpSocket\":{\"port\":8080,\"host\":\"127.0.0.1\"},\"successThreshold\":1}"}],
+               "readinessProbe": {"httpGet": {"path": "/", "port": 8012,
+                                              "httpHeaders": [{"name": "K-Network-Probe", "value": "queue"}]}}}
+
+# A pod as Istio's injector (1.24, metrics merging on) leaves it: its proxy's
+# ports, the model's probe rewritten to the agent with the original kept in
+# ISTIO_KUBE_APP_PROBERS, and the prometheus.io annotations on 15020.
+ISTIO_POD = {
+    "metadata": {"generateName": "model-7d9f8b6c5d-", "labels": {"app": "model", "security.istio.io/tlsMode": "istio"},
+                 "annotations": {"sidecar.istio.io/status": "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"]}",
+                                 "prometheus.io/scrape": "true", "prometheus.io/port": "15020",
+                                 "prometheus.io/path": "/stats/prometheus"}},
+    "spec": {
+        "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.24.2",
+                            "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
+                                     "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"]}],
+        "containers": [
+            model_container(ports=HTTP, readinessProbe={"httpGet": {"path": "/app-health/model/readyz", "port": 15020}}),
+            {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.2",
+             "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
+             "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+             "env": [{"name": "ISTIO_KUBE_APP_PROBERS",
+                      "value": "{\"/app-health/model/readyz\":{\"httpGet\":{\"path\":\"/ready\",\"port\":8080,\"scheme\":\"HTTP\"},\"timeoutSeconds\":1}}"}],
+             "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}}},
+        ],
+    },
+}
+
 # name, pod, namespace opted in, webhook (native or legacy), expected outcome,
 # extra checks on the patched pod.
 CASES = [
@@ -186,7 +223,8 @@ CASES = [
                "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models"}]}],
         volumes=[{"name": "kserve-provision-location", "emptyDir": {}}]),
      False, "native", "injected",
-     {"proxy_name": "user-port", "upstream": 8080, "init_before": "storage-initializer", "env": {"MODELWATCH_PROTOCOL": "kserve-v1", "MODELWATCH_MODEL_VERSION": "v0.14.0"}}),
+     {"proxy_name": "user-port", "upstream": 17100, "by_number": 8080, "moved": ("args", "--http_port=17100"),
+      "init_before": "storage-initializer", "env": {"MODELWATCH_PROTOCOL": "kserve-v1", "MODELWATCH_MODEL_VERSION": "v0.14.0"}}),
     ("vllm-style", pod(
         [model_container("vllm", "vllm/vllm-openai:v0.6.3",
                          [{"name": "http", "containerPort": 8000}],
@@ -213,22 +251,88 @@ CASES = [
     ("rest-and-grpc", pod([model_container("mlserver", "seldonio/mlserver:1.7.1",
                                            [{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081}])]),
      True, "native", "injected", {"proxy_name": "http", "upstream": 8080,
-                                  "extra_ports": {"grpc": (15081, "http://127.0.0.1:8081")}}),
-    # Istio's webhook ran first: its proxy's ports are not the model's. Its
-    # 15090 is the sidecar's default admin port: skipped, and the warning names
-    # the chart value to change.
-    ("istio-meshed", pod([model_container(ports=HTTP),
-                          {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.2",
-                           "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}]}],
-                         annotations={"sidecar.istio.io/status": "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"]}"}),
-     True, "native", "skipped:conflict", {"warning_has": "sidecar.adminPort"}),
+                                  "extra_ports": {"grpc": (17081, "http://127.0.0.1:8081")}}),
+    # Istio's webhook ran first: its proxy's ports (15090 among them) are not
+    # the model's and do not collide with the sidecar's; its merged-metrics
+    # annotations point at 15020, so modelwatch joins the merge.
+    ("istio-meshed", ISTIO_POD, True, "native", "injected",
+     {"proxy_name": "http", "upstream": 8080, "istio_merge": "17090"}),
+    # KServe RawDeployment, as the controller renders the predictor from
+    # config/runtimes/kserve-sklearnserver.yaml: no port declared, the
+    # Service targets 8080 by number (service_reconciler.go createDefaultSvc).
+    ("kserve-raw-sklearn", pod(
+        [model_container("kserve-container", "kserve/sklearnserver:v0.15.0", None,
+                         args=["--model_name=iris", "--model_dir=/mnt/models", "--http_port=8080"],
+                         volumeMounts=[{"name": "kserve-provision-location", "mountPath": "/mnt/models", "readOnly": True}])],
+        labels=KSERVE_LABELS, owner=owned("ReplicaSet", "iris-predictor-5f7b8c"),
+        init=[{"name": "storage-initializer", "image": "kserve/storage-initializer:v0.15.0",
+               "args": ["gs://kfserving-examples/models/sklearn/1.0/model", "/mnt/models"],
+               "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models"}]}],
+        volumes=[{"name": "kserve-provision-location", "emptyDir": {}}]),
+     True, "native", "injected", {"proxy_name": "mw-proxy", "upstream": 17100, "by_number": 8080, "moved": ("args", "--http_port=17100")}),
+    # KServe's Triton runtime (config/runtimes/kserve-tritonserver.yaml):
+    # gRPC 9000 and metrics 8002 bound undeclared.
+    ("kserve-raw-triton", pod(
+        [model_container("kserve-container", "nvcr.io/nvidia/tritonserver:24.08-py3", None,
+                         args=["tritonserver", "--model-store=/mnt/models", "--grpc-port=9000", "--http-port=8080",
+                               "--allow-grpc=true", "--allow-http=true"])],
+        labels=KSERVE_LABELS),
+     True, "native", "injected", {"proxy_name": "mw-proxy", "upstream": 17100, "by_number": 8080, "moved": ("args", "--http-port=17100")}),
+    # KServe Serverless: Knative's revision adds user-port 8080 and the
+    # queue-proxy, which forwards to USER_PORT by number (knative.dev/serving
+    # pkg/reconciler/revision/resources/deploy.go, queue.go); MLServer from
+    # config/runtimes/kserve-mlserver.yaml.
+    ("kserve-serverless-mlserver", pod(
+        [model_container("kserve-container", "docker.io/seldonio/mlserver:1.7.1",
+                         [{"name": "user-port", "containerPort": 8080}],
+                         env=[{"name": "MLSERVER_MODEL_IMPLEMENTATION", "value": "mlserver_sklearn.SKLearnModel"},
+                              {"name": "MLSERVER_HTTP_PORT", "value": "8080"}, {"name": "MLSERVER_GRPC_PORT", "value": "9000"},
+                              {"name": "PORT", "value": "8080"}, {"name": "K_REVISION", "value": "iris-predictor-00001"}]),
+         QUEUE_PROXY],
+        labels={**KSERVE_LABELS, "serving.knative.dev/revision": "iris-predictor-00001",
+                "serving.knative.dev/service": "iris-predictor"}),
+     True, "native", "injected", {"proxy_name": "user-port", "upstream": 17100, "by_number": 8080,
+                                  "moved": ("env", "MLSERVER_HTTP_PORT", "17100")}),
+    # KServe's TorchServe runtime reads its port from config.properties:
+    # refused, and the warning says how to opt in.
+    ("kserve-torchserve", pod(
+        [model_container("kserve-container", "pytorch/torchserve-kfs:0.12.0", None,
+                         args=["torchserve", "--start", "--model-store=/mnt/models/model-store",
+                               "--ts-config=/mnt/models/config/config.properties"])],
+        labels=KSERVE_LABELS),
+     True, "native", "skipped:cannot_move_port", {"warning_has": "TS_INFERENCE_ADDRESS"}),
+    ("kserve-unknown-server", pod(
+        [model_container("kserve-container", "example/custom-predictor:3", [{"name": "user-port", "containerPort": 8080}]),
+         QUEUE_PROXY],
+        labels={**KSERVE_LABELS, "serving.knative.dev/revision": "custom-00001"}),
+     True, "native", "skipped:cannot_move_port", {"warning_has": "modelwatch.io/model-port-arg"}),
+    ("kserve-unknown-server-annotated", pod(
+        [model_container("kserve-container", "example/custom-predictor:3", [{"name": "user-port", "containerPort": 8080}],
+                         args=["serve", "--listen", "8080"]),
+         QUEUE_PROXY],
+        labels={**KSERVE_LABELS, "serving.knative.dev/revision": "custom-00001"},
+        annotations={"modelwatch.io/model-port-arg": "--listen"}),
+     True, "native", "injected", {"proxy_name": "user-port", "upstream": 17100, "by_number": 8080, "moved": ("args", "17100")}),
+    # An unnamed port of a server modelwatch knows: moved, not refused.
+    ("tgi-unnamed-port", pod(
+        [model_container("tgi", "ghcr.io/huggingface/text-generation-inference:2.4.0", [{"containerPort": 80}],
+                         args=["--model-id", "HuggingFaceTB/SmolLM2-360M-Instruct"],
+                         readinessProbe={"httpGet": {"path": "/health", "port": 80}})]),
+     True, "legacy", "injected", {"proxy_name": "mw-proxy", "upstream": 17100, "by_number": 80,
+                                  "moved": ("env", "PORT", "17100"), "probes_numeric": 17100}),
+    ("vllm-unnamed-port", pod(
+        [model_container("vllm", "vllm/vllm-openai:v0.6.3", [{"containerPort": 8000}],
+                         args=["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--port", "8000"],
+                         livenessProbe={"httpGet": {"path": "/health", "port": 8000}})]),
+     True, "native", "injected", {"proxy_name": "mw-proxy", "upstream": 17100, "by_number": 8000,
+                                  "moved": ("args", "17100"), "probes_numeric": 17100}),
     ("three-ports", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081},
                                                 {"name": "metrics", "containerPort": 8082}])]),
      True, "native", "skipped:ambiguous_port", {}),
     ("two-ports-both-chosen", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "admin-api", "containerPort": 8090}])],
                                   annotations={"modelwatch.io/model-port": "http,admin-api"}),
      True, "legacy", "injected", {"proxy_name": "http", "upstream": 8080,
-                                  "extra_ports": {"admin-api": (15081, "http://127.0.0.1:8090")}}),
+                                  "extra_ports": {"admin-api": (17081, "http://127.0.0.1:8090")}}),
     ("two-ports-chosen", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "grpc", "containerPort": 8081}])],
                              annotations={"modelwatch.io/model-port": "http"}),
      True, "native", "injected", {"proxy_name": "http", "upstream": 8080}),
@@ -242,7 +346,7 @@ CASES = [
     ("already-injected", pod([model_container(ports=[{"name": "mw-http", "containerPort": 8080}])],
                              annotations={"modelwatch.io/status": "injected"},
                              init=[{"name": "modelwatch", "image": "ghcr.io/modelwatch/modelwatch:0.1.0", "restartPolicy": "Always",
-                                    "ports": [{"name": "http", "containerPort": 15080}]}]),
+                                    "ports": [{"name": "http", "containerPort": 17080}]}]),
      True, "native", "skipped:already_injected", {}),
     ("opted-out", pod([model_container(ports=HTTP)], annotations={"modelwatch.io/inject": "false"}),
      True, "native", "skipped:opted_out", {}),
@@ -263,7 +367,7 @@ CASES = [
                                                   readinessProbe={"httpGet": {"path": "/ready", "port": "http"}})],
                                   owner=owned("ReplicaSet", "model-7d9f8b6c5d")),
      True, "legacy", "injected", {"proxy_name": "http", "upstream": 8080, "probes_numeric": 8080}),
-    ("port-conflict", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "admin", "containerPort": 15090}])],
+    ("port-conflict", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "admin", "containerPort": 17090}])],
                           annotations={"modelwatch.io/model-port": "http"}),
      True, "native", "skipped:conflict", {}),
     ("name-conflict", pod([model_container(ports=[{"name": "http", "containerPort": 8080}, {"name": "mw-http", "containerPort": 9000}])],
@@ -392,7 +496,13 @@ def run_table(urls, ca, out):
         for op in ops:
             if op["op"] == "remove":
                 fail(name, f"the patch removes {op['path']}")
-            if op["op"] == "replace" and not re.match(r"^/spec/containers/\d+/(ports/\d+/name|(liveness|readiness|startup)Probe/(httpGet|tcpSocket)/port)$", op["path"]):
+            # A moved model (by_number) also gets its port's number and the
+            # argument or variable that sets it rewritten, and Istio's copy
+            # of its probes.
+            allowed = r"ports/\d+/name|(liveness|readiness|startup)Probe/(httpGet|tcpSocket)/port"
+            if "by_number" in checks:
+                allowed += r"|ports/\d+/containerPort|args/\d+|command/\d+|env/\d+/value"
+            if op["op"] == "replace" and not re.match(rf"^/spec/containers/\d+/({allowed})$", op["path"]):
                 fail(name, f"the patch replaces {op['path']}")
         for v in (NATIVE_VERSIONS if mode == "native" else LEGACY_VERSIONS):
             try:
@@ -445,11 +555,38 @@ def run_table(urls, ca, out):
         # the chart's nativeSidecar: auto follows; regular: any), and a native
         # sidecar must be unreachable before 1.33 (why auto exists).
         listen = int(env["MODELWATCH_LISTEN"].rsplit(":", 1)[1])
-        for minor in ((33, 34, 35) if mode == "native" else (25, 28, 29, 32, 33, 34)):
-            if find_port(after, checks["proxy_name"], minor) != listen:
-                fail(name, f"on 1.{minor} the Service's port {checks['proxy_name']!r} resolves to {find_port(after, checks['proxy_name'], minor)}, not the sidecar's {listen}")
-        if mode == "native" and find_port(after, checks["proxy_name"], 32) is not None:
-            fail(name, "a native sidecar's port resolved on 1.32: find_port no longer follows the Kubernetes sources")
+        if "by_number" in checks:
+            # The Service (KServe) or the queue-proxy (Knative) addresses the
+            # number, which needs no resolution on any version: the sidecar
+            # must listen on it and the model must have left it.
+            number = checks["by_number"]
+            if listen != number:
+                fail(name, f"the sidecar listens on {listen}, not on the number {number} the Service targets")
+            others = [c["name"] for c in spec["containers"] + spec.get("initContainers", []) if c["name"] != "modelwatch"
+                      and any(p["containerPort"] == number for p in c.get("ports", []))]
+            if others:
+                fail(name, f"{others} still declare port {number}")
+            model = spec["containers"][0]
+            kind = checks["moved"][0]
+            if kind == "args" and not any(checks["moved"][1] == a or checks["moved"][1] in a for a in model.get("args", []) + model.get("command", [])):
+                fail(name, f"the model's command line does not set {checks['moved'][1]}: {model.get('command')} {model.get('args')}")
+            if kind == "env" and {e["name"]: e.get("value") for e in model.get("env", [])}.get(checks["moved"][1]) != checks["moved"][2]:
+                fail(name, f"the model's {checks['moved'][1]} is not {checks['moved'][2]}: {model.get('env')}")
+            if not any(p["containerPort"] == checks["upstream"] for p in model.get("ports", [])):
+                fail(name, f"the model does not declare its new port {checks['upstream']}: {model.get('ports')}")
+        else:
+            for minor in ((33, 34, 35) if mode == "native" else (25, 28, 29, 32, 33, 34)):
+                if find_port(after, checks["proxy_name"], minor) != listen:
+                    fail(name, f"on 1.{minor} the Service's port {checks['proxy_name']!r} resolves to {find_port(after, checks['proxy_name'], minor)}, not the sidecar's {listen}")
+            if mode == "native" and find_port(after, checks["proxy_name"], 32) is not None:
+                fail(name, "a native sidecar's port resolved on 1.32: find_port no longer follows the Kubernetes sources")
+        if "istio_merge" in checks:
+            proxy = [c for c in spec["containers"] if c["name"] == "istio-proxy"][0]
+            merged = {e["name"]: e.get("value") for e in proxy.get("env", [])}.get("ISTIO_PROMETHEUS_ANNOTATIONS")
+            if not merged or json.loads(merged) != {"scrape": "true", "path": "/metrics", "port": checks["istio_merge"]}:
+                fail(name, f"Istio's agent is not told to merge modelwatch's metrics: {merged!r}")
+            if after["metadata"]["annotations"].get("prometheus.io/port") != "15020":
+                fail(name, "Istio's merged-metrics annotations were changed")
         model_names = {p.get("name") for c in spec["containers"] if c["name"] != "modelwatch" for p in c.get("ports", [])}
         if checks["proxy_name"] in model_names:
             fail(name, f"the model still declares port name {checks['proxy_name']!r}")

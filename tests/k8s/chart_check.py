@@ -46,6 +46,7 @@ BAD_VALUES = {
     "misspelled-key.yaml": "nativeSidcar",
     "cert-manager.yaml": "/tls/certManager",
     "same-ports.yaml": "must differ",
+    "moved-port-is-admin-port.yaml": "sidecar.movedPort must differ",
     "otlp-without-scheme.yaml": "/sidecar/otlpEndpoint",
     "fleet-without-bootstrap.yaml": "/fleet/kafka/bootstrap",
 }
@@ -290,7 +291,7 @@ def check_injector(a, name, by_kind, want_cert_manager, vals, native):
         else:
             eff = yaml.safe_load(r.stdout)
             sv = vals.get("sidecar", {})
-            if eff["native_sidecar"] != native or eff["proxy_port"] != sv.get("proxyPort", 15080):
+            if eff["native_sidecar"] != native or eff["proxy_port"] != sv.get("proxyPort", 17080):
                 fail(name, f"the injector's effective settings differ from the values: {eff}")
             env = {e["name"]: e.get("value") for e in eff["env"]}
             if sv.get("otlpEndpoint") and env.get("OTEL_EXPORTER_OTLP_ENDPOINT") != sv["otlpEndpoint"]:

@@ -55,6 +55,7 @@ image_pull_policy: {{ .Values.image.pullPolicy }}
 native_sidecar: {{ include "modelwatch.nativeSidecar" . }}
 proxy_port: {{ .Values.sidecar.proxyPort }}
 admin_port: {{ .Values.sidecar.adminPort }}
+moved_port: {{ .Values.sidecar.movedPort }}
 resources:
   {{- toYaml .Values.sidecar.resources | nindent 2 }}
 run_as_user: {{ .Values.sidecar.runAsUser }}
