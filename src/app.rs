@@ -74,6 +74,16 @@ impl App {
             telemetry.instruments.clone(),
             telemetry.gauges.clone(),
         );
+        // Payload-logger events become samples too (not mirrored to a shadow:
+        // they were served already).
+        let cloudevents = config.cloudevents.enabled.then(|| {
+            Arc::new(crate::cloudevents::Receiver::new(
+                sender.clone(),
+                config.cloudevents.clone(),
+                config.sampling.max_body_bytes,
+                telemetry.instruments.cloudevents_received.clone(),
+            ))
+        });
         let sender = sender.with_shadow(crate::rollout::shadow::Shadow::new(
             &config,
             telemetry.instruments.clone(),
@@ -238,6 +248,7 @@ impl App {
             recent,
             decode_problems,
             quality: quality.as_ref().map(|q| q.handle.clone()),
+            cloudevents,
             drift,
             anomaly,
             alerts: alerts_snapshot,

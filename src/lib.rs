@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod anomaly;
 pub mod app;
 pub mod cli;
+pub mod cloudevents;
 pub mod config;
 pub mod demo;
 pub mod drift;

@@ -32,6 +32,8 @@ pub struct AdminState {
     /// Configuration problems that decoding found (feature names that do not fit).
     pub decode_problems: Arc<crate::analysis::DecodeProblems>,
     pub quality: Option<crate::quality::QualityHandle>,
+    /// `POST /v1/cloudevents`, when `cloudevents.enabled`.
+    pub cloudevents: Option<Arc<crate::cloudevents::Receiver>>,
     pub drift: Option<std::sync::Arc<std::sync::RwLock<crate::drift::DriftSnapshot>>>,
     pub anomaly: Option<std::sync::Arc<std::sync::RwLock<crate::anomaly::AnomalySnapshot>>>,
     /// The alert evaluator's snapshot (no rules: alerts are off).
@@ -167,7 +169,7 @@ impl AdminState {
             ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": {"type": "not_found", "message": "admin endpoints: / (status page) /metrics /healthz /readyz /v1/status /v1/status/history /v1/quality /v1/alerts /v1/gate, POST /v1/feedback /v1/gate /v1/quality/reference/reset /-/reload"}}),
+                json!({"error": {"type": "not_found", "message": "admin endpoints: / (status page) /metrics /healthz /readyz /v1/status /v1/status/history /v1/quality /v1/alerts /v1/gate, POST /v1/feedback /v1/cloudevents /v1/gate /v1/quality/reference/reset /-/reload"}}),
             ),
         }
     }
@@ -401,6 +403,49 @@ impl AdminState {
             header::HeaderValue::from_static("Bearer"),
         );
         Some(r)
+    }
+
+    /// `POST /v1/cloudevents`: one inference event from a payload logger
+    /// (KServe's), paired with its other half into a sample. 200 with the
+    /// outcome; 400 with the reason for a body that is not an inference
+    /// event; 413 above 64 MiB.
+    pub async fn cloudevents(&self, req: Request<Incoming>) -> AdminResponse {
+        use http_body_util::BodyExt;
+        let Some(receiver) = &self.cloudevents else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "disabled",
+                "inference events are off: set cloudevents.enabled to true",
+            );
+        };
+        if let Some(r) = self.authorize(&req, "cloudevents", None) {
+            return r;
+        }
+        let headers = req.headers().clone();
+        let body = match http_body_util::Limited::new(req.into_body(), 64 << 20)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                receiver.invalid();
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "an event is at most 64 MiB",
+                );
+            }
+        };
+        match crate::cloudevents::parse(&headers, body) {
+            Ok(event) => {
+                let outcome = receiver.accept(event);
+                json_response(StatusCode::OK, json!({"outcome": outcome.as_str()}))
+            }
+            Err(e) => {
+                receiver.invalid();
+                error_response(StatusCode::BAD_REQUEST, e.kind(), &e.to_string())
+            }
+        }
     }
 
     /// `POST /v1/feedback`: labels for earlier predictions.
@@ -703,6 +748,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
                 let post = req.method() == Method::POST;
                 match req.uri().path() {
                     "/v1/feedback" if post => st.feedback(req).await,
+                    "/v1/cloudevents" if post => st.cloudevents(req).await,
                     "/v1/gate" if post => st.gate_webhook(req).await,
                     "/v1/quality/reference/reset" if post => st.reset_reference(req).await,
                     "/-/reload" if post => st.reload(&req).await,

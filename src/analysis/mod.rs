@@ -380,9 +380,12 @@ impl Analyzer for VersionAnalyzer {
             KeyValue::new(attr::MODEL, model),
             KeyValue::new(attr::MODEL_VERSION, version),
         ];
-        self.instruments
-            .model_request_duration
-            .record(sample.timings.total.as_secs_f64(), &attrs);
+        // A payload logger's events carry no timing of the model's work.
+        if sample.source == crate::sample::SampleSource::Proxy {
+            self.instruments
+                .model_request_duration
+                .record(sample.timings.total.as_secs_f64(), &attrs);
+        }
         let [a, b] = attrs;
         self.instruments.model_requests.add(
             1,

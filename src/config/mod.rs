@@ -99,6 +99,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Model updates: canary gates and shadow traffic.
     pub rollout: RolloutConfig,
+    /// Inference events from a payload logger (KServe's), on the admin port.
+    pub cloudevents: CloudEventsConfig,
     /// Host, process, container (cgroup) and GPU figures.
     pub resources: ResourcesConfig,
     /// TensorBoard event files of the quality, drift and latency figures.
@@ -111,6 +113,32 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// modelwatch's own logs.
     pub log: LogConfig,
+}
+
+/// `POST /v1/cloudevents` on the admin port: KServe's payload logger (or any
+/// producer of `org.kubeflow.serving.inference.request`/`.response` events)
+/// as a source of samples, for models modelwatch does not proxy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudEventsConfig {
+    pub enabled: bool,
+    /// Events waiting for their other half (a request for its response, or
+    /// the reverse): at most this many; the oldest is dropped, and counted.
+    pub max_pending: usize,
+    /// An event whose other half has not come within this long is dropped,
+    /// and counted (KServe logs no response for a failed request).
+    #[serde(with = "humantime_serde")]
+    pub pair_timeout: Duration,
+}
+
+impl Default for CloudEventsConfig {
+    fn default() -> Self {
+        CloudEventsConfig {
+            enabled: true,
+            max_pending: 10_000,
+            pair_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// TensorBoard event files: per model version a run folder
@@ -1083,6 +1111,20 @@ impl Config {
 
     /// Checks every value that the types alone do not; the first problem is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cloudevents.max_pending == 0 {
+            return Err(invalid(
+                "cloudevents.max_pending",
+                0,
+                "a number of events above 0",
+            ));
+        }
+        if self.cloudevents.pair_timeout < Duration::from_millis(100) {
+            return Err(invalid(
+                "cloudevents.pair_timeout",
+                humantime::format_duration(self.cloudevents.pair_timeout),
+                "a duration of at least 100ms, e.g. 30s",
+            ));
+        }
         parse_addr("proxy.listen", &self.proxy.listen)?;
         parse_addr("admin.listen", &self.admin.listen)?;
         if self.proxy.listen == self.admin.listen {

@@ -328,6 +328,7 @@ impl Exchange {
         }
         if let Some(p) = self.sample.take() {
             let sample = Sample {
+                source: crate::sample::SampleSource::Proxy,
                 request_id: p.request_id,
                 request_id_generated: p.request_id_generated,
                 trace_id,

@@ -49,9 +49,22 @@ pub struct CapturedBody {
     pub truncated: bool,
 }
 
+/// Where a sample came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleSource {
+    /// An exchange the proxy carried and timed.
+    #[default]
+    Proxy,
+    /// A request and its response reported by a payload logger
+    /// (`POST /v1/cloudevents`): the records are the same, but there are no
+    /// timings of the model's work.
+    CloudEvents,
+}
+
 /// One sampled exchange, handed to analysis.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    pub source: SampleSource,
     pub request_id: String,
     /// True when the client sent no usable request id and the proxy made one.
     pub request_id_generated: bool,
@@ -111,6 +124,7 @@ impl Sample {
             response_headers.insert(http::header::CONTENT_TYPE, v);
         }
         Sample {
+            source: SampleSource::Proxy,
             request_id: "synthetic".into(),
             request_id_generated: false,
             trace_id: None,

@@ -70,6 +70,7 @@ pub struct Instruments {
     pub upstream_errors: Counter<u64>,
     pub upstream_retries: Counter<u64>,
     pub admin_auth_failures: Counter<u64>,
+    pub cloudevents_received: Counter<u64>,
     pub gen_ai_duration: Histogram<f64>,
     pub gen_ai_ttft: Histogram<f64>,
     pub gen_ai_tpot: Histogram<f64>,
@@ -124,7 +125,7 @@ fn describe<T>(
 }
 
 impl Instruments {
-    fn new(meter: &Meter) -> Instruments {
+    pub fn new(meter: &Meter) -> Instruments {
         use names::*;
         let f64_hist = |m: MetricName, buckets: &[f64]| {
             meter
@@ -161,6 +162,7 @@ impl Instruments {
             upstream_errors: counter(UPSTREAM_ERRORS),
             upstream_retries: counter(UPSTREAM_RETRIES),
             admin_auth_failures: counter(ADMIN_AUTH_FAILURES),
+            cloudevents_received: counter(CLOUDEVENTS_RECEIVED),
             gen_ai_duration: f64_hist(GEN_AI_SERVER_REQUEST_DURATION, GEN_AI_DURATION_BUCKETS),
             gen_ai_ttft: f64_hist(GEN_AI_SERVER_TIME_TO_FIRST_TOKEN, GEN_AI_TTFT_BUCKETS),
             gen_ai_tpot: f64_hist(GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN, GEN_AI_TPOT_BUCKETS),
@@ -505,7 +507,19 @@ impl Telemetry {
                 .add(0, &[KeyValue::new(attr::ERROR_TYPE, error.kind())]);
         }
         instruments.upstream_retries.add(0, &[]);
-        for endpoint in ["feedback", "records", "reference_reset", "gate", "reload"] {
+        for outcome in crate::cloudevents::EventOutcome::ALL {
+            instruments
+                .cloudevents_received
+                .add(0, &[KeyValue::new(attr::CE_OUTCOME, outcome.as_str())]);
+        }
+        for endpoint in [
+            "feedback",
+            "records",
+            "reference_reset",
+            "gate",
+            "reload",
+            "cloudevents",
+        ] {
             instruments
                 .admin_auth_failures
                 .add(0, &[KeyValue::new(attr::ENDPOINT, endpoint)]);

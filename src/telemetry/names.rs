@@ -124,6 +124,13 @@ metric!(
     "Admin requests refused for a missing or wrong token (admin.token_file, quality.feedback_token), by endpoint."
 );
 metric!(
+    CLOUDEVENTS_RECEIVED,
+    "modelwatch.cloudevents.received",
+    "{event}",
+    Counter,
+    "Inference events received on POST /v1/cloudevents, by outcome (joined, pending, duplicate, expired, dropped_full, invalid)."
+);
+metric!(
     CONFIG_RELOADS,
     "modelwatch.config.reloads",
     "{reload}",
@@ -917,6 +924,7 @@ pub const ALL: &[MetricName] = &[
     UPSTREAM_ERRORS,
     UPSTREAM_RETRIES,
     ADMIN_AUTH_FAILURES,
+    CLOUDEVENTS_RECEIVED,
     CONFIG_RELOADS,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
     CONFIG_HASH,
@@ -1101,6 +1109,8 @@ pub mod attr {
     pub const SERIES: &str = "series";
     pub const DETECTOR: &str = "detector";
     pub const RESULT: &str = "result";
+    /// What became of a received CloudEvent.
+    pub const CE_OUTCOME: &str = "outcome";
     pub const TOPIC: &str = "topic";
     pub const PARTITION: &str = "partition";
     pub const ALERTNAME: &str = "alertname";

@@ -5,6 +5,7 @@
 mod admin;
 mod alerts;
 mod cli;
+mod cloudevents;
 mod common;
 mod dashboards;
 mod drift;

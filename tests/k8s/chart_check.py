@@ -133,9 +133,17 @@ def check_set(a, name, values, extra, want_cert_manager, kube="1.33.0"):
             fail(name, "no PodDisruptionBudget with several replicas")
         check_injector(a, name, by_kind, want_cert_manager, vals, native)
     else:
-        for k in ("Deployment", "MutatingWebhookConfiguration", "Secret"):
+        for k in ("MutatingWebhookConfiguration", "Secret"):
             if k in kinds:
                 fail(name, f"{k} rendered with the injector off")
+        if any(d["metadata"]["name"].endswith("-injector") for d in by_kind.get("Deployment", [])):
+            fail(name, "the injector's Deployment rendered with the injector off")
+    collector_on = vals.get("collector", {}).get("enabled", False)
+    collectors = [d for d in by_kind.get("Deployment", []) if d["metadata"]["name"].endswith("-collector")]
+    if collector_on:
+        check_collector(a, name, by_kind, collectors)
+    elif collectors:
+        fail(name, "a collector rendered with collector.enabled false")
     fleet = vals.get("fleet", {})
     fleet_on = fleet.get("enabled", False)
     joiner_monitor = fleet_on and fleet.get("joiner", {}).get("serviceMonitor", False)
@@ -252,8 +260,39 @@ def check_fleet(a, name, by_kind, vals):
                 fail(name, f"KafkaTopic {t['spec']['topicName']}: only the state topic is compacted")
 
 
+def check_collector(a, name, by_kind, collectors):
+    """The collector: a Service on its admin port with client affinity (a
+    request's two events must meet in one replica), a config modelwatch
+    accepts, and `run` with the proxy on loopback."""
+    if len(collectors) != 1:
+        fail(name, f"{len(collectors)} collector Deployments")
+        return
+    pod = collectors[0]["spec"]["template"]
+    ctr = pod["spec"]["containers"][0]
+    cports = {p["name"] for p in ctr["ports"]}
+    if ctr["args"][0] != "run" or "--listen=127.0.0.1:8080" not in ctr["args"] or "--admin-listen=0.0.0.0:9464" not in ctr["args"]:
+        fail(name, f"the collector's args: {ctr['args']}")
+    svcs = [s for s in by_kind.get("Service", []) if s["metadata"]["name"].endswith("-collector")]
+    if len(svcs) != 1 or svcs[0]["spec"].get("sessionAffinity") != "ClientIP":
+        fail(name, "the collector needs one Service with sessionAffinity: ClientIP")
+    for s in svcs:
+        if any(pod["metadata"]["labels"].get(k) != v for k, v in s["spec"]["selector"].items()):
+            fail(name, "the collector's Service does not select it")
+        for p in s["spec"]["ports"]:
+            if p["targetPort"] not in cports:
+                fail(name, f"the collector's Service targets {p['targetPort']}, not a port of it")
+    cms = [c for c in by_kind.get("ConfigMap", []) if c["metadata"]["name"].endswith("-collector")]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(cms[0]["data"]["modelwatch.yaml"])
+    r = run([a.modelwatch, "check-config", f.name])
+    if r.returncode != 0:
+        fail(name, f"modelwatch refuses the collector's config: {r.stderr}")
+    elif yaml.safe_load(r.stdout)["cloudevents"]["enabled"] is not True:
+        fail(name, "the collector's config turns cloudevents off")
+
+
 def check_injector(a, name, by_kind, want_cert_manager, vals, native):
-    dep = by_kind["Deployment"][0]
+    dep = [d for d in by_kind["Deployment"] if d["metadata"]["name"].endswith("-injector")][0]
     svc = [s for s in by_kind["Service"] if s["metadata"]["name"].endswith("-injector")][0]
     hook = by_kind["MutatingWebhookConfiguration"][0]
     pod = dep["spec"]["template"]

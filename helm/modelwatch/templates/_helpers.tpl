@@ -125,3 +125,13 @@ API). Before 1.33 the sidecar must be a regular container.
 {{- semverCompare ">=1.33.0-0" .Capabilities.KubeVersion.Version -}}
 {{- end -}}
 {{- end }}
+
+{{- define "modelwatch.collector" -}}
+{{- printf "%s-collector" (include "modelwatch.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelwatch.collectorSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: collector
+{{- end -}}
