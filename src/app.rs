@@ -240,6 +240,7 @@ impl App {
             config.clone(),
             side.clone(),
         ));
+        let events = cloudevents.clone();
         let admin_state = Arc::new(AdminState {
             config: config.clone(),
             telemetry: telemetry.clone(),
@@ -284,8 +285,12 @@ impl App {
             for s in extra_servers {
                 let _ = s.await;
             }
-            // The proxy (and with it every sample sender) is gone: analysis
-            // drains what is queued, then ends.
+            // The proxy (and with it every sample sender) is gone, and the
+            // event receiver lets go of its own: analysis drains what is
+            // queued, then ends.
+            if let Some(r) = &events {
+                r.close();
+            }
             if tokio::task::spawn_blocking(move || analysis.join())
                 .await
                 .is_err()

@@ -347,7 +347,9 @@ impl Pending {
 
 /// Pairs events and hands each pair to analysis as a sample.
 pub struct Receiver {
-    sender: SampleSender,
+    /// Taken away at shutdown (`close`), so that analysis, which drains
+    /// until every sender is gone, can end before the admin server does.
+    sender: Mutex<Option<SampleSender>>,
     config: CloudEventsConfig,
     max_body_bytes: usize,
     counter: Counter<u64>,
@@ -362,7 +364,7 @@ impl Receiver {
         counter: Counter<u64>,
     ) -> Receiver {
         Receiver {
-            sender,
+            sender: Mutex::new(Some(sender)),
             config,
             max_body_bytes,
             counter,
@@ -375,6 +377,16 @@ impl Receiver {
             self.counter
                 .add(n, &[KeyValue::new(attr::CE_OUTCOME, outcome.as_str())]);
         }
+    }
+
+    /// Lets go of the sample queue: events that arrive later are refused.
+    pub fn close(&self) {
+        self.sender.lock().expect("poisoned").take();
+    }
+
+    /// False once closed.
+    pub fn open(&self) -> bool {
+        self.sender.lock().expect("poisoned").is_some()
     }
 
     /// Counts a body that was not an inference event.
@@ -420,8 +432,9 @@ impl Receiver {
                 Half::Response => (waiting.event, event),
                 Half::Request => (event, waiting.event),
             };
-            self.sender
-                .offer(sample(request, response, arrived, self.max_body_bytes));
+            if let Some(sender) = self.sender.lock().expect("poisoned").as_ref() {
+                sender.offer(sample(request, response, arrived, self.max_body_bytes));
+            }
         }
         outcome
     }

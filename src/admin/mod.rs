@@ -421,6 +421,13 @@ impl AdminState {
         if let Some(r) = self.authorize(&req, "cloudevents", None) {
             return r;
         }
+        if !receiver.open() {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "modelwatch is shutting down",
+            );
+        }
         let headers = req.headers().clone();
         let body = match http_body_util::Limited::new(req.into_body(), 64 << 20)
             .collect()

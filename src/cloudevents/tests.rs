@@ -216,3 +216,18 @@ fn a_half_without_its_pair_expires() {
     }
     assert!(r.pending.lock().unwrap().order.len() <= 64 + 2 * 10);
 }
+
+#[test]
+fn a_closed_receiver_lets_go_of_the_queue() {
+    // Analysis ends when every sender is gone; the receiver's must go at
+    // shutdown, or analysis (and the shutdown) would wait for ever.
+    let (r, mut rx) = receiver(10, Duration::from_secs(60));
+    r.close();
+    assert!(!r.open());
+    r.accept(event("a", REQUEST_TYPE, V2_REQ));
+    r.accept(event("a", RESPONSE_TYPE, V2_RESP));
+    assert_eq!(
+        rx.try_recv().unwrap_err(),
+        tokio::sync::mpsc::error::TryRecvError::Disconnected
+    );
+}
