@@ -313,6 +313,26 @@ CASES = [
         labels={**KSERVE_LABELS, "serving.knative.dev/revision": "custom-00001"},
         annotations={"modelwatch.io/model-port-arg": "--listen"}),
      True, "native", "injected", {"proxy_name": "user-port", "upstream": 17100, "by_number": 8080, "moved": ("args", "17100")}),
+    # KServe RawDeployment in an Istio mesh: Istio ran first and keeps the
+    # predictor's probe (port 8080) for its agent; the copy follows the move.
+    ("kserve-raw-istio", pod(
+        [model_container("kserve-container", "kserve/sklearnserver:v0.15.0", None,
+                         args=["--model_name=iris", "--model_dir=/mnt/models", "--http_port=8080"],
+                         readinessProbe={"httpGet": {"path": "/app-health/kserve-container/readyz", "port": 15020}}),
+         {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.2",
+          "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+          "env": [{"name": "ISTIO_KUBE_APP_PROBERS",
+                   "value": "{\"/app-health/kserve-container/readyz\":{\"httpGet\":{\"path\":\"/v1/models/iris\",\"port\":8080,\"scheme\":\"HTTP\"},\"timeoutSeconds\":1}}"}]}],
+        labels=KSERVE_LABELS,
+        annotations={"prometheus.io/scrape": "true", "prometheus.io/port": "15020", "prometheus.io/path": "/stats/prometheus"}),
+     True, "native", "injected", {"proxy_name": "mw-proxy", "upstream": 17100, "by_number": 8080,
+                                  "moved": ("args", "--http_port=17100"), "istio_merge": "17090", "istio_probe_port": 17100}),
+    # Linkerd's proxy (its webhook ran first): its ports are not the model's.
+    ("linkerd-meshed", pod([model_container(ports=HTTP),
+                            {"name": "linkerd-proxy", "image": "cr.l5d.io/linkerd/proxy:edge-24.11.8",
+                             "ports": [{"name": "linkerd-proxy", "containerPort": 4143}, {"name": "linkerd-admin", "containerPort": 4191}]}],
+                           annotations={"linkerd.io/inject": "enabled", "linkerd.io/proxy-version": "edge-24.11.8"}),
+     True, "native", "injected", {"proxy_name": "http", "upstream": 8080}),
     # An unnamed port of a server modelwatch knows: moved, not refused.
     ("tgi-unnamed-port", pod(
         [model_container("tgi", "ghcr.io/huggingface/text-generation-inference:2.4.0", [{"containerPort": 80}],
@@ -587,6 +607,12 @@ def run_table(urls, ca, out):
                 fail(name, f"Istio's agent is not told to merge modelwatch's metrics: {merged!r}")
             if after["metadata"]["annotations"].get("prometheus.io/port") != "15020":
                 fail(name, "Istio's merged-metrics annotations were changed")
+        if "istio_probe_port" in checks:
+            proxy = [c for c in spec["containers"] if c["name"] == "istio-proxy"][0]
+            probers = json.loads({e["name"]: e.get("value") for e in proxy.get("env", [])}["ISTIO_KUBE_APP_PROBERS"])
+            ports = {p["httpGet"]["port"] for p in probers.values()}
+            if ports != {checks["istio_probe_port"]}:
+                fail(name, f"Istio's copy of the model's probes points at {ports}, not {checks['istio_probe_port']}")
         model_names = {p.get("name") for c in spec["containers"] if c["name"] != "modelwatch" for p in c.get("ports", [])}
         if checks["proxy_name"] in model_names:
             fail(name, f"the model still declares port name {checks['proxy_name']!r}")
