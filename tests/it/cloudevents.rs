@@ -12,33 +12,17 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::*;
-use crate::models::{bc_data, fixtures, mlserver, testbed};
+use crate::models::{bc_data, drift_of, fixtures, mlserver, testbed};
+use crate::quality::window;
 
-const CONFIG: &str = r#"
-admin:
-  recent_records: 1000
-quality:
-  refresh_interval: 100ms
-  windows: [1h]
-  min_samples: 30
-  estimation:
-    reference_rows: 100
-drift:
-  profiles:
-    bc: PROFILE
-  window: 250
-  min_samples: 200
-  refresh_interval: 100ms
-cloudevents:
-  pair_timeout: 2s
-protocol:
-  models:
-    - name: bc
-      class_names: [malignant, benign]
-      label_output: predict
-      scores_output: predict_proba
-      features: FEATURES
-"#;
+/// The gRPC test's settings (quality, drift, the breast-cancer model), with
+/// a short pair timeout.
+fn config() -> String {
+    format!(
+        "{}cloudevents:\n  pair_timeout: 2s\n",
+        crate::grpc_models::CONFIG
+    )
+}
 
 /// Records keyed by (request id, row).
 async fn records(mw: &Modelwatch, n: usize) -> HashMap<(String, u64), Value> {
@@ -59,37 +43,9 @@ async fn records(mw: &Modelwatch, n: usize) -> HashMap<(String, u64), Value> {
         .collect()
 }
 
-async fn window(mw: &Modelwatch, labelled: u64) -> Value {
-    eventually("quality figures", Duration::from_secs(30), || async {
-        let q = mw.admin_json("/v1/quality").await;
-        let m = q["models"]
-            .as_array()?
-            .iter()
-            .find(|m| m["model"] == "bc")?
-            .clone();
-        let w = m["windows"]
-            .as_array()?
-            .iter()
-            .find(|w| w["window"] == "1h")?
-            .clone();
-        (w["labelled"].as_u64() == Some(labelled)).then_some(w)
-    })
-    .await
-}
-
 async fn drift(mw: &Modelwatch) -> Value {
     eventually("drift figures", Duration::from_secs(30), || async {
-        let s = mw.status().await;
-        let m = s["drift"]["models"]
-            .as_array()?
-            .iter()
-            .find(|m| m["model"] == "bc")?
-            .clone();
-        let f = m["features"]
-            .as_array()?
-            .iter()
-            .find(|f| f["feature"] == "f0")?
-            .clone();
+        let (m, f) = drift_of(mw, "bc", "f0").await?;
         (f["window"].as_u64() == Some(250)).then_some(m)
     })
     .await
@@ -116,7 +72,7 @@ async fn kserve_logger_events_give_the_proxied_paths_records_quality_and_drift()
     let names: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
     let dir = tempfile::tempdir().unwrap();
     let (profile, _) = crate::models::profile_from_rows(dir.path(), &names, &x[..285]);
-    let config = CONFIG
+    let config = config()
         .replace("PROFILE", &profile.display().to_string())
         .replace("FEATURES", &format!("[{}]", names.join(", ")));
     let server = mlserver(&["bc"]).await;
@@ -201,7 +157,10 @@ async fn kserve_logger_events_give_the_proxied_paths_records_quality_and_drift()
         let report: Value = resp.json().await.unwrap();
         assert_eq!(report["joined"].as_u64(), Some(n as u64), "{report}");
     }
-    let (wa, wb) = (window(&a, n as u64).await, window(&b, n as u64).await);
+    let (wa, wb) = (
+        window(&a, "bc", "1h", n as u64).await,
+        window(&b, "bc", "1h", n as u64).await,
+    );
     // Every figure: accuracy, per-class and binary precision, recall and
     // F1, the confusion matrix, ROC AUC, log loss and the label-free estimate.
     for figure in [

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 use crate::figures::count;
-use crate::models::{bc_data, fixtures, mlserver_serving, model_server, testbed};
-use crate::quality::{check_classification, reference};
+use crate::models::{bc_data, drift_of, fixtures, mlserver_serving, model_server, testbed};
+use crate::quality::{check_classification, reference, window};
 
 const STREAMING: &str = "mlserver_stream_model.StreamingSKLearnModel";
 const CLASSES: [&str; 2] = ["malignant", "benign"];
@@ -60,7 +60,7 @@ fn feature_values(r: &Value) -> Vec<f64> {
         .collect()
 }
 
-const CONFIG: &str = r#"
+pub(crate) const CONFIG: &str = r#"
 admin:
   recent_records: 1000
 quality:
@@ -228,27 +228,11 @@ async fn mlserver_over_grpc_records_labels_and_drift() {
         "task": "classification", "classes": CLASSES, "positive": "benign",
         "y_true": y, "y_pred": pred, "proba": proba, "reference_rows": 100, "bins": 200,
     }));
-    let window = |name: &'static str| {
-        let mw = &mw;
-        async move {
-            eventually("quality figures", Duration::from_secs(30), || async {
-                let q = mw.admin_json("/v1/quality").await;
-                let m = q["models"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["model"] == "bc")?
-                    .clone();
-                let w = m["windows"]
-                    .as_array()?
-                    .iter()
-                    .find(|w| w["window"] == name)?
-                    .clone();
-                (w["labelled"].as_u64() == Some(n as u64)).then_some(w)
-            })
-            .await
-        }
-    };
-    check_classification(&window("1h").await, &window("total").await, &r);
+    check_classification(
+        &window(&mw, "bc", "1h", n as u64).await,
+        &window(&mw, "bc", "total", n as u64).await,
+        &r,
+    );
 
     // Health and metadata calls are no decode errors; the unknown model's
     // NOT_FOUND is a failed call (not the server's failure).
@@ -303,17 +287,7 @@ async fn mlserver_over_grpc_records_labels_and_drift() {
         "shifted features drift",
         Duration::from_secs(30),
         || async {
-            let s = mw.status().await;
-            let m = s["drift"]["models"]
-                .as_array()?
-                .iter()
-                .find(|m| m["model"] == "bc")?
-                .clone();
-            let f0 = m["features"]
-                .as_array()?
-                .iter()
-                .find(|f| f["feature"] == "f0")?
-                .clone();
+            let (m, f0) = drift_of(&mw, "bc", "f0").await?;
             (f0["drifted"] == true && f0["window"] == 250).then_some(m)
         },
     )

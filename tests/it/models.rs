@@ -530,3 +530,24 @@ pub fn profile_from_rows(
     assert!(out.status.success(), "{stderr}");
     (profile, stderr)
 }
+
+/// A model's drift figures in `/v1/status` and one feature's among them;
+/// None while either is missing.
+pub async fn drift_of(
+    mw: &Modelwatch,
+    model: &str,
+    feature: &str,
+) -> Option<(serde_json::Value, serde_json::Value)> {
+    let s = mw.status().await;
+    let m = s["drift"]["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["model"] == model)?
+        .clone();
+    let f = m["features"]
+        .as_array()?
+        .iter()
+        .find(|f| f["feature"] == feature)?
+        .clone();
+    Some((m, f))
+}

@@ -127,7 +127,7 @@ async fn stored(mw: &Modelwatch, n: u64) {
 }
 
 /// The figures of one model's window once `labelled` rows are in it.
-async fn window(mw: &Modelwatch, model: &str, window: &str, labelled: u64) -> Value {
+pub(crate) async fn window(mw: &Modelwatch, model: &str, window: &str, labelled: u64) -> Value {
     eventually("quality figures", Duration::from_secs(30), || async {
         let q = quality(mw).await;
         let m = q["models"]
