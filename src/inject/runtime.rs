@@ -181,6 +181,19 @@ pub fn detect(c: &Container) -> Detected {
             ],
         });
     }
+    // TF Serving takes --model_name too (KServe's tensorflow-serving runtime).
+    if runs("tensorflow/serving")
+        || runs("tensorflow_model_server")
+        || words.contains("--rest_api_port")
+    {
+        return Detected::Movable(Runtime {
+            name: "TF Serving",
+            http: Setting::flag("--rest_api_port"),
+            grpc: Some(Setting::flag("--port")),
+            default_port: 8501,
+            undeclared: vec![(Setting::flag("--port"), 8500)],
+        });
+    }
     if words.contains("--http_port")
         || words.contains("--model_name")
         || KSERVE_PYTHON_IMAGES.iter().any(|i| image.contains(i))
@@ -191,15 +204,6 @@ pub fn detect(c: &Container) -> Detected {
             grpc: Some(Setting::flag("--grpc_port")),
             default_port: 8080,
             undeclared: vec![(Setting::flag("--grpc_port"), 8081)],
-        });
-    }
-    if runs("tensorflow/serving") || runs("tensorflow_model_server") {
-        return Detected::Movable(Runtime {
-            name: "TF Serving",
-            http: Setting::flag("--rest_api_port"),
-            grpc: Some(Setting::flag("--port")),
-            default_port: 8501,
-            undeclared: vec![(Setting::flag("--port"), 8500)],
         });
     }
     if runs("text-generation-inference") || runs("text-generation-launcher") {
@@ -494,6 +498,45 @@ mod tests {
         apply(&mut c, &s, 17100).unwrap();
         assert_eq!(current(&c, &s), Some(17100));
         assert!(matches!(detect(&c), Detected::Unmovable { .. }));
+    }
+
+    #[test]
+    fn triton_tf_serving_and_llama_cpp() {
+        // KServe's Triton runtime: REST and gRPC flags, metrics undeclared.
+        let mut c = container(serde_json::json!({
+            "name": "kserve-container", "image": "nvcr.io/nvidia/tritonserver:24.08-py3",
+            "args": ["tritonserver", "--model-store=/mnt/models", "--grpc-port=9000", "--http-port=8080"]
+        }));
+        let rt = movable(&c);
+        assert_eq!(rt.name, "Triton");
+        assert_eq!(undeclared_ports(&c, &rt), vec![9000, 8002]);
+        apply(&mut c, rt.grpc.as_ref().unwrap(), 17101).unwrap();
+        apply(&mut c, &rt.http, 17100).unwrap();
+        assert_eq!(
+            c.args.as_ref().unwrap()[2..],
+            ["--grpc-port=17101", "--http-port=17100"]
+        );
+        // TF Serving: --rest_api_port appended; --port is its gRPC port.
+        let mut c = container(serde_json::json!({
+            "name": "tfs", "image": "tensorflow/serving:2.17.0",
+            "args": ["--model_name=half_plus_two", "--model_base_path=/models/half_plus_two"]
+        }));
+        let rt = movable(&c);
+        assert_eq!((rt.name, rt.default_port), ("TF Serving", 8501));
+        assert_eq!(undeclared_ports(&c, &rt), vec![8500]);
+        apply(&mut c, &rt.http, 17100).unwrap();
+        assert_eq!(c.args.as_ref().unwrap()[2], "--rest_api_port=17100");
+        // llama.cpp's server image with no --port: its variable.
+        let mut c = container(serde_json::json!({
+            "name": "llama", "image": "ghcr.io/ggml-org/llama.cpp:server",
+            "args": ["-m", "/models/m.gguf"]
+        }));
+        let rt = movable(&c);
+        apply(&mut c, &rt.http, 17100).unwrap();
+        assert_eq!(env_value(&c, "LLAMA_ARG_PORT").as_deref(), Some("17100"));
+        // An unknown image.
+        let c = container(serde_json::json!({"name": "m", "image": "example/model:1"}));
+        assert!(matches!(detect(&c), Detected::Unknown));
     }
 
     #[test]

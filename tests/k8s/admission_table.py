@@ -278,6 +278,16 @@ CASES = [
                                "--allow-grpc=true", "--allow-http=true"])],
         labels=KSERVE_LABELS),
      True, "native", "injected", {"proxy_name": "mw-proxy", "upstream": 17100, "by_number": 8080, "moved": ("args", "--http-port=17100")}),
+    # KServe's TF Serving runtime (config/runtimes/kserve-tensorflow-serving.yaml):
+    # --model_name as KServe's Python servers take it, gRPC on --port=9000.
+    ("kserve-raw-tfserving", pod(
+        [model_container("kserve-container", "tensorflow/serving:2.6.2", None,
+                         command=["/usr/bin/tensorflow_model_server"],
+                         args=["--model_name=flowers", "--port=9000", "--rest_api_port=8080",
+                               "--model_base_path=/mnt/models", "--rest_api_timeout_in_ms=60000"])],
+        labels=KSERVE_LABELS),
+     True, "native", "injected", {"proxy_name": "mw-proxy", "upstream": 17100, "by_number": 8080,
+                                  "moved": ("args", "--rest_api_port=17100")}),
     # KServe Serverless: Knative's revision adds user-port 8080 and the
     # queue-proxy, which forwards to USER_PORT by number (knative.dev/serving
     # pkg/reconciler/revision/resources/deploy.go, queue.go); MLServer from
