@@ -144,7 +144,10 @@ const KSERVE_PYTHON_IMAGES: &[&str] = &[
 /// `vllm/entrypoints/openai/cli_args.py` (`--port` 8000); TGI's launcher
 /// (`--port`, env `PORT`, 80 in its image); llama.cpp's `common/arg.cpp`
 /// (`--port`, env `LLAMA_ARG_PORT`, 8080); TF Serving's
-/// `model_servers/main.cc` (`--rest_api_port` 8501, `--port` 8500 for gRPC).
+/// `model_servers/main.cc` (`--rest_api_port` 8501, `--port` 8500 for gRPC);
+/// OpenVINO Model Server's `--rest_port` and `--port` (KServe's
+/// `config/runtimes/kserve-ovms.yaml`). Servers that take `--model_name` but
+/// are not KServe's (TF Serving, OpenVINO) are matched before KServe's.
 pub fn detect(c: &Container) -> Detected {
     let (image, words) = haystack(c);
     let runs = |s: &str| image.contains(s) || words.contains(s);
@@ -192,6 +195,17 @@ pub fn detect(c: &Container) -> Detected {
             grpc: Some(Setting::flag("--port")),
             default_port: 8501,
             undeclared: vec![(Setting::flag("--port"), 8500)],
+        });
+    }
+    // OpenVINO Model Server (KServe's kserve-ovms runtime) takes
+    // --model_name too; REST on --rest_port, gRPC on --port.
+    if runs("openvino/model_server") || runs("ovms") || words.contains("--rest_port") {
+        return Detected::Movable(Runtime {
+            name: "OpenVINO Model Server",
+            http: Setting::flag("--rest_port"),
+            grpc: Some(Setting::flag("--port")),
+            default_port: 8888,
+            undeclared: vec![(Setting::flag("--port"), 9000)],
         });
     }
     if words.contains("--http_port")
@@ -534,6 +548,18 @@ mod tests {
         let rt = movable(&c);
         apply(&mut c, &rt.http, 17100).unwrap();
         assert_eq!(env_value(&c, "LLAMA_ARG_PORT").as_deref(), Some("17100"));
+        // KServe's OpenVINO runtime: not a KServe Python server, though it
+        // takes --model_name.
+        let mut c = container(serde_json::json!({
+            "name": "kserve-container", "image": "openvino/model_server:2024.4",
+            "args": ["--model_name=m", "--port=8001", "--rest_port=8888", "--model_path=/mnt/models"]
+        }));
+        let rt = movable(&c);
+        assert_eq!(rt.name, "OpenVINO Model Server");
+        assert_eq!(undeclared_ports(&c, &rt), vec![8001]);
+        apply(&mut c, &rt.http, 17100).unwrap();
+        assert_eq!(c.args.as_ref().unwrap()[2], "--rest_port=17100");
+        assert!(!c.args.unwrap().iter().any(|a| a.starts_with("--http_port")));
         // An unknown image.
         let c = container(serde_json::json!({"name": "m", "image": "example/model:1"}));
         assert!(matches!(detect(&c), Detected::Unknown));
