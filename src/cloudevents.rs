@@ -33,7 +33,7 @@ use opentelemetry::metrics::Counter;
 use opentelemetry::KeyValue;
 
 use crate::config::CloudEventsConfig;
-use crate::sample::{CapturedBody, Outcome, Sample, SampleSender, SampleSource, Timings};
+use crate::sample::{CapturedBody, Sample, SampleSender, SampleSource};
 use crate::telemetry::names::attr;
 
 pub const REQUEST_TYPE: &str = "org.kubeflow.serving.inference.request";
@@ -115,31 +115,15 @@ fn check_specversion(v: &str) -> Result<(), EventError> {
 /// Percent-decodes a binary-mode header value (the HTTP binding encodes
 /// characters outside printable ASCII, and some SDKs `"` and `%`).
 fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(n) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(n);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The `metadata` extension: a JSON object of header name to values (as Go
-/// marshals `map[string][]string`), percent-encoded or not.
-fn metadata(raw: Option<&str>) -> Vec<(String, String)> {
-    let Some(raw) = raw else { return Vec::new() };
-    let parsed = serde_json::from_str::<serde_json::Value>(raw)
-        .or_else(|_| serde_json::from_str(&percent_decode(raw)));
-    let Ok(serde_json::Value::Object(map)) = parsed else {
+/// marshals `map[string][]string`), one pair per value.
+fn metadata(value: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(map) = value.as_object() else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -149,11 +133,21 @@ fn metadata(raw: Option<&str>) -> Vec<(String, String)> {
                 vs.iter()
                     .filter_map(|v| Some((name.clone(), v.as_str()?.to_string()))),
             ),
-            serde_json::Value::String(v) => out.push((name, v)),
+            serde_json::Value::String(v) => out.push((name.clone(), v.clone())),
             _ => {}
         }
     }
     out
+}
+
+/// The `metadata` extension as a header carries it: JSON text, percent-encoded
+/// or not.
+fn metadata_text(raw: Option<&str>) -> Vec<(String, String)> {
+    let Some(raw) = raw else { return Vec::new() };
+    serde_json::from_str(raw)
+        .or_else(|_| serde_json::from_str(&percent_decode(raw)))
+        .map(|v| metadata(&v))
+        .unwrap_or_default()
 }
 
 /// Reads one event from a request's headers and body.
@@ -193,7 +187,7 @@ pub fn parse(headers: &HeaderMap, body: Bytes) -> Result<Event, EventError> {
         namespace: h("ce-namespace"),
         component: h("ce-component"),
         endpoint: h("ce-endpoint"),
-        metadata: metadata(raw_metadata),
+        metadata: metadata_text(raw_metadata),
     })
 }
 
@@ -226,9 +220,9 @@ fn structured(body: &[u8]) -> Result<Event, EventError> {
         (_, None) => Bytes::new(),
     };
     let metadata = match obj.get("metadata") {
-        Some(serde_json::Value::String(text)) => self::metadata(Some(text)),
-        Some(other @ serde_json::Value::Object(_)) => self::metadata(Some(&other.to_string())),
-        _ => Vec::new(),
+        Some(serde_json::Value::String(text)) => metadata_text(Some(text)),
+        Some(value) => self::metadata(value),
+        None => Vec::new(),
     };
     Ok(Event {
         id,
@@ -469,63 +463,49 @@ pub fn path_for(request: &Event) -> String {
 }
 
 fn captured(data: Bytes, cap: usize) -> CapturedBody {
-    let size = data.len() as u64;
     CapturedBody {
+        size: data.len() as u64,
         truncated: data.len() > cap,
-        bytes: if data.len() > cap {
-            data.slice(..cap)
-        } else {
-            data
-        },
-        size,
+        bytes: data.slice(..data.len().min(cap)),
     }
 }
 
-fn content_type_headers(content_type: Option<&str>) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    let ct = content_type.unwrap_or("application/json");
-    if let Ok(v) = HeaderValue::from_str(ct) {
-        h.insert(http::header::CONTENT_TYPE, v);
-    }
-    h
-}
-
-/// One exchange from its two halves.
+/// One exchange from its two halves: a completed POST, as
+/// [`Sample::from_bodies`] makes one, with the event's id, kept headers and
+/// arrival, and bodies capped as the proxy caps them.
 pub fn sample(request: Event, response: Event, arrived: SystemTime, max_body: usize) -> Sample {
     let path = path_for(&request);
-    let mut request_headers = content_type_headers(request.content_type.as_deref());
+    let mut s = Sample::from_bodies(
+        &path,
+        &[],
+        &[],
+        response
+            .content_type
+            .as_deref()
+            .unwrap_or("application/json"),
+    );
+    s.source = SampleSource::CloudEvents;
+    s.request_id = request.id.clone();
+    let headers = &mut s.request_headers;
+    let content_type = request
+        .content_type
+        .as_deref()
+        .unwrap_or("application/json");
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
     for (name, value) in &request.metadata {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
             HeaderValue::from_str(value),
         ) {
-            request_headers.append(n, v);
+            headers.append(n, v);
         }
     }
-    Sample {
-        source: SampleSource::CloudEvents,
-        request_id: request.id.clone(),
-        request_id_generated: false,
-        trace_id: None,
-        span_id: None,
-        method: http::Method::POST,
-        route: crate::proxy::route::template(&path),
-        path,
-        request_headers,
-        response_headers: content_type_headers(response.content_type.as_deref()),
-        response_trailers: HeaderMap::new(),
-        status: 200,
-        grpc_status: None,
-        request_body: captured(request.data, max_body),
-        response_body: captured(response.data, max_body),
-        timings: Timings {
-            start: arrived,
-            response_headers: None,
-            first_byte: None,
-            total: Duration::ZERO,
-        },
-        outcome: Outcome::Complete,
-    }
+    s.request_body = captured(request.data, max_body);
+    s.response_body = captured(response.data, max_body);
+    s.timings.start = arrived;
+    s
 }
 
 #[cfg(test)]

@@ -266,6 +266,32 @@ async fn small_body(req: Request<Incoming>) -> Result<Bytes, Box<AdminResponse>>
     }
 }
 
+/// Reads a body of at most `limit` bytes: 413 with `too_large` above it, 400
+/// when it cannot be read.
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    too_large: &str,
+) -> Result<Bytes, Box<AdminResponse>> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            too_large,
+        ))),
+        Err(e) => Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            &format!("the body could not be read: {e}"),
+        ))),
+    }
+}
+
 /// Compares without stopping at the first difference.
 /// The token of an `Authorization: Bearer <token>` header.
 pub(crate) fn bearer<B>(req: &Request<B>) -> Option<&str> {
@@ -410,7 +436,6 @@ impl AdminState {
     /// outcome; 400 with the reason for a body that is not an inference
     /// event; 413 above 64 MiB.
     pub async fn cloudevents(&self, req: Request<Incoming>) -> AdminResponse {
-        use http_body_util::BodyExt;
         let Some(receiver) = &self.cloudevents else {
             return error_response(
                 StatusCode::NOT_FOUND,
@@ -429,18 +454,11 @@ impl AdminState {
             );
         }
         let headers = req.headers().clone();
-        let body = match http_body_util::Limited::new(req.into_body(), 64 << 20)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
+        let body = match read_body(req, 64 << 20, "an event is at most 64 MiB").await {
+            Ok(b) => b,
+            Err(r) => {
                 receiver.invalid();
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    "an event is at most 64 MiB",
-                );
+                return *r;
             }
         };
         match crate::cloudevents::parse(&headers, body) {
@@ -478,35 +496,23 @@ impl AdminState {
 /// answer it alike): the body read and parsed, the labels joined (embedded)
 /// or produced to Kafka.
 pub async fn feedback(q: &crate::quality::QualityHandle, req: Request<Incoming>) -> AdminResponse {
-    use http_body_util::BodyExt;
     let ndjson = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl") || ct.contains("json-seq"));
-    let too_large = || {
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            &format!(
-                "the body is larger than quality.max_feedback_bytes ({} bytes): split it",
-                q.max_feedback_bytes
-            ),
-        )
-    };
-    let body = match http_body_util::Limited::new(req.into_body(), q.max_feedback_bytes)
-        .collect()
-        .await
+    let body = match read_body(
+        req,
+        q.max_feedback_bytes,
+        &format!(
+            "the body is larger than quality.max_feedback_bytes ({} bytes): split it",
+            q.max_feedback_bytes
+        ),
+    )
+    .await
     {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                &format!("the body could not be read: {e}"),
-            )
-        }
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     let parsed = match crate::quality::feedback::parse(&body, ndjson) {
         Ok(p) => p,

@@ -522,34 +522,38 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-/// Points a probe or hook that used the port's name at its number.
-fn repoint(
-    get: Option<&mut HTTPGetAction>,
-    tcp: Option<&mut IntOrString>,
-    name: &str,
-    number: i32,
-) {
-    let named = |p: &IntOrString| matches!(p, IntOrString::String(s) if s == name);
-    if let Some(h) = get {
-        if named(&h.port) {
-            h.port = IntOrString::Int(number);
+/// Points the container's probes and lifecycle hooks whose port `is_old`
+/// at the number `to`, so they keep reaching the model directly.
+fn repoint(container: &mut Container, is_old: impl Fn(&IntOrString) -> bool, to: i32) {
+    let set = |p: &mut IntOrString| {
+        if is_old(p) {
+            *p = IntOrString::Int(to);
+        }
+    };
+    for probe in [
+        container.liveness_probe.as_mut(),
+        container.readiness_probe.as_mut(),
+        container.startup_probe.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        probe.http_get.iter_mut().for_each(|h| set(&mut h.port));
+        probe.tcp_socket.iter_mut().for_each(|t| set(&mut t.port));
+        if let Some(g) = probe.grpc.as_mut() {
+            if is_old(&IntOrString::Int(g.port)) {
+                g.port = to;
+            }
         }
     }
-    if let Some(p) = tcp {
-        if named(p) {
-            *p = IntOrString::Int(number);
+    if let Some(l) = container.lifecycle.as_mut() {
+        for h in [l.post_start.as_mut(), l.pre_stop.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            h.http_get.iter_mut().for_each(|g| set(&mut g.port));
+            h.tcp_socket.iter_mut().for_each(|t| set(&mut t.port));
         }
-    }
-}
-
-fn repoint_probe(probe: &mut Option<Probe>, name: &str, number: i32) {
-    if let Some(p) = probe {
-        repoint(
-            p.http_get.as_mut(),
-            p.tcp_socket.as_mut().map(|t| &mut t.port),
-            name,
-            number,
-        );
     }
 }
 
@@ -1059,12 +1063,7 @@ const ISTIO_MERGED_PATH: &str = "/stats/prometheus";
 /// itself.
 fn join_istio_metrics_merge(pod: &mut Pod, admin_port: i32) -> Option<String> {
     const VAR: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
-    let spec = pod.spec.as_mut()?;
-    let proxy = spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-        .find(|c| c.name == "istio-proxy")?;
+    let proxy = istio_proxies(pod.spec.as_mut()?).next()?;
     let env = proxy.env.get_or_insert_with(Vec::new);
     match env.iter().find(|e| e.name == VAR) {
         None => {
@@ -1116,23 +1115,11 @@ fn take_over(
             }
             let container = &mut spec.containers[ci];
             container.ports.as_mut().expect("port found")[pi].name = Some(new_name);
-            let number = model_port.container_port;
-            repoint_probe(&mut container.liveness_probe, name, number);
-            repoint_probe(&mut container.readiness_probe, name, number);
-            repoint_probe(&mut container.startup_probe, name, number);
-            if let Some(l) = container.lifecycle.as_mut() {
-                for h in [l.post_start.as_mut(), l.pre_stop.as_mut()]
-                    .into_iter()
-                    .flatten()
-                {
-                    repoint(
-                        h.http_get.as_mut(),
-                        h.tcp_socket.as_mut().map(|t| &mut t.port),
-                        name,
-                        number,
-                    );
-                }
-            }
+            repoint(
+                container,
+                |p| matches!(p, IntOrString::String(s) if s == name),
+                model_port.container_port,
+            );
             Ok(name.clone())
         }
         None => {
@@ -1278,50 +1265,26 @@ fn move_port(
     let port = &mut container.ports.as_mut().expect("port found")[pi];
     port.container_port = to;
     port.name = model_name;
-    let old = |p: &IntOrString| match p {
-        IntOrString::Int(n) => *n == from,
-        IntOrString::String(s) => Some(s) == model_port.name.as_ref(),
-    };
-    let repoint_to = |p: &mut IntOrString| {
-        if old(p) {
-            *p = IntOrString::Int(to);
-        }
-    };
-    for probe in [
-        container.liveness_probe.as_mut(),
-        container.readiness_probe.as_mut(),
-        container.startup_probe.as_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        probe
-            .http_get
-            .iter_mut()
-            .for_each(|h| repoint_to(&mut h.port));
-        probe
-            .tcp_socket
-            .iter_mut()
-            .for_each(|t| repoint_to(&mut t.port));
-        if let Some(g) = probe.grpc.as_mut() {
-            if g.port == from {
-                g.port = to;
-            }
-        }
-    }
-    if let Some(l) = container.lifecycle.as_mut() {
-        for h in [l.post_start.as_mut(), l.pre_stop.as_mut()]
-            .into_iter()
-            .flatten()
-        {
-            h.http_get.iter_mut().for_each(|g| repoint_to(&mut g.port));
-            h.tcp_socket
-                .iter_mut()
-                .for_each(|t| repoint_to(&mut t.port));
-        }
-    }
+    repoint(
+        container,
+        |p| match p {
+            IntOrString::Int(n) => *n == from,
+            IntOrString::String(s) => Some(s) == model_port.name.as_ref(),
+        },
+        to,
+    );
     repoint_istio_probes(spec, &container_name, from, to);
     Ok(proxy_name)
+}
+
+/// Istio's proxy: a container, or a native sidecar where Istio uses those.
+fn istio_proxies(
+    spec: &mut k8s_openapi::api::core::v1::PodSpec,
+) -> impl Iterator<Item = &mut Container> {
+    spec.containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+        .filter(|c| c.name == "istio-proxy")
 }
 
 /// Istio's injector rewrites the application's HTTP probes to its agent
@@ -1336,12 +1299,7 @@ fn repoint_istio_probes(
     to: i32,
 ) {
     let prefix = format!("/app-health/{container}/");
-    let proxies = spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-        .filter(|c| c.name == "istio-proxy");
-    for proxy in proxies {
+    for proxy in istio_proxies(spec) {
         for e in proxy.env.iter_mut().flatten() {
             if e.name != "ISTIO_KUBE_APP_PROBERS" {
                 continue;

@@ -104,18 +104,12 @@ pub enum Detected {
     Unknown,
 }
 
-/// The words of the container's command line, lower-cased, and its image.
+/// The container's image and command line, lower-cased, to look for a
+/// server's name in.
 fn haystack(c: &Container) -> (String, String) {
-    let words: Vec<&str> = c
-        .command
-        .iter()
-        .flatten()
-        .chain(c.args.iter().flatten())
-        .map(String::as_str)
-        .collect();
     (
         c.image.as_deref().unwrap_or("").to_ascii_lowercase(),
-        words.join(" ").to_ascii_lowercase(),
+        command_line(c).join(" ").to_ascii_lowercase(),
     )
 }
 

@@ -107,7 +107,8 @@ impl Sample {
     }
 
     /// A completed POST exchange made from two whole bodies: for tests,
-    /// benchmarks and fuzzing of the stages after the proxy.
+    /// benchmarks and fuzzing of the stages after the proxy, and the base of a
+    /// payload logger's exchange (`cloudevents::sample`).
     pub fn from_bodies(
         path: &str,
         request: &[u8],

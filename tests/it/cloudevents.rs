@@ -15,15 +15,6 @@ use crate::common::*;
 use crate::models::{bc_data, drift_of, fixtures, mlserver, testbed};
 use crate::quality::window;
 
-/// The gRPC test's settings (quality, drift, the breast-cancer model), with
-/// a short pair timeout.
-fn config() -> String {
-    format!(
-        "{}cloudevents:\n  pair_timeout: 2s\n",
-        crate::grpc_models::CONFIG
-    )
-}
-
 /// Records keyed by (request id, row).
 async fn records(mw: &Modelwatch, n: usize) -> HashMap<(String, u64), Value> {
     mw.records(n)
@@ -69,12 +60,11 @@ fn kserve_logger(url: &str, exchanges: &Value) -> Value {
 async fn kserve_logger_events_give_the_proxied_paths_records_quality_and_drift() {
     let (x, y) = bc_data();
     let n = x.len();
-    let names: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
     let dir = tempfile::tempdir().unwrap();
-    let (profile, _) = crate::models::profile_from_rows(dir.path(), &names, &x[..285]);
-    let config = config()
-        .replace("PROFILE", &profile.display().to_string())
-        .replace("FEATURES", &format!("[{}]", names.join(", ")));
+    let config = format!(
+        "{}cloudevents:\n  pair_timeout: 2s\n",
+        crate::grpc_models::bc_config(dir.path(), &x)
+    );
     let server = mlserver(&["bc"]).await;
     let a = Modelwatch::start(Options::new(server.url("")).config(&config)).await;
     let b = Modelwatch::start(Options::new(server.url("")).config(&config)).await;

@@ -60,7 +60,7 @@ fn feature_values(r: &Value) -> Vec<f64> {
         .collect()
 }
 
-pub(crate) const CONFIG: &str = r#"
+const CONFIG: &str = r#"
 admin:
   recent_records: 1000
 quality:
@@ -84,16 +84,22 @@ protocol:
       features: FEATURES
 "#;
 
+/// [`CONFIG`] for the breast-cancer rows `x`: features `f0`..`f29`, drift
+/// against a profile of rows 0..285, written in `dir`.
+pub(crate) fn bc_config(dir: &std::path::Path, x: &[Vec<f64>]) -> String {
+    let names: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+    let (profile, _) = crate::models::profile_from_rows(dir, &names, &x[..285]);
+    CONFIG
+        .replace("PROFILE", &profile.display().to_string())
+        .replace("FEATURES", &format!("[{}]", names.join(", ")))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mlserver_over_grpc_records_labels_and_drift() {
     let (x, y) = bc_data();
     let n = x.len();
-    let names: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
     let dir = tempfile::tempdir().unwrap();
-    let (profile, _) = crate::models::profile_from_rows(dir.path(), &names, &x[..285]);
-    let config = CONFIG
-        .replace("PROFILE", &profile.display().to_string())
-        .replace("FEATURES", &format!("[{}]", names.join(", ")));
+    let config = bc_config(dir.path(), &x);
     let (server, grpc_port) = mlserver_serving(&[("bc", "v1", "bc")], STREAMING).await;
     let (mw, target) = both_ports(server.url(""), grpc_port, &config).await;
 
@@ -298,7 +304,7 @@ async fn mlserver_over_grpc_records_labels_and_drift() {
         .iter()
         .map(|f| f.as_str().unwrap())
         .collect();
-    for (j, name) in names.iter().enumerate() {
+    for (j, name) in (0..30).map(|j| format!("f{j}")).enumerate() {
         if j % 2 == 1 {
             assert!(
                 !drifted.contains(&name.as_str()),
