@@ -257,4 +257,26 @@ async fn kserve_logger_events_give_the_proxied_paths_records_quality_and_drift()
             .contains("org.kubeflow.serving.inference.request"),
         "{err}"
     );
+
+    // Labels that come before their prediction's events wait for them (the
+    // join key is the event id) and join when the pair arrives.
+    let early: Vec<String> = (0..25)
+        .map(|i| {
+            json!({"request_id": "early-0", "row": i, "label": y[i], "model": "bc"}).to_string()
+        })
+        .collect();
+    let resp = http()
+        .post(b.admin_url("/v1/feedback"))
+        .header("content-type", "application/x-ndjson")
+        .body(early.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = kserve_logger(
+        &b.admin_url("/v1/cloudevents"),
+        &json!([{"id": "early-0", "request": exchanges[0]["request"], "response": exchanges[0]["response"]}]),
+    );
+    assert_eq!(sent["outcomes"]["joined"], 1, "{sent}");
+    window(&b, "bc", "1h", n as u64 + 25).await;
 }
