@@ -112,25 +112,9 @@ impl App {
                 format!("cannot create tensorboard.dir {:?}", config.tensorboard.dir)
             })?;
         }
-        let quality = if config.quality.enabled {
-            let q = crate::quality::spawn(
-                &config,
-                telemetry.instruments.clone(),
-                &telemetry.meter,
-                proxy.sampler.clone(),
-            )?;
-            analyzers.push(Box::new(crate::quality::QualityAnalyzer::new(
-                q.handle.clone(),
-                &config,
-                telemetry.instruments.clone(),
-            )));
-            Some(q)
-        } else {
-            None
-        };
         let mut reference_writer = None;
         let mut drift_profiles = std::collections::HashMap::new();
-        let drift = if config.drift.enabled {
+        let drift_analyzer = if config.drift.enabled {
             let profiles = crate::drift::load_profiles(&config.drift)
                 .map_err(|e| anyhow::anyhow!("{e} (drift.profiles)"))?;
             drift_profiles = profiles.clone();
@@ -150,6 +134,32 @@ impl App {
                     config.anomaly.outlier_threshold,
                 );
             }
+            Some(analyzer)
+        } else {
+            None
+        };
+        let layouts = drift_analyzer.as_ref().map(|a| a.layouts.clone());
+        let quality = if config.quality.enabled {
+            let q = crate::quality::spawn(
+                &config,
+                telemetry.instruments.clone(),
+                &telemetry.meter,
+                proxy.sampler.clone(),
+            )?;
+            let mut analyzer = crate::quality::QualityAnalyzer::new(
+                q.handle.clone(),
+                &config,
+                telemetry.instruments.clone(),
+            );
+            if let Some(l) = layouts.clone() {
+                analyzer = analyzer.with_layouts(l);
+            }
+            analyzers.push(Box::new(analyzer));
+            Some(q)
+        } else {
+            None
+        };
+        let drift = if let Some(analyzer) = drift_analyzer {
             let snapshot = analyzer.snapshot.clone();
             crate::drift::register_instruments(&telemetry.meter, snapshot.clone());
             analyzers.push(Box::new(analyzer));

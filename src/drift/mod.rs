@@ -5,6 +5,7 @@
 //! statistics are computed every `drift.refresh_interval`.
 
 pub mod profile;
+pub mod segments;
 pub mod sketch;
 pub mod stats;
 
@@ -318,6 +319,8 @@ pub struct DriftAnalyzer {
     features_dropped: u64,
     /// Drift events (`modelwatch.drift`) when a model's drifted features change.
     logger: Option<opentelemetry_sdk::logs::SdkLogger>,
+    /// Each model's reference bins, for the quality store's segments.
+    pub layouts: segments::Layouts,
 }
 
 /// The file of a model's live reference in `drift.reference_dir`: the model
@@ -410,7 +413,18 @@ pub fn load_profiles(
 
 impl DriftAnalyzer {
     pub fn new(config: DriftConfig, profiles: HashMap<String, Profile>) -> DriftAnalyzer {
+        let layouts = segments::Layouts::default();
+        {
+            let mut l = layouts.write().expect("poisoned");
+            for (model, p) in &profiles {
+                l.insert(
+                    model.clone(),
+                    Arc::new(segments::Layout::from_profile(p, config.max_features)),
+                );
+            }
+        }
         DriftAnalyzer {
+            layouts,
             config,
             profiles,
             models: HashMap::new(),
@@ -651,6 +665,10 @@ impl DriftAnalyzer {
                 if let Some(saver) = &self.saver {
                     let _ = saver.try_send((model.to_string(), p.clone()));
                 }
+                self.layouts.write().expect("poisoned").insert(
+                    model.to_string(),
+                    Arc::new(segments::Layout::from_profile(&p, max_features)),
+                );
                 state.profile = Some(p);
                 tracing::info!(%model, rows = live_rows, "drift reference taken from live traffic");
             }
@@ -927,6 +945,15 @@ impl Analyzer for DriftAnalyzer {
             // back as a file: the state already holds it.
             self.models
                 .retain(|(m, _), s| *m != model || (new.is_some() && s.profile.as_ref() == new));
+            let mut layouts = self.layouts.write().expect("poisoned");
+            match new {
+                Some(p) => layouts.insert(
+                    model.clone(),
+                    Arc::new(segments::Layout::from_profile(p, self.config.max_features)),
+                ),
+                None => layouts.remove(&model),
+            };
+            drop(layouts);
             tracing::info!(%model, profile = new.is_some(), "drift reference changed by a reload");
         }
         self.profiles = update.drift_profiles.clone();

@@ -33,6 +33,9 @@ pub struct PredictionRecord {
     pub scores: Vec<(String, f64)>,
     /// The sampling rate the record was taken at (`sampling.rate`).
     pub sample_rate: f64,
+    /// The bin of each reference feature (the diagnosis's segments).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<u8>,
 }
 
 /// Why a record was skipped: a bounded set (a metric label).
@@ -67,6 +70,7 @@ impl PredictionRecord {
             prediction: p.prediction.as_ref().and_then(to_json),
             scores: p.scores.clone(),
             sample_rate,
+            bins: p.bins.clone(),
         }
     }
 
@@ -91,6 +95,7 @@ impl PredictionRecord {
             version: self.model_version,
             prediction: self.prediction.as_ref().map(from_json),
             scores: self.scores,
+            bins: self.bins,
         }
     }
 }
@@ -157,6 +162,7 @@ mod tests {
             version: "v2".into(),
             prediction: Some(Value::Text("setosa".into())),
             scores: vec![("setosa".into(), 0.9), ("versicolor".into(), 0.1)],
+            bins: vec![3, 0, 255],
         };
         let r = PredictionRecord::new("r-1", 2, &p, 0.5);
         let bytes = serde_json::to_vec(&r).unwrap();

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::feedback::{ItemError, LabelItem, Parsed, Reason};
 use super::metrics::{self, Calibration, Confusion, Prf, RegressionFigures};
+use super::segments::{ReferenceState, SegmentCounts};
 use super::store::{join_key, Early, ModelInfo, Store, StoreError, Stored, Tables, Target};
 use super::QualityStats;
 use crate::config::{window_name, ProtocolConfig, QualityConfig, Task};
@@ -32,6 +33,8 @@ pub struct Prediction {
     pub version: String,
     pub prediction: Option<Value>,
     pub scores: Vec<(String, f64)>,
+    /// The bin of each reference feature (`drift::segments`), else empty.
+    pub bins: Vec<u8>,
 }
 
 /// What a feedback call achieved.
@@ -120,6 +123,9 @@ pub struct WindowFigures {
     pub regression: Option<RegressionFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimated: Option<Estimated>,
+    /// Accuracy per feature bin of the window's labelled rows (the diagnosis).
+    #[serde(skip)]
+    pub segments: SegmentCounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -164,6 +170,9 @@ pub struct ModelFigures {
     pub reference_rows: usize,
     pub calibrated: bool,
     pub windows: Vec<WindowFigures>,
+    /// Accuracy per feature bin in the reference period (the diagnosis).
+    #[serde(skip)]
+    pub segment_reference: SegmentCounts,
 }
 
 /// What the gauges and `/v1/status` read.
@@ -188,12 +197,16 @@ struct WindowRow {
     prediction: Target,
     scores: Box<[f64]>,
     label: Option<Target>,
+    bins: Box<[u8]>,
 }
 
 struct ModelState {
     info: ModelInfo,
     totals: Totals,
     reference: Vec<(u16, Vec<f64>)>,
+    /// Accuracy per feature bin over the reference period (the first
+    /// `estimation.reference_rows` labelled rows that carry bins).
+    segments: SegmentCounts,
     calibration: Option<Calibration>,
     configured_positive: String,
     class_names: Vec<String>,
@@ -216,6 +229,7 @@ impl ModelState {
             info,
             totals: Totals::default(),
             reference: Vec::new(),
+            segments: SegmentCounts::default(),
             calibration: None,
             configured_positive: settings
                 .map(|s| s.positive_class.clone())
@@ -370,7 +384,9 @@ impl Engine {
         }
         for (id, bytes) in loaded.references {
             if let Some(m) = engine.models.get_mut(id as usize) {
-                m.reference = postcard::from_bytes(&bytes)?;
+                let r = ReferenceState::decode(&bytes)?;
+                m.reference = r.rows;
+                m.segments = r.segments;
             }
         }
         for id in 0..engine.models.len() {
@@ -384,6 +400,7 @@ impl Engine {
                 prediction: s.prediction,
                 scores: s.scores.into_boxed_slice(),
                 label: s.label,
+                bins: s.bins.into_boxed_slice(),
             });
         }
         if engine.records > 0 {
@@ -530,6 +547,7 @@ impl Engine {
             prediction,
             scores,
             label: None,
+            bins: p.bins,
         };
         t.insert(seq, &record)?;
         self.records += 1;
@@ -551,6 +569,7 @@ impl Engine {
             prediction,
             scores: scores.into_boxed_slice(),
             label: None,
+            bins: record.bins.clone().into_boxed_slice(),
         });
         if let Some(e) = early {
             self.early -= 1;
@@ -821,6 +840,10 @@ impl Engine {
             }
             (Target::Class(p), Target::Class(a)) => {
                 let (p, a) = (p as usize, a as usize);
+                if !record.bins.is_empty() && m.segments.labelled < reference_rows as u64 {
+                    m.segments.add(&record.bins, a == p);
+                    m.dirty_reference = true;
+                }
                 t.confusion.add(a, p, 1.0);
                 let classes = &m.info.classes;
                 let name = |c: usize| classes.get(c).cloned().unwrap_or_default();
@@ -896,7 +919,16 @@ impl Engine {
                 m.dirty_count = false;
             }
             if m.dirty_reference {
-                t.put_reference(id, &postcard::to_stdvec(&m.reference)?)?;
+                #[derive(Serialize)]
+                struct Out<'a> {
+                    rows: &'a [(u16, Vec<f64>)],
+                    segments: &'a SegmentCounts,
+                }
+                let out = Out {
+                    rows: &m.reference,
+                    segments: &m.segments,
+                };
+                t.put_reference(id, &postcard::to_stdvec(&out)?)?;
                 m.dirty_reference = false;
             }
         }
@@ -993,6 +1025,7 @@ impl Engine {
                     .filter(|_| m.info.classes.len() == 2)
                     .map(|p| m.info.classes[p].clone()),
                 reference_rows: m.reference.len(),
+                segment_reference: m.segments.clone(),
                 calibrated: m.calibration.is_some(),
                 windows,
             });
@@ -1028,6 +1061,7 @@ impl Engine {
         };
         let m = &mut self.models[id as usize];
         m.reference.clear();
+        m.segments = SegmentCounts::default();
         m.calibration = None;
         m.dirty_reference = true;
         tracing::info!(%model, %version, "calibration reference reset");
@@ -1144,6 +1178,7 @@ impl Engine {
                     prediction: target(r.prediction),
                     scores: remap_scores(map, &r.scores).into_boxed_slice(),
                     label: r.label.map(target),
+                    bins: Box::default(),
                 });
             }
         }
@@ -1342,6 +1377,13 @@ fn window_figures(m: &ModelState, name: String, rows: &[&WindowRow], min: usize)
         enough_labels: labelled.len() >= min,
         ..WindowFigures::default()
     };
+    for r in &labelled {
+        if let (Target::Class(p), Some(Target::Class(a)), false) =
+            (r.prediction, r.label, r.bins.is_empty())
+        {
+            f.segments.add(&r.bins, p == a);
+        }
+    }
     let k = m.info.classes.len();
     if f.enough_labels {
         if m.info.regression {
@@ -1511,6 +1553,7 @@ pub(crate) mod tests {
                 binary: Some(class("b")),
                 gap: Some(0.1),
             }),
+            segments: SegmentCounts::default(),
         };
         Snapshot {
             models: vec![ModelFigures {
@@ -1522,6 +1565,7 @@ pub(crate) mod tests {
                 reference_rows: 4,
                 calibrated: true,
                 windows: vec![w],
+                segment_reference: SegmentCounts::default(),
             }],
             store_bytes: 1,
             ..Snapshot::default()
@@ -1552,6 +1596,7 @@ pub(crate) mod tests {
             version: "v1".into(),
             prediction: Some(Value::Text(class.into())),
             scores: vec![("a".into(), 1.0 - p1), ("b".into(), p1)],
+            bins: Vec::new(),
         }
     }
 
@@ -1716,6 +1761,7 @@ pub(crate) mod tests {
                     .iter()
                     .map(|&c| (classes[c].to_string(), s[c] / sum))
                     .collect(),
+                bins: Vec::new(),
             };
             let label = format!(
                 r#"{{"request_id": "{id}", "label": "{}"}}"#,
@@ -1811,6 +1857,7 @@ pub(crate) mod tests {
             version: String::new(),
             prediction: Some(Value::Number(v)),
             scores: Vec::new(),
+            bins: Vec::new(),
         };
         e.add_predictions(
             vec![p("a", 2.5), p("b", 0.0), p("c", 2.0), p("d", 8.0)],
@@ -1888,6 +1935,7 @@ pub(crate) mod tests {
             version: String::new(),
             prediction: Some(Value::Text(class.into())),
             scores: Vec::new(),
+            bins: Vec::new(),
         };
         e.add_predictions(
             vec![p("1", "a"), p("2", "b"), p("3", "c"), p("4", "d")],
@@ -1904,5 +1952,74 @@ pub(crate) mod tests {
         assert_eq!(snap.models[0].classes, vec!["a", "b", OTHER]);
         // c, d and e are all `other`: both labelled rows count as right.
         assert_eq!(snap.models[0].windows[0].accuracy, Some(1.0));
+    }
+
+    #[test]
+    fn segments_count_the_reference_period_and_each_window_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = QualityConfig {
+            min_samples: 1,
+            store_path: dir.path().join("q.redb").display().to_string(),
+            estimation: crate::config::EstimationConfig {
+                reference_rows: 4,
+                ..Default::default()
+            },
+            ..QualityConfig::default()
+        };
+        let p = |id: usize, bins: Vec<u8>| Prediction {
+            key: join_key(&id.to_string(), 0),
+            time_ms: now_ms(),
+            model: "m".into(),
+            version: "v1".into(),
+            prediction: Some(Value::Text("a".into())),
+            scores: Vec::new(),
+            bins,
+        };
+        let label = |id: usize, l: &str| format!(r#"{{"id": "{id}", "label": "{l}"}}"#);
+        {
+            let mut e = engine(config.clone(), ProtocolConfig::default());
+            // Six rows: the first four are the reference period.
+            let bins = [
+                vec![0, 1],
+                vec![0, 1],
+                vec![1, 1],
+                vec![1, 0],
+                vec![1, 0],
+                vec![1, 0],
+            ];
+            let preds = bins
+                .iter()
+                .enumerate()
+                .map(|(i, b)| p(i, b.clone()))
+                .collect();
+            e.add_predictions(preds, false).unwrap();
+            let truth = ["a", "a", "b", "a", "b", "b"];
+            let body: Vec<String> = truth.iter().enumerate().map(|(i, l)| label(i, l)).collect();
+            e.add_labels(labels(&format!("[{}]", body.join(","))), true)
+                .unwrap();
+            e.refresh();
+            let m = e.snapshot.read().unwrap().models[0].clone();
+            let r = &m.segment_reference;
+            assert_eq!((r.labelled, r.correct), (4, 3));
+            assert_eq!((r.bin(0, 0), r.bin(0, 1)), ([2, 2], [2, 1]));
+            assert_eq!((r.bin(1, 0), r.bin(1, 1)), ([1, 1], [3, 2]));
+            let w = &m.windows[0].segments;
+            assert_eq!((w.labelled, w.correct), (6, 3));
+            assert_eq!(w.bin(0, 1), [4, 1]);
+            e.close().unwrap();
+        }
+        let mut e = engine(config, ProtocolConfig::default());
+        e.refresh();
+        let m = e.snapshot.read().unwrap().models[0].clone();
+        assert_eq!(
+            m.segment_reference.bin(0, 1),
+            [2, 1],
+            "the reference is kept"
+        );
+        assert_eq!(
+            m.windows[0].segments.bin(0, 1),
+            [4, 1],
+            "bins are stored with predictions"
+        );
     }
 }

@@ -11,6 +11,7 @@
 pub mod engine;
 pub mod feedback;
 pub mod metrics;
+pub mod segments;
 pub mod store;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -412,6 +413,8 @@ fn run(mut engine: Engine, rx: Receiver<Msg>, mut refresh: Duration, mut sync_ev
 /// classifier: the trimmed generated text is the predicted class); embeddings never.
 pub struct QualityAnalyzer {
     handle: QualityHandle,
+    /// The drift references' bins, kept with each prediction (segments).
+    layouts: Option<crate::drift::segments::Layouts>,
     join_key: JoinKey,
     protocol: crate::config::ProtocolConfig,
     instruments: Instruments,
@@ -421,10 +424,17 @@ impl QualityAnalyzer {
     pub fn new(handle: QualityHandle, config: &Config, instruments: Instruments) -> Self {
         QualityAnalyzer {
             handle,
+            layouts: None,
             join_key: config.quality.join_key,
             protocol: config.protocol.clone(),
             instruments,
         }
+    }
+
+    /// Keeps each prediction's feature bins in the drift reference's bins.
+    pub fn with_layouts(mut self, layouts: crate::drift::segments::Layouts) -> Self {
+        self.layouts = Some(layouts);
+        self
     }
 
     /// The prediction of a record, if it is one quality can use.
@@ -467,6 +477,14 @@ impl Analyzer for QualityAnalyzer {
     fn analyze(&mut self, _sample: &Sample, records: &[Inference]) {
         let time_ms = engine::now_ms();
         let mut batch = Vec::new();
+        let layout = match (&self.layouts, records.first()) {
+            (Some(l), Some(r)) => l
+                .read()
+                .expect("poisoned")
+                .get(crate::protocol::model_label(r.model.as_deref()))
+                .cloned(),
+            _ => None,
+        };
         for r in records {
             let Some(prediction) = self.prediction(r) else {
                 continue;
@@ -489,6 +507,10 @@ impl Analyzer for QualityAnalyzer {
                 version: r.model_version.clone().unwrap_or_default(),
                 prediction,
                 scores: r.scores.clone(),
+                bins: layout
+                    .as_ref()
+                    .map(|l| l.bins_of(&r.features))
+                    .unwrap_or_default(),
             });
         }
         if batch.is_empty() {

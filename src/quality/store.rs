@@ -82,6 +82,39 @@ pub struct Stored {
     /// Scores by class index (classification with scores), else empty.
     pub scores: Vec<f64>,
     pub label: Option<Target>,
+    /// The bin of each reference feature (`drift::segments`), else empty.
+    pub bins: Vec<u8>,
+}
+
+/// A prediction as stored before feature bins were kept.
+#[derive(Deserialize)]
+struct StoredV1 {
+    key: Vec<u8>,
+    time_ms: u64,
+    model: u16,
+    prediction: Target,
+    scores: Vec<f64>,
+    label: Option<Target>,
+}
+
+impl Stored {
+    /// Reads a stored prediction, written by this version or an earlier
+    /// one (postcard is not self-describing: a record without bins ends
+    /// where the bins would start).
+    pub fn decode(bytes: &[u8]) -> Result<Stored, postcard::Error> {
+        postcard::from_bytes(bytes).or_else(|_| {
+            let o: StoredV1 = postcard::from_bytes(bytes)?;
+            Ok(Stored {
+                key: o.key,
+                time_ms: o.time_ms,
+                model: o.model,
+                prediction: o.prediction,
+                scores: o.scores,
+                label: o.label,
+                bins: Vec::new(),
+            })
+        })
+    }
 }
 
 /// A label that arrived before its prediction.
@@ -242,7 +275,7 @@ impl Store {
         out.records = predictions.len()?;
         for entry in predictions.iter()? {
             let (_, v) = entry?;
-            let s: Stored = postcard::from_bytes(v.value())?;
+            let s = Stored::decode(v.value())?;
             if s.label.is_none() {
                 out.unlabelled += 1;
             }
@@ -252,7 +285,7 @@ impl Store {
             if out.recent.len() >= recent_rows {
                 break;
             }
-            let s: Stored = postcard::from_bytes(v.value())?;
+            let s = Stored::decode(v.value())?;
             if s.time_ms < since_ms {
                 break;
             }
@@ -345,7 +378,7 @@ impl Tables<'_> {
 
     pub fn get(&self, seq: u64) -> Result<Option<Stored>, StoreError> {
         match self.predictions.get(seq)? {
-            Some(v) => Ok(Some(postcard::from_bytes(v.value())?)),
+            Some(v) => Ok(Some(Stored::decode(v.value())?)),
             None => Ok(None),
         }
     }
@@ -360,7 +393,7 @@ impl Tables<'_> {
     /// The oldest record.
     pub fn oldest(&self) -> Result<Option<(u64, Stored)>, StoreError> {
         match self.predictions.first()? {
-            Some((k, v)) => Ok(Some((k.value(), postcard::from_bytes(v.value())?))),
+            Some((k, v)) => Ok(Some((k.value(), Stored::decode(v.value())?))),
             None => Ok(None),
         }
     }
@@ -462,7 +495,27 @@ mod tests {
             prediction: Target::Class(1),
             scores: vec![0.2, 0.8],
             label: None,
+            bins: vec![3, 255],
         }
+    }
+
+    #[test]
+    fn records_written_before_bins_were_kept_still_read() {
+        let new = record("a", 5);
+        let bytes = postcard::to_stdvec(&new).unwrap();
+        assert_eq!(Stored::decode(&bytes).unwrap(), new);
+        #[derive(Serialize)]
+        struct Old<'a>(&'a [u8], u64, u16, Target, &'a [f64], Option<Target>);
+        let old =
+            postcard::to_stdvec(&Old(&new.key, 5, 0, new.prediction, &new.scores, None)).unwrap();
+        let read = Stored::decode(&old).unwrap();
+        assert_eq!(
+            read,
+            Stored {
+                bins: Vec::new(),
+                ..new
+            }
+        );
     }
 
     #[test]
