@@ -33,6 +33,8 @@ fn prediction(i: u64) -> Prediction {
         version: "v1".into(),
         prediction: Some(Value::Text(CLASSES[(i % 5) as usize].into())),
         scores,
+        // The bins of 30 features (a tabular model with a drift reference).
+        bins: (0..30).map(|f| ((i + f) % 10) as u8).collect(),
     }
 }
 

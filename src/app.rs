@@ -208,6 +208,7 @@ impl App {
         let environment = Arc::new(std::sync::RwLock::new(
             crate::resources::environment::Versions::new(),
         ));
+        let changes = Arc::new(crate::resources::environment::ChangeLog::default());
         if config.resources.enabled {
             crate::resources::environment::register(&telemetry.meter, environment.clone());
             let watcher = crate::resources::environment::Watcher {
@@ -215,8 +216,9 @@ impl App {
                 tls: config.proxy.upstream_tls.clone(),
                 interval: config.resources.interval,
                 resources: resources.as_ref().map(|r| r.snapshot.clone()),
-                models: seen_models,
+                models: seen_models.clone(),
                 current: environment.clone(),
+                changes: changes.clone(),
                 logger: telemetry.logger(),
                 instruments: telemetry.instruments.clone(),
             };
@@ -251,7 +253,19 @@ impl App {
             side.clone(),
         ));
         let events = cloudevents.clone();
+        let diagnosis = crate::diagnosis::Sources {
+            quality: quality.as_ref().map(|q| q.handle.snapshot.clone()),
+            drift: drift.clone(),
+            layouts,
+            anomaly: anomaly.clone(),
+            resources: resources.as_ref().map(|r| r.snapshot.clone()),
+            changes,
+            versions: seen_models,
+            registry: Some(telemetry.registry().clone()),
+        };
+        crate::diagnosis::register_gauge(&telemetry.meter, diagnosis.clone(), reloader.clone());
         let admin_state = Arc::new(AdminState {
+            diagnosis,
             config: config.clone(),
             telemetry: telemetry.clone(),
             readiness,

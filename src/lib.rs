@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cloudevents;
 pub mod config;
 pub mod demo;
+pub mod diagnosis;
 pub mod drift;
 pub mod inject;
 pub mod kafka;

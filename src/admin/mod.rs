@@ -48,6 +48,8 @@ pub struct AdminState {
     pub history: Arc<history::History>,
     /// The TensorBoard writer, when `tensorboard.enabled`.
     pub tensorboard: Option<Arc<std::sync::Mutex<crate::tensorboard::Writer>>>,
+    /// What `/v1/diagnose` reads.
+    pub diagnosis: crate::diagnosis::Sources,
 }
 
 pub type AdminResponse = Response<Full<Bytes>>;
@@ -149,6 +151,10 @@ impl AdminState {
                 ),
                 Err(r) => *r,
             },
+            "/v1/diagnose" => match self.diagnose(req.uri().query().unwrap_or("")) {
+                Ok(v) => json_response(StatusCode::OK, v),
+                Err(r) => *r,
+            },
             "/v1/feedback" => error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -169,7 +175,7 @@ impl AdminState {
             ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": {"type": "not_found", "message": "admin endpoints: / (status page) /metrics /healthz /readyz /v1/status /v1/status/history /v1/quality /v1/alerts /v1/gate, POST /v1/feedback /v1/cloudevents /v1/gate /v1/quality/reference/reset /-/reload"}}),
+                json!({"error": {"type": "not_found", "message": "admin endpoints: / (status page) /metrics /healthz /readyz /v1/status /v1/status/history /v1/quality /v1/alerts /v1/gate /v1/diagnose, POST /v1/feedback /v1/cloudevents /v1/gate /v1/quality/reference/reset /-/reload"}}),
             ),
         }
     }
@@ -556,6 +562,33 @@ pub async fn feedback(q: &crate::quality::QualityHandle, req: Request<Incoming>)
 impl AdminState {
     /// The canary gate: versions from the query (or a Flagger webhook body's
     /// `metadata`), else from `rollout.gate`.
+    /// `GET /v1/diagnose?model=&version=&window=`: the diagnosis of each
+    /// model version (or the one named).
+    fn diagnose(&self, query: &str) -> Result<serde_json::Value, Box<AdminResponse>> {
+        let mut q = crate::diagnosis::Query::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match k.as_ref() {
+                "model" => &mut q.model,
+                "version" => &mut q.version,
+                "window" => &mut q.window,
+                other => {
+                    return Err(Box::new(error_response(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        &format!("unknown parameter `{other}`: the diagnosis takes model, version and window"),
+                    )))
+                }
+            };
+            *slot = Some(v.into_owned());
+        }
+        let config = self.reloader.current();
+        let diagnoses = self
+            .diagnosis
+            .diagnose(&q, &config, true)
+            .map_err(|e| Box::new(error_response(StatusCode::BAD_REQUEST, "invalid_query", &e)))?;
+        Ok(json!({ "diagnoses": diagnoses }))
+    }
+
     fn gate(
         &self,
         query: &str,

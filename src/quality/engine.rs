@@ -204,8 +204,8 @@ struct ModelState {
     info: ModelInfo,
     totals: Totals,
     reference: Vec<(u16, Vec<f64>)>,
-    /// Accuracy per feature bin over the reference period (the first
-    /// `estimation.reference_rows` labelled rows that carry bins).
+    /// Accuracy, and per feature bin, over the reference period (the first
+    /// `estimation.reference_rows` labelled rows).
     segments: SegmentCounts,
     calibration: Option<Calibration>,
     configured_positive: String,
@@ -840,7 +840,7 @@ impl Engine {
             }
             (Target::Class(p), Target::Class(a)) => {
                 let (p, a) = (p as usize, a as usize);
-                if !record.bins.is_empty() && m.segments.labelled < reference_rows as u64 {
+                if m.segments.labelled < reference_rows as u64 {
                     m.segments.add(&record.bins, a == p);
                     m.dirty_reference = true;
                 }
@@ -1378,9 +1378,7 @@ fn window_figures(m: &ModelState, name: String, rows: &[&WindowRow], min: usize)
         ..WindowFigures::default()
     };
     for r in &labelled {
-        if let (Target::Class(p), Some(Target::Class(a)), false) =
-            (r.prediction, r.label, r.bins.is_empty())
-        {
+        if let (Target::Class(p), Some(Target::Class(a))) = (r.prediction, r.label) {
             f.segments.add(&r.bins, p == a);
         }
     }

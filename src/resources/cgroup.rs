@@ -245,6 +245,25 @@ pub fn discover_self() -> Option<Layout> {
     discover(Path::new("/sys/fs/cgroup"), &proc)
 }
 
+/// The layout of another process (the model server, where its PID is
+/// known and its cgroup is visible: the same host, or a pod that shares
+/// its process namespace and cgroup mount).
+pub fn discover_pid(pid: u32) -> Option<Layout> {
+    let proc = read(&Path::new("/proc").join(pid.to_string()).join("cgroup"))?;
+    discover(Path::new("/sys/fs/cgroup"), &proc)
+}
+
+/// Share of CPU periods throttled between two readings (None without
+/// periods in between, or without a CPU limit).
+pub fn throttled_ratio(before: Option<&CgroupStats>, after: &CgroupStats) -> Option<f64> {
+    let before = before?;
+    let periods = after.cpu_periods?.checked_sub(before.cpu_periods?)?;
+    let throttled = after
+        .cpu_throttled_periods?
+        .checked_sub(before.cpu_throttled_periods?)?;
+    (periods > 0).then(|| throttled as f64 / periods as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

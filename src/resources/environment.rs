@@ -25,22 +25,63 @@ pub fn kernel() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Model and version pairs seen in traffic, filled by the analysis thread
+/// Model and version pairs seen in traffic, with when each was first
+/// seen (milliseconds since the Unix epoch), filled by the analysis thread
 /// (at most `MAX_MODELS`).
 #[derive(Debug, Default)]
-pub struct SeenModels(Mutex<BTreeSet<(String, String)>>);
+pub struct SeenModels(Mutex<BTreeMap<(String, String), u64>>);
 
 const MAX_MODELS: usize = 32;
 
 impl SeenModels {
     pub fn add(&self, model: &str, version: &str) {
         let mut s = self.0.lock().expect("poisoned");
-        if s.len() < MAX_MODELS {
-            s.insert((model.to_string(), version.to_string()));
+        if s.len() < MAX_MODELS && !s.contains_key(&(model.to_string(), version.to_string())) {
+            s.insert(
+                (model.to_string(), version.to_string()),
+                crate::quality::engine::now_ms(),
+            );
         }
     }
 
     fn list(&self) -> Vec<(String, String)> {
+        self.0.lock().expect("poisoned").keys().cloned().collect()
+    }
+
+    /// (model, version, first seen) of every pair.
+    pub fn first_seen(&self) -> Vec<(String, String, u64)> {
+        let s = self.0.lock().expect("poisoned");
+        s.iter()
+            .map(|((m, v), t)| (m.clone(), v.clone(), *t))
+            .collect()
+    }
+}
+
+/// One change of the environment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Change {
+    pub time_ms: u64,
+    pub component: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// The last `MAX_CHANGES` changes, for the diagnosis.
+#[derive(Debug, Default)]
+pub struct ChangeLog(Mutex<std::collections::VecDeque<Change>>);
+
+const MAX_CHANGES: usize = 64;
+
+impl ChangeLog {
+    pub fn push(&self, c: Change) {
+        let mut l = self.0.lock().expect("poisoned");
+        if l.len() == MAX_CHANGES {
+            l.pop_front();
+        }
+        l.push_back(c);
+    }
+
+    pub fn list(&self) -> Vec<Change> {
         self.0.lock().expect("poisoned").iter().cloned().collect()
     }
 }
@@ -110,6 +151,7 @@ pub struct Watcher {
     pub resources: Option<Arc<RwLock<super::ResourceSnapshot>>>,
     pub models: Arc<SeenModels>,
     pub current: Arc<RwLock<Versions>>,
+    pub changes: Arc<ChangeLog>,
     pub logger: Option<opentelemetry_sdk::logs::SdkLogger>,
     pub instruments: Instruments,
 }
@@ -164,6 +206,12 @@ impl Watcher {
     }
 
     fn report(&self, component: &str, was: Option<&str>, now: Option<&str>) {
+        self.changes.push(Change {
+            time_ms: crate::quality::engine::now_ms(),
+            component: component.to_string(),
+            before: was.map(str::to_string),
+            after: now.map(str::to_string),
+        });
         tracing::info!(
             component,
             before = was.unwrap_or("-"),

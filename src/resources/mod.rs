@@ -43,6 +43,13 @@ pub struct ResourceSnapshot {
     pub processes: Vec<ProcessReading>,
     /// None when no cgroup was found.
     pub cgroup: Option<cgroup::CgroupStats>,
+    /// Share of CPU periods the cgroup was throttled in since the last sample.
+    pub cpu_throttled_ratio: Option<f64>,
+    /// The model server's cgroup, when its PID is known and it is not ours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_server_cgroup: Option<cgroup::CgroupStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_server_cpu_throttled_ratio: Option<f64>,
     pub gpu_available: bool,
     /// Why GPU figures are off, when they are.
     pub gpu_unavailable_reason: Option<String>,
@@ -172,6 +179,11 @@ impl Sampler {
         // Found again each time (a few small reads): a process moved to another cgroup is followed.
         self.cgroup = cgroup::discover_self();
         let cgroup = self.cgroup.as_ref().map(cgroup::read_stats);
+        let server_cgroup = self
+            .model_server
+            .and_then(|p| cgroup::discover_pid(p.as_u32()))
+            .filter(|l| Some(l) != self.cgroup.as_ref())
+            .map(|l| cgroup::read_stats(&l));
         let gpus = self.gpus.as_ref().map(|g| g.read()).unwrap_or_default();
         let mut s = self.snapshot.write().expect("poisoned");
         s.samples += 1;
@@ -181,7 +193,14 @@ impl Sampler {
         s.memory_total_bytes = self.system.total_memory();
         s.memory_used_bytes = self.system.used_memory();
         s.processes = processes;
+        s.cpu_throttled_ratio = cgroup
+            .as_ref()
+            .and_then(|c| cgroup::throttled_ratio(s.cgroup.as_ref(), c));
+        s.model_server_cpu_throttled_ratio = server_cgroup
+            .as_ref()
+            .and_then(|c| cgroup::throttled_ratio(s.model_server_cgroup.as_ref(), c));
         s.cgroup = cgroup;
+        s.model_server_cgroup = server_cgroup;
         s.gpu_available = self.gpus.is_some();
         s.gpu_unavailable_reason = self.gpu_reason.clone();
         s.gpus = gpus;
@@ -526,6 +545,9 @@ pub(crate) mod tests {
             logical_cpus: 2,
             memory_total_bytes: 1 << 30,
             memory_used_bytes: 1 << 29,
+            cpu_throttled_ratio: Some(0.5),
+            model_server_cgroup: None,
+            model_server_cpu_throttled_ratio: None,
             processes: vec![ProcessReading {
                 role: "modelwatch",
                 pid: 1,

@@ -610,6 +610,15 @@ metric!(MODEL_REQUEST_DURATION, "modelwatch.model.request.duration", "s", Histog
 metric!(MODEL_REQUESTS, "modelwatch.model.requests", "{request}", Counter,
     "Sampled model requests by model, model_version and result (ok, or error for a 5xx answer or an unreachable model server).");
 
+// Diagnosis.
+metric!(
+    DIAGNOSIS_CAUSE,
+    "modelwatch.diagnosis.cause",
+    "1",
+    Gauge,
+    "The diagnosis's score of each cause (data, model, environment) per model version, 0 to 1."
+);
+
 // Alerts.
 metric!(
     ALERTS,
@@ -1006,6 +1015,7 @@ pub const ALL: &[MetricName] = &[
     OUTLIERS,
     MODEL_REQUEST_DURATION,
     MODEL_REQUESTS,
+    DIAGNOSIS_CAUSE,
     ALERTS,
     ALERT_TRANSITIONS,
     ALERT_NOTIFICATIONS,
@@ -1126,6 +1136,7 @@ pub mod attr {
     pub const HW_NAME: &str = "hw.name";
     pub const ENGINE: &str = "engine";
     pub const COMPONENT: &str = "component";
+    pub const CAUSE: &str = "cause";
 }
 
 /// Buckets of `modelwatch.shadow.difference` and `modelwatch.shadow.output_length_ratio`.

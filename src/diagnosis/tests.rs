@@ -1,0 +1,329 @@
+use super::*;
+use crate::drift::profile::Kind;
+use crate::drift::segments::{Bins, SegmentFeature};
+use crate::drift::{FeatureDrift, ModelDrift};
+use crate::quality::engine::Estimated;
+
+const NOW: u64 = 1_800_000_000_000;
+const HOUR: u64 = 3_600_000;
+
+fn layout() -> Layout {
+    Layout {
+        features: vec![
+            SegmentFeature {
+                name: "radius".into(),
+                bins: Bins::Numeric(vec![10.0, 17.8]),
+            },
+            SegmentFeature {
+                name: "texture".into(),
+                bins: Bins::Numeric(vec![20.0]),
+            },
+        ],
+    }
+}
+
+/// Counts from rows given as (radius bin, texture bin, how many, correct).
+fn counts(rows: &[(u8, u8, u64, u64)]) -> SegmentCounts {
+    let mut c = SegmentCounts::default();
+    for (r, t, n, ok) in rows {
+        for i in 0..*n {
+            c.add(&[*r, *t], i < *ok);
+        }
+    }
+    c
+}
+
+fn model(version: &str, reference: SegmentCounts, now: SegmentCounts) -> ModelFigures {
+    let w = WindowFigures {
+        window: "1h".into(),
+        predictions: now.labelled,
+        labelled: now.labelled,
+        enough_labels: now.labelled >= 50,
+        accuracy: now.accuracy(),
+        segments: now,
+        ..WindowFigures::default()
+    };
+    ModelFigures {
+        model: "bc".into(),
+        model_version: version.into(),
+        task: "classification",
+        classes: vec!["0".into(), "1".into()],
+        positive_class: None,
+        reference_rows: reference.labelled as usize,
+        calibrated: true,
+        windows: vec![w],
+        segment_reference: reference,
+    }
+}
+
+fn with_estimate(mut m: ModelFigures, accuracy: f64) -> ModelFigures {
+    m.windows[0].estimated = Some(Estimated {
+        rows: 100,
+        accuracy,
+        macro_avg: None,
+        binary: None,
+        gap: None,
+    });
+    m
+}
+
+fn drift(drifted: &[&str]) -> DriftSnapshot {
+    let feature = |name: &str| FeatureDrift {
+        feature: name.into(),
+        kind: Kind::Numeric,
+        method: "ks",
+        score: if drifted.contains(&name) { 1e-9 } else { 0.4 },
+        statistic: if drifted.contains(&name) { 0.5 } else { 0.05 },
+        threshold: 0.05,
+        drifted: drifted.contains(&name),
+        window: 500,
+        reference: 500,
+    };
+    DriftSnapshot {
+        models: vec![ModelDrift {
+            model: "bc".into(),
+            model_version: "v1".into(),
+            reference: "profile",
+            features: vec![feature("radius"), feature("texture")],
+            drifted_features: drifted.iter().map(|s| s.to_string()).collect(),
+            ..ModelDrift::default()
+        }],
+        features_dropped: 0,
+    }
+}
+
+struct Case {
+    quality: Vec<ModelFigures>,
+    drift: Option<DriftSnapshot>,
+    resources: Option<ResourceSnapshot>,
+    changes: Vec<Change>,
+    versions: Vec<(String, String, u64)>,
+    traffic: Vec<(String, String, u64, u64)>,
+    version: &'static str,
+}
+
+impl Case {
+    fn new(quality: Vec<ModelFigures>) -> Case {
+        Case {
+            quality,
+            drift: Some(drift(&[])),
+            resources: None,
+            changes: Vec::new(),
+            versions: vec![("bc".into(), "v1".into(), NOW - 10 * HOUR)],
+            traffic: Vec::new(),
+            version: "v1",
+        }
+    }
+
+    fn run(&self) -> Diagnosis {
+        let layout = layout();
+        diagnose(&Inputs {
+            model: "bc",
+            version: self.version,
+            window: "1h",
+            window_ms: HOUR,
+            now_ms: NOW,
+            min_samples: 50,
+            quality: &self.quality,
+            quality_enabled: true,
+            drift: self.drift.as_ref(),
+            layout: Some(&layout),
+            anomaly: None,
+            resources: self.resources.as_ref(),
+            changes: &self.changes,
+            versions: &self.versions,
+            traffic: &self.traffic,
+        })
+    }
+}
+
+/// The reference period: 400 rows, 96% right, spread over the bins.
+fn healthy() -> SegmentCounts {
+    counts(&[
+        (0, 0, 100, 97),
+        (1, 0, 100, 96),
+        (1, 1, 100, 96),
+        (2, 1, 100, 95),
+    ])
+}
+
+#[test]
+fn covariate_shift_names_the_drifted_features_and_the_segment() {
+    // Most rows now have a large radius, where the model was always weaker.
+    let now = counts(&[(0, 0, 20, 19), (1, 1, 30, 29), (2, 1, 250, 190)]);
+    let mut case = Case::new(vec![with_estimate(model("v1", healthy(), now), 0.80)]);
+    case.drift = Some(drift(&["radius", "texture"]));
+    let d = case.run();
+    assert_eq!(d.verdict, "data", "{d:#?}");
+    let q = d.quality.as_ref().unwrap();
+    assert!(q.fell && q.estimate_trustworthy, "{q:?}");
+    let top = &d.findings[0];
+    assert_eq!((top.cause, top.kind), (Cause::Data, "segment"), "{d:#?}");
+    assert_eq!(top.figures["segment"], "radius >= 17.8");
+    assert!(top.figures["share_of_loss"].as_f64().unwrap() > 0.9);
+    assert!(
+        d.summary.starts_with("accuracy fell from 0.960 to 0.793"),
+        "{}",
+        d.summary
+    );
+    let drifted: Vec<&str> = d
+        .findings
+        .iter()
+        .filter(|f| f.kind == "drift")
+        .map(|f| f.figures["feature"].as_str().unwrap())
+        .collect();
+    assert_eq!(drifted, ["radius", "texture"]);
+    assert!(d.findings.iter().any(|f| f.kind == "covariate_shift"));
+    assert_eq!(d.scores["model"], 0.0);
+}
+
+#[test]
+fn concept_drift_in_one_segment_with_a_confident_estimate_is_the_model() {
+    // Same mix of inputs; labels flipped for most large-radius rows.
+    let now = counts(&[
+        (0, 0, 100, 97),
+        (1, 0, 100, 96),
+        (1, 1, 100, 96),
+        (2, 1, 100, 40),
+    ]);
+    let case = Case::new(vec![with_estimate(model("v1", healthy(), now), 0.95)]);
+    let d = case.run();
+    assert_eq!(d.verdict, "model", "{d:#?}");
+    let q = d.quality.as_ref().unwrap();
+    assert!(!q.estimate_trustworthy);
+    let kinds: Vec<&str> = d.findings.iter().map(|f| f.kind).collect();
+    assert!(kinds.contains(&"concept_drift"), "{kinds:?}");
+    let seg = d.findings.iter().find(|f| f.kind == "segment").unwrap();
+    assert_eq!(seg.cause, Cause::Model);
+    assert_eq!(seg.figures["segment"], "radius >= 17.8");
+    assert_eq!(seg.figures["reference_accuracy"], 0.95);
+    assert_eq!(d.scores["data"], 0.0);
+}
+
+#[test]
+fn a_new_worse_version_is_the_model() {
+    let v1 = model("v1", healthy(), healthy());
+    // v2's own reference period is as bad as now: only the side-by-side shows it.
+    let bad = counts(&[
+        (0, 0, 100, 70),
+        (1, 0, 100, 72),
+        (1, 1, 100, 71),
+        (2, 1, 100, 69),
+    ]);
+    let v2 = model("v2", bad.clone(), bad);
+    let mut case = Case::new(vec![v1, v2]);
+    case.version = "v2";
+    case.versions
+        .push(("bc".into(), "v2".into(), NOW - HOUR / 4));
+    case.traffic = vec![
+        ("bc".into(), "v1".into(), 1000, 2),
+        ("bc".into(), "v2".into(), 1000, 3),
+    ];
+    let d = case.run();
+    assert_eq!(d.verdict, "model", "{d:#?}");
+    let f = &d.findings[0];
+    assert_eq!(f.kind, "version");
+    assert_eq!(f.figures["previous"], "v1");
+    assert!(
+        f.summary.contains("accuracy 0.705 against v1's 0.960"),
+        "{}",
+        f.summary
+    );
+    // The version before it is old news: no version finding for v1.
+    case.version = "v1";
+    assert!(case.run().findings.iter().all(|f| f.kind != "version"));
+}
+
+#[test]
+fn a_version_failing_its_requests_is_the_model_even_without_labels() {
+    let mut case = Case::new(vec![]);
+    case.version = "v2";
+    case.versions
+        .push(("bc".into(), "v2".into(), NOW - HOUR / 4));
+    case.traffic = vec![
+        ("bc".into(), "v1".into(), 1000, 2),
+        ("bc".into(), "v2".into(), 400, 200),
+    ];
+    let d = case.run();
+    assert_eq!(d.verdict, "model", "{d:#?}");
+    assert!(d.findings[0]
+        .summary
+        .contains("50.0% of its requests failed"));
+}
+
+#[test]
+fn throttling_and_a_server_upgrade_are_the_environment() {
+    let mut case = Case::new(vec![model("v1", healthy(), healthy())]);
+    case.changes = vec![
+        Change {
+            time_ms: NOW - 60_000,
+            component: "model_server:llama.cpp".into(),
+            before: Some("b4000".into()),
+            after: Some("b4100".into()),
+        },
+        // Older than the window: not part of it.
+        Change {
+            time_ms: NOW - 2 * HOUR,
+            component: "kernel".into(),
+            before: Some("6.1".into()),
+            after: Some("6.2".into()),
+        },
+    ];
+    case.resources = Some(ResourceSnapshot {
+        model_server_cgroup: Some(crate::resources::cgroup::CgroupStats {
+            cpu_limit_cores: Some(0.1),
+            ..Default::default()
+        }),
+        model_server_cpu_throttled_ratio: Some(0.8),
+        ..Default::default()
+    });
+    let d = case.run();
+    assert_eq!(d.verdict, "environment", "{d:#?}");
+    assert_eq!(d.findings[0].kind, "cpu_throttling");
+    assert!(d.findings[0]
+        .summary
+        .contains("the model server is CPU-throttled in 80%"));
+    assert!(d.findings[0].summary.contains("limit 0.10 cores"));
+    let changes: Vec<&str> = d
+        .findings
+        .iter()
+        .filter(|f| f.kind == "environment_change")
+        .map(|f| f.summary.as_str())
+        .collect();
+    assert_eq!(changes, ["model_server:llama.cpp changed: b4000 -> b4100"]);
+}
+
+#[test]
+fn without_labels_the_verdict_is_unknown_and_says_why() {
+    let mut m = model("v1", healthy(), SegmentCounts::default());
+    m.windows[0].predictions = 300;
+    let mut case = Case::new(vec![with_estimate(m.clone(), 0.95)]);
+    let d = case.run();
+    assert_eq!(d.verdict, "unknown", "{d:#?}");
+    assert!(
+        d.missing[0].starts_with("labels: 0 of the window's predictions are labelled, 50 needed")
+    );
+    assert!(d.summary.contains("labels"), "{}", d.summary);
+    // What drift can still say is said.
+    case.drift = Some(drift(&["radius"]));
+    case.quality = vec![with_estimate(m, 0.80)];
+    let d = case.run();
+    assert_eq!(d.verdict, "data");
+    let kinds: Vec<&str> = d.findings.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, ["drift", "covariate_shift"]);
+}
+
+#[test]
+fn healthy_traffic_has_no_cause() {
+    // Accuracy moves by chance only.
+    let now = counts(&[
+        (0, 0, 100, 96),
+        (1, 0, 100, 95),
+        (1, 1, 100, 96),
+        (2, 1, 100, 94),
+    ]);
+    let d = Case::new(vec![with_estimate(model("v1", healthy(), now), 0.955)]).run();
+    assert_eq!(d.verdict, "none", "{d:#?}");
+    assert!(d.findings.is_empty(), "{d:#?}");
+    assert!(!d.quality.unwrap().fell);
+}
