@@ -263,7 +263,10 @@ impl App {
             versions: seen_models,
             registry: Some(telemetry.registry().clone()),
         };
-        crate::diagnosis::register_gauge(&telemetry.meter, diagnosis.clone(), reloader.clone());
+        let current = reloader.clone();
+        crate::diagnosis::register_gauge(&telemetry.meter, diagnosis.clone(), move || {
+            current.current()
+        });
         let admin_state = Arc::new(AdminState {
             diagnosis,
             config: config.clone(),

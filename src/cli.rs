@@ -1,4 +1,4 @@
-//! The command line: `run`, `check-config`, `demo`, `profile`, `joiner`. Reads the config (file,
+//! The command line: `run`, `check-config`, `demo`, `profile`, `joiner`, `diagnose`. Reads the config (file,
 //! then environment, then flags), sets up logging, and hands over to `app`.
 
 use std::path::PathBuf;
@@ -40,6 +40,9 @@ pub enum Command {
     /// Join predictions and labels from Kafka (`quality.backend: kafka`)
     /// and export the fleet's quality figures; run as a StatefulSet.
     Joiner(crate::kafka::joiner::JoinerArgs),
+    /// Ask a running sidecar why a model got worse: the data, the model or
+    /// the environment, with the evidence (its `GET /v1/diagnose`).
+    Diagnose(crate::diagnosis::cli::DiagnoseArgs),
 }
 
 /// Flags of `profile`.
@@ -247,6 +250,13 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("modelwatch joiner: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Diagnose(args) => match crate::diagnosis::cli::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("modelwatch diagnose: {e}");
                 ExitCode::from(2)
             }
         },

@@ -453,19 +453,32 @@ pub async fn get(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, String> {
+    match get_answer(client, url, limit, timeout).await? {
+        (status, body) if status.is_success() => Ok(body),
+        (status, _) => Err(format!("HTTP {status}")),
+    }
+}
+
+/// GET `url`; the status and body of any answer, the body read up to
+/// `limit` bytes.
+pub async fn get_answer(
+    client: &HttpClient,
+    url: &str,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(http::StatusCode, Bytes), String> {
     let req = http::Request::get(url)
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let call = async {
         let resp = client.request(req).await.map_err(describe)?;
-        if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
-        }
-        Ok(Limited::new(resp.into_body(), limit)
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), limit)
             .collect()
             .await
             .map_err(|e| e.to_string())?
-            .to_bytes())
+            .to_bytes();
+        Ok((status, body))
     };
     tokio::time::timeout(timeout, call)
         .await

@@ -5,6 +5,8 @@
 //! and GPU readings, anomalies); each rule is written out in
 //! docs/diagnosis.md with its test.
 
+pub mod cli;
+
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -55,7 +57,8 @@ pub const MAX_FINDINGS: usize = 12;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     pub cause: Cause,
-    /// `drift`, `data_quality`, `segment`, `covariate_shift`, `concept_drift`,
+    /// `drift`, `data_quality`, `segment`, `covariate_shift`, `estimate_diverged`,
+    /// `prediction_drift`, `concept_drift`,
     /// `version`, `environment_change`, `cpu_throttling`, `memory`, `gpu`, `anomaly`.
     pub kind: &'static str,
     /// 0 to 1: how strongly it points at its cause.
@@ -155,8 +158,26 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
             .iter()
             .find(|m| m.model == i.model && m.model_version == i.version)
     });
+    // The inputs that drifted by the dataset verdict (p-values corrected
+    // across features); the model's own outputs are not inputs.
+    let is_output = |f: &str| f == "prediction" || f.starts_with("llm.");
     let drifted: Vec<&str> = drift
-        .map(|d| d.drifted_features.iter().map(String::as_str).collect())
+        .map(|d| {
+            d.drifted_features
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !is_output(f))
+                .collect()
+        })
+        .unwrap_or_default();
+    let outputs_drifted: Vec<&str> = drift
+        .map(|d| {
+            d.drifted_features
+                .iter()
+                .map(String::as_str)
+                .filter(|f| is_output(f))
+                .collect()
+        })
         .unwrap_or_default();
 
     // The symptom: accuracy in the window against the reference period.
@@ -192,7 +213,11 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
 
     // Data: features that drifted, ranked by their statistic.
     if let Some(d) = drift {
-        let mut features: Vec<_> = d.features.iter().filter(|f| f.drifted).collect();
+        let mut features: Vec<_> = d
+            .features
+            .iter()
+            .filter(|f| drifted.contains(&f.feature.as_str()))
+            .collect();
         features.sort_by(|a, b| b.statistic.total_cmp(&a.statistic));
         for f in features.iter().take(5) {
             finding(
@@ -208,29 +233,60 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
                        "window": f.window, "reference": f.reference}),
             );
         }
+        // Outputs that moved: explained by the inputs when they moved too,
+        // else the model answers differently to the same inputs.
+        for f in d
+            .features
+            .iter()
+            .filter(|f| outputs_drifted.contains(&f.feature.as_str()))
+        {
+            let (cause, score, why) = if drifted.is_empty() {
+                (
+                    Cause::Model,
+                    0.55,
+                    "while no input drifted: the model answers the same inputs differently",
+                )
+            } else {
+                (Cause::Data, 0.3, "with the inputs")
+            };
+            finding(
+                cause,
+                "prediction_drift",
+                score,
+                format!(
+                    "{} drifted {why} ({} {:.3}, statistic {:.3})",
+                    f.feature, f.method, f.score, f.statistic
+                ),
+                json!({"feature": f.feature, "method": f.method, "score": f.score,
+                       "statistic": f.statistic, "window": f.window, "reference": f.reference}),
+            );
+        }
+        // Data quality: an issue in at least a tenth of the recent values,
+        // and at least twice (plus 5 points) its share before them.
         for issue in &d.issues {
-            let rows = d
-                .features
-                .iter()
-                .find(|f| f.feature == issue.feature)
-                .map_or(0, |f| f.window);
-            if rows == 0 {
+            if issue.window_rows == 0 {
                 continue;
             }
-            let rate = issue.count as f64 / rows as f64;
-            if rate >= 0.05 {
+            let rate = issue.window_count as f64 / issue.window_rows as f64;
+            let jumped = issue.earlier_rate.is_none_or(|e| rate >= 2.0 * e + 0.05);
+            if rate >= 0.1 && jumped {
                 finding(
                     Cause::Data,
                     "data_quality",
                     if fell { 0.7 } else { 0.6 },
                     format!(
-                        "{}: {} in {:.0}% of the window's rows",
+                        "{}: {} in {:.0}% of the last {} values{}",
                         issue.feature,
                         issue.issue.as_str(),
-                        rate * 100.0
+                        rate * 100.0,
+                        issue.window_rows,
+                        issue
+                            .earlier_rate
+                            .map_or(String::new(), |e| format!(" ({:.1}% before)", e * 100.0))
                     ),
                     json!({"feature": issue.feature, "issue": issue.issue.as_str(),
-                           "count": issue.count, "rows": rows, "rate": round(rate)}),
+                           "count": issue.window_count, "rows": issue.window_rows,
+                           "rate": round(rate), "earlier_rate": issue.earlier_rate.map(round)}),
                 );
             }
         }
@@ -266,17 +322,31 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
             );
             let drop = r - a;
             if let Some(e) = q.estimated_accuracy {
+                let figures =
+                    json!({"estimated": round(e), "realized": round(a), "reference": round(r)});
                 if e - a >= (drop / 2.0).max(0.05) {
                     trustworthy = false;
-                    finding(
-                        Cause::Model,
-                        "concept_drift",
-                        if drifted.is_empty() { 0.8 } else { 0.4 },
-                        format!(
-                            "estimated accuracy {e:.3} while realized fell to {a:.3}: the relation between inputs and labels changed (concept drift): retrain; CBPE's estimate is not to be trusted now"
-                        ),
-                        json!({"estimated": round(e), "realized": round(a), "reference": round(r)}),
-                    );
+                    if drifted.is_empty() {
+                        finding(
+                            Cause::Model,
+                            "concept_drift",
+                            0.8,
+                            format!(
+                                "estimated accuracy {e:.3} while realized fell to {a:.3}, and no input drifted: the relation between inputs and labels changed (concept drift): retrain; CBPE's estimate is not to be trusted now"
+                            ),
+                            figures,
+                        );
+                    } else {
+                        finding(
+                            Cause::Data,
+                            "estimate_diverged",
+                            0.4,
+                            format!(
+                                "estimated accuracy {e:.3} while realized fell to {a:.3}: the drifted inputs took rows where the model is confidently wrong; CBPE's estimate is not to be trusted now"
+                            ),
+                            figures,
+                        );
+                    }
                 } else if r - e >= drop / 2.0 {
                     finding(
                         Cause::Data,
@@ -285,7 +355,7 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
                         format!(
                             "estimated accuracy fell with realized ({r:.3} to {e:.3} estimated, {a:.3} realized): the inputs moved (covariate shift)"
                         ),
-                        json!({"estimated": round(e), "realized": round(a), "reference": round(r)}),
+                        figures,
                     );
                 }
             }
@@ -317,24 +387,6 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
     version_findings(i, from, &mut finding);
 
     // Environment.
-    for c in i
-        .changes
-        .iter()
-        .filter(|c| c.time_ms >= from && !c.component.starts_with("model:"))
-    {
-        finding(
-            Cause::Environment,
-            "environment_change",
-            0.6,
-            format!(
-                "{} changed: {} -> {}",
-                c.component,
-                c.before.as_deref().unwrap_or("(none)"),
-                c.after.as_deref().unwrap_or("(none)")
-            ),
-            json!({"component": c.component, "before": c.before, "after": c.after, "time_ms": c.time_ms}),
-        );
-    }
     if let Some(r) = i.resources {
         for (who, ratio, cg) in [
             (
@@ -434,6 +486,33 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
         }
     }
 
+    // A change of the environment is a cause when something went wrong
+    // with it: accuracy fell, or a resource, anomaly or version finding.
+    let symptom = fell
+        || findings
+            .iter()
+            .any(|f| f.score >= THRESHOLD && f.kind != "drift");
+    for c in i
+        .changes
+        .iter()
+        .filter(|c| c.time_ms >= from && !c.component.starts_with("model:"))
+    {
+        findings.push(Finding {
+            cause: Cause::Environment,
+            kind: "environment_change",
+            score: if symptom { 0.6 } else { 0.4 },
+            summary: format!(
+                "{} changed: {} -> {}",
+                c.component,
+                c.before.as_deref().unwrap_or("(none)"),
+                c.after.as_deref().unwrap_or("(none)")
+            ),
+            figures: json!({"component": c.component, "before": c.before, "after": c.after, "time_ms": c.time_ms}),
+            from_ms: from,
+            to_ms: i.now_ms,
+        });
+    }
+
     findings.sort_by(|a, b| b.score.total_cmp(&a.score));
     findings.truncate(MAX_FINDINGS);
     let mut scores = std::collections::BTreeMap::new();
@@ -469,6 +548,9 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
             q.reference_accuracy.unwrap_or(0.0),
             q.accuracy.unwrap_or(0.0)
         ),
+        (_, Some(_)) if no_labels && this.is_some() => {
+            format!("no labels yet, so accuracy is not known; {summary}")
+        }
         _ => summary,
     };
     Diagnosis {
@@ -524,11 +606,11 @@ struct Segment {
 /// The bins that hold most of the loss. A bin's excess errors are its
 /// errors now beyond what the reference period's overall accuracy would
 /// make of its rows; over one feature's bins they add up to the whole loss,
-/// so each bin's share of it is its part of the fall. A segment of a
-/// feature that drifted is data; one whose own accuracy fell (p below
-/// `SIGNIFICANCE`) while its feature did not drift is the model (the
-/// relation changed there); a segment that only holds more rows than
-/// before, with its accuracy unchanged, is data (the mix moved).
+/// so each bin's share of it is its part of the fall. A segment whose own
+/// accuracy fell (p below `SIGNIFICANCE`) while no input drifted is the
+/// model (the relation changed there); any other is data: its feature
+/// drifted, another did (correlated features share rows), or it only
+/// holds more rows than before with its accuracy unchanged (the mix moved).
 fn segments(
     reference: &SegmentCounts,
     now: &SegmentCounts,
@@ -564,10 +646,12 @@ fn segments(
             let acc_bin_ref = (rn > 0).then(|| rc as f64 / rn as f64);
             let fell_here = p.is_some_and(|p| p < SIGNIFICANCE);
             let is_drifted = drifted.contains(&feature.name.as_str());
-            let cause = if is_drifted || !fell_here {
-                Cause::Data
-            } else {
+            // Where inputs drifted, a segment of another feature can hold
+            // the drifted rows (correlated features): the data explains it.
+            let cause = if drifted.is_empty() && fell_here {
                 Cause::Model
+            } else {
+                Cause::Data
             };
             let what = layout.describe(f, b as u8);
             let summary = format!(
@@ -576,8 +660,9 @@ fn segments(
                 acc_bin_ref.map_or("(no reference rows)".to_string(), |a| format!("{a:.3}")),
                 p.map_or(String::new(), |p| format!(" (p {p:.2e})")),
                 match cause {
-                    Cause::Model => ": the feature did not drift, so the relation between inputs and labels changed there (concept drift)",
+                    Cause::Model => ": no input drifted, so the relation between inputs and labels changed there (concept drift)",
                     _ if is_drifted => ": the feature drifted",
+                    _ if fell_here => ": inputs drifted (other features)",
                     _ => ": more rows fall there than before",
                 }
             );
@@ -829,12 +914,12 @@ impl Sources {
 pub fn register_gauge(
     meter: &opentelemetry::metrics::Meter,
     sources: Sources,
-    reloader: Arc<crate::reload::Reloader>,
+    config: impl Fn() -> Arc<crate::config::Config> + Send + Sync + 'static,
 ) {
     use crate::telemetry::names::{attr, DIAGNOSIS_CAUSE};
     use opentelemetry::KeyValue;
     crate::telemetry::f64_gauge(meter, DIAGNOSIS_CAUSE, move |o| {
-        let config = reloader.current();
+        let config = config();
         let Ok(all) = sources.diagnose(&Query::default(), &config, false) else {
             return;
         };

@@ -309,8 +309,31 @@ fn without_labels_the_verdict_is_unknown_and_says_why() {
     case.quality = vec![with_estimate(m, 0.80)];
     let d = case.run();
     assert_eq!(d.verdict, "data");
+    assert!(
+        d.summary
+            .starts_with("no labels yet, so accuracy is not known; radius drifted"),
+        "{}",
+        d.summary
+    );
     let kinds: Vec<&str> = d.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["drift", "covariate_shift"]);
+}
+
+#[test]
+fn a_change_alone_is_context_not_a_cause() {
+    let mut case = Case::new(vec![model("v1", healthy(), healthy())]);
+    case.changes = vec![Change {
+        time_ms: NOW - 60_000,
+        component: "model_server:mlserver".into(),
+        before: Some("1.7.0".into()),
+        after: Some("1.7.1".into()),
+    }];
+    let d = case.run();
+    assert_eq!(d.verdict, "none", "{d:#?}");
+    assert_eq!(
+        (d.findings[0].kind, d.findings[0].score),
+        ("environment_change", 0.4)
+    );
 }
 
 #[test]

@@ -75,6 +75,12 @@ struct Window {
     /// Values seen per reference bin, since start (exported as counters).
     bins: Vec<u64>,
     issues: BTreeMap<Issue, u64>,
+    /// Issues of the value being added (a bit per `Issue`).
+    flags: u8,
+    /// The issue bits of the last `drift.window` values, newest last.
+    recent: VecDeque<u8>,
+    /// Values added since start.
+    seen: u64,
 }
 
 impl Window {
@@ -96,16 +102,63 @@ impl Window {
             cats: VecDeque::new(),
             bins: vec![0; n],
             issues: BTreeMap::new(),
+            flags: 0,
+            recent: VecDeque::new(),
+            seen: 0,
         }
     }
 
     fn issue(&mut self, i: Issue) {
         *self.issues.entry(i).or_default() += 1;
+        self.flags |= 1 << i as u8;
+    }
+
+    /// Ends one value (or its absence): its issues join the recent ones.
+    fn commit(&mut self, cap: usize) {
+        if self.recent.len() >= cap.max(1) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(std::mem::take(&mut self.flags));
+        self.seen += 1;
+    }
+
+    /// A value the record did not carry.
+    fn missing(&mut self, cap: usize) {
+        self.issue(Issue::Missing);
+        self.commit(cap);
+    }
+
+    /// The issue counts: since start, in the recent values, and the share before them.
+    fn issue_counts(&self, feature: &str) -> Vec<IssueCount> {
+        let rows = self.recent.len() as u64;
+        self.issues
+            .iter()
+            .map(|(issue, count)| {
+                let bit = 1u8 << *issue as u8;
+                let window_count = self.recent.iter().filter(|f| *f & bit != 0).count() as u64;
+                let earlier_rows = self.seen - rows;
+                IssueCount {
+                    feature: feature.to_string(),
+                    issue: *issue,
+                    count: *count,
+                    window_count,
+                    window_rows: rows,
+                    earlier_rate: (earlier_rows > 0)
+                        .then(|| (count - window_count) as f64 / earlier_rows as f64),
+                }
+            })
+            .collect()
     }
 
     /// Adds a value; returns its robust z-distance from the reference
     /// median (numeric features with a spread only).
     fn push(&mut self, v: &Value, cap: usize) -> Option<f64> {
+        let z = self.push_value(v, cap);
+        self.commit(cap);
+        z
+    }
+
+    fn push_value(&mut self, v: &Value, cap: usize) -> Option<f64> {
         match (self.reference.kind, v) {
             (_, Value::Missing) => {
                 self.issue(Issue::Missing);
@@ -278,7 +331,15 @@ pub struct ModelDrift {
 pub struct IssueCount {
     pub feature: String,
     pub issue: Issue,
+    /// Since start.
     pub count: u64,
+    /// Among the feature's last `window_rows` values (at most `drift.window`).
+    pub window_count: u64,
+    pub window_rows: u64,
+    /// The share of values with the issue before those (None before the
+    /// first window has passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub earlier_rate: Option<f64>,
 }
 
 /// What the gauges and `/v1/status` read.
@@ -714,7 +775,7 @@ impl DriftAnalyzer {
                     && !name.starts_with("llm.")
                     && !values().any(|(n, _)| n == name)
                 {
-                    w.issue(Issue::Missing);
+                    w.missing(cap);
                 }
             }
         }
@@ -740,13 +801,7 @@ impl DriftAnalyzer {
             names.sort();
             for feature in names {
                 let w = &state.windows[feature];
-                for (issue, count) in &w.issues {
-                    m.issues.push(IssueCount {
-                        feature: feature.clone(),
-                        issue: *issue,
-                        count: *count,
-                    });
-                }
+                m.issues.extend(w.issue_counts(feature));
                 let ref_shares: Vec<f64> =
                     stats::shares(&w.reference.bin_counts).unwrap_or_default();
                 m.bins.push((feature.clone(), w.bins.clone(), ref_shares));
@@ -784,6 +839,9 @@ impl DriftAnalyzer {
                     feature: feature.clone(),
                     issue: Issue::NotInProfile,
                     count: *count,
+                    window_count: 0,
+                    window_rows: 0,
+                    earlier_rate: None,
                 });
             }
             // Dataset verdict: p-value tests corrected across features.
@@ -1127,6 +1185,9 @@ pub(crate) mod tests {
                     feature: "x".into(),
                     issue: Issue::Missing,
                     count: 1,
+                    window_count: 1,
+                    window_rows: 100,
+                    earlier_rate: None,
                 }],
                 bins: vec![("x".into(), vec![1, 2], vec![0.5, 0.5])],
             }],
@@ -1203,6 +1264,29 @@ pub(crate) mod tests {
             issues.contains(&("x", Issue::OutOfRange, 100)),
             "{issues:?}"
         );
+        // Of the last 200 values of x, 100 were out of range; none before.
+        let x = m
+            .issues
+            .iter()
+            .find(|i| i.feature == "x" && i.issue == Issue::OutOfRange)
+            .unwrap();
+        assert_eq!(
+            (x.window_count, x.window_rows, x.earlier_rate),
+            (100, 200, Some(0.0))
+        );
+        // 200 more in range: the window forgets them, the earlier share keeps them.
+        for i in 0..200 {
+            d.record(&record(Value::Number((i % 100) as f64), "red"));
+        }
+        d.refresh();
+        let snap = d.snapshot.read().unwrap().clone();
+        let x = snap.models[0]
+            .issues
+            .iter()
+            .find(|i| i.feature == "x" && i.issue == Issue::OutOfRange)
+            .unwrap();
+        assert_eq!((x.count, x.window_count, x.window_rows), (100, 0, 200));
+        assert_eq!(x.earlier_rate, Some(0.25), "100 of the 400 values before");
     }
 
     #[test]

@@ -253,15 +253,42 @@ pub fn discover_pid(pid: u32) -> Option<Layout> {
     discover(Path::new("/sys/fs/cgroup"), &proc)
 }
 
-/// Share of CPU periods throttled between two readings (None without
-/// periods in between, or without a CPU limit).
-pub fn throttled_ratio(before: Option<&CgroupStats>, after: &CgroupStats) -> Option<f64> {
-    let before = before?;
-    let periods = after.cpu_periods?.checked_sub(before.cpu_periods?)?;
-    let throttled = after
-        .cpu_throttled_periods?
-        .checked_sub(before.cpu_throttled_periods?)?;
-    (periods > 0).then(|| throttled as f64 / periods as f64)
+/// Readings of CPU periods and throttled periods, to tell what share of
+/// the recent periods were throttled.
+#[derive(Debug, Default)]
+pub struct ThrottleHistory(std::collections::VecDeque<(u64, u64)>);
+
+impl ThrottleHistory {
+    /// Readings kept: at `resources.interval` 5 s, the last minute.
+    pub const READINGS: usize = 13;
+
+    /// Adds a reading; the share of CPU periods throttled since the oldest
+    /// one kept (None without periods in between, or without a CPU limit).
+    pub fn add(&mut self, stats: &CgroupStats) -> Option<f64> {
+        let (Some(periods), Some(throttled)) = (stats.cpu_periods, stats.cpu_throttled_periods)
+        else {
+            self.0.clear();
+            return None;
+        };
+        // Counters that went back: another cgroup, or a recreated one.
+        if self
+            .0
+            .back()
+            .is_some_and(|(p, t)| *p > periods || *t > throttled)
+        {
+            self.0.clear();
+        }
+        if self.0.len() == Self::READINGS {
+            self.0.pop_front();
+        }
+        self.0.push_back((periods, throttled));
+        let (p0, t0) = *self.0.front()?;
+        (periods > p0).then(|| (throttled - t0) as f64 / (periods - p0) as f64)
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 #[cfg(test)]
@@ -331,5 +358,33 @@ mod tests {
             None
         );
         assert_eq!(keyed("a\nb 1 2\nc x", "c"), None);
+    }
+
+    #[test]
+    fn throttled_share_over_the_recent_readings() {
+        let r = |p, t| CgroupStats {
+            cpu_periods: Some(p),
+            cpu_throttled_periods: Some(t),
+            ..Default::default()
+        };
+        let mut h = ThrottleHistory::default();
+        assert_eq!(h.add(&r(100, 0)), None);
+        assert_eq!(h.add(&r(200, 50)), Some(0.5));
+        // Idle: no periods pass, the share over the kept readings stands.
+        assert_eq!(h.add(&r(200, 50)), Some(0.5));
+        for i in 0..ThrottleHistory::READINGS as u64 {
+            h.add(&r(300 + i, 50));
+        }
+        assert_eq!(
+            h.add(&r(400, 50)),
+            Some(0.0),
+            "old throttling has left the history"
+        );
+        assert_eq!(
+            h.add(&r(10, 0)),
+            None,
+            "a counter that went back starts anew"
+        );
+        assert_eq!(h.add(&CgroupStats::default()), None);
     }
 }

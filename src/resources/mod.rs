@@ -43,7 +43,8 @@ pub struct ResourceSnapshot {
     pub processes: Vec<ProcessReading>,
     /// None when no cgroup was found.
     pub cgroup: Option<cgroup::CgroupStats>,
-    /// Share of CPU periods the cgroup was throttled in since the last sample.
+    /// Share of CPU periods the cgroup was throttled in over the last
+    /// readings (`cgroup::ThrottleHistory`, about a minute at the default interval).
     pub cpu_throttled_ratio: Option<f64>,
     /// The model server's cgroup, when its PID is known and it is not ours.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,6 +99,8 @@ struct Sampler {
     gpus: Option<gpu::Gpus>,
     gpu_reason: Option<String>,
     snapshot: Arc<RwLock<ResourceSnapshot>>,
+    throttled: cgroup::ThrottleHistory,
+    server_throttled: cgroup::ThrottleHistory,
 }
 
 impl Sampler {
@@ -193,12 +196,20 @@ impl Sampler {
         s.memory_total_bytes = self.system.total_memory();
         s.memory_used_bytes = self.system.used_memory();
         s.processes = processes;
-        s.cpu_throttled_ratio = cgroup
-            .as_ref()
-            .and_then(|c| cgroup::throttled_ratio(s.cgroup.as_ref(), c));
-        s.model_server_cpu_throttled_ratio = server_cgroup
-            .as_ref()
-            .and_then(|c| cgroup::throttled_ratio(s.model_server_cgroup.as_ref(), c));
+        s.cpu_throttled_ratio = match &cgroup {
+            Some(c) => self.throttled.add(c),
+            None => {
+                self.throttled.clear();
+                None
+            }
+        };
+        s.model_server_cpu_throttled_ratio = match &server_cgroup {
+            Some(c) => self.server_throttled.add(c),
+            None => {
+                self.server_throttled.clear();
+                None
+            }
+        };
         s.cgroup = cgroup;
         s.model_server_cgroup = server_cgroup;
         s.gpu_available = self.gpus.is_some();
@@ -247,6 +258,8 @@ pub fn spawn(config: &ResourcesConfig, meter: &Meter) -> std::io::Result<Option<
         gpus,
         gpu_reason,
         snapshot: snapshot.clone(),
+        throttled: Default::default(),
+        server_throttled: Default::default(),
     };
     let interval = config.interval;
     let (stop, stop_rx) = std::sync::mpsc::channel::<()>();

@@ -614,7 +614,7 @@ metric!(MODEL_REQUESTS, "modelwatch.model.requests", "{request}", Counter,
 metric!(
     DIAGNOSIS_CAUSE,
     "modelwatch.diagnosis.cause",
-    "1",
+    "{score}",
     Gauge,
     "The diagnosis's score of each cause (data, model, environment) per model version, 0 to 1."
 );

@@ -139,6 +139,16 @@ fn every_listed_metric_is_exported_under_its_documented_name() {
         )),
     );
     crate::reload::register(&t.meter, Default::default(), Default::default());
+    crate::diagnosis::register_gauge(
+        &t.meter,
+        crate::diagnosis::Sources {
+            quality: Some(std::sync::Arc::new(std::sync::RwLock::new(
+                crate::quality::engine::tests::full_snapshot(),
+            ))),
+            ..Default::default()
+        },
+        || std::sync::Arc::new(crate::config::Config::default()),
+    );
     let text = t.render_prometheus();
     let _ = std::fs::remove_file(&ecs_out);
     for m in names::ALL {

@@ -8,6 +8,7 @@ mod cli;
 mod cloudevents;
 mod common;
 mod dashboards;
+mod diagnosis;
 mod drift;
 mod egress;
 mod export;

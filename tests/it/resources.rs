@@ -13,28 +13,39 @@ use crate::common::*;
 const QUOTA_US: u64 = 5_000; // of 100,000: 0.05 cores
 const MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
 
-/// A cgroup made for the test; on drop its processes go back to the parent and it is removed.
-struct TestCgroup {
+/// A cgroup made for a test; on drop its processes go back to the parent and it is removed.
+pub struct TestCgroup {
     dirs: Vec<PathBuf>,
-    version: u8,
+    pub version: u8,
 }
 
 impl TestCgroup {
+    /// With a CPU quota of `QUOTA_US` per 100 ms and `MEMORY_LIMIT`.
     fn create() -> TestCgroup {
+        Self::with_quota(Some(QUOTA_US))
+    }
+
+    /// With a CPU quota in microseconds per 100 ms (None: unlimited) and
+    /// `MEMORY_LIMIT`.
+    pub fn with_quota(quota_us: Option<u64>) -> TestCgroup {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         assert!(
             rustix::process::geteuid().is_root(),
             "this test creates a cgroup and needs root (CI runs as root)"
         );
-        let name = format!("modelwatch-test-{}", std::process::id());
+        let name = format!(
+            "modelwatch-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let v1 = Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists()
             && Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
-        if v1 {
+        let cg = if v1 {
             let cpu = Path::new("/sys/fs/cgroup/cpu").join(&name);
             let mem = Path::new("/sys/fs/cgroup/memory").join(&name);
             std::fs::create_dir_all(&cpu).unwrap();
             std::fs::create_dir_all(&mem).unwrap();
             std::fs::write(cpu.join("cpu.cfs_period_us"), "100000").unwrap();
-            std::fs::write(cpu.join("cpu.cfs_quota_us"), QUOTA_US.to_string()).unwrap();
             std::fs::write(mem.join("memory.limit_in_bytes"), MEMORY_LIMIT.to_string()).unwrap();
             TestCgroup {
                 dirs: vec![cpu, mem],
@@ -45,23 +56,35 @@ impl TestCgroup {
             let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu +memory");
             let dir = root.join(&name);
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("cpu.max"), format!("{QUOTA_US} 100000")).unwrap();
             std::fs::write(dir.join("memory.max"), MEMORY_LIMIT.to_string()).unwrap();
             TestCgroup {
                 dirs: vec![dir],
                 version: 2,
             }
+        };
+        cg.set_quota(quota_us);
+        cg
+    }
+
+    /// Sets the CPU quota (microseconds per 100 ms; None: unlimited).
+    pub fn set_quota(&self, quota_us: Option<u64>) {
+        if self.version == 1 {
+            let q = quota_us.map_or("-1".to_string(), |q| q.to_string());
+            std::fs::write(self.dirs[0].join("cpu.cfs_quota_us"), q).unwrap();
+        } else {
+            let q = quota_us.map_or("max".to_string(), |q| q.to_string());
+            std::fs::write(self.dirs[0].join("cpu.max"), format!("{q} 100000")).unwrap();
         }
     }
 
-    fn add(&self, pid: u32) {
+    pub fn add(&self, pid: u32) {
         for d in &self.dirs {
             std::fs::write(d.join("cgroup.procs"), pid.to_string()).unwrap();
         }
     }
 
     /// nr_throttled as the kernel counts it now.
-    fn throttled(&self) -> u64 {
+    pub fn throttled(&self) -> u64 {
         let stat = std::fs::read_to_string(self.dirs[0].join("cpu.stat")).unwrap();
         stat.lines()
             .find_map(|l| l.strip_prefix("nr_throttled "))
