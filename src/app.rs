@@ -224,11 +224,27 @@ impl App {
             };
             tokio::spawn(watcher.run(side_early.clone()));
         }
+        let diagnosis = crate::diagnosis::Sources {
+            quality: quality.as_ref().map(|q| q.handle.snapshot.clone()),
+            drift: drift.clone(),
+            layouts,
+            anomaly: anomaly.clone(),
+            resources: resources.as_ref().map(|r| r.snapshot.clone()),
+            changes,
+            versions: seen_models,
+            registry: Some(telemetry.registry().clone()),
+        };
         let alerts_snapshot = Arc::new(std::sync::RwLock::new(crate::alerts::Snapshot::default()));
         crate::alerts::register_gauge(&telemetry.meter, alerts_snapshot.clone());
         let alerts = Arc::new(tokio::sync::Mutex::new(
-            crate::alerts::spawn(&config, &telemetry, alerts_snapshot.clone(), Vec::new())
-                .context("cannot start the alert evaluator")?,
+            crate::alerts::spawn(
+                &config,
+                &telemetry,
+                alerts_snapshot.clone(),
+                Vec::new(),
+                Some(diagnosis.clone()),
+            )
+            .context("cannot start the alert evaluator")?,
         ));
         let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
         let side = CancellationToken::new();
@@ -243,6 +259,7 @@ impl App {
                 alerts: alerts.clone(),
                 alerts_snapshot: alerts_snapshot.clone(),
                 telemetry: telemetry.clone(),
+                diagnosis: diagnosis.clone(),
             },
         );
         tokio::spawn(reloader.clone().on_hangup(side.clone()));
@@ -253,16 +270,6 @@ impl App {
             side.clone(),
         ));
         let events = cloudevents.clone();
-        let diagnosis = crate::diagnosis::Sources {
-            quality: quality.as_ref().map(|q| q.handle.snapshot.clone()),
-            drift: drift.clone(),
-            layouts,
-            anomaly: anomaly.clone(),
-            resources: resources.as_ref().map(|r| r.snapshot.clone()),
-            changes,
-            versions: seen_models,
-            registry: Some(telemetry.registry().clone()),
-        };
         let current = reloader.clone();
         crate::diagnosis::register_gauge(&telemetry.meter, diagnosis.clone(), move || {
             current.current()

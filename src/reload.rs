@@ -48,6 +48,8 @@ pub struct Targets {
     pub alerts: Arc<tokio::sync::Mutex<Option<crate::alerts::Alerts>>>,
     pub alerts_snapshot: Arc<RwLock<crate::alerts::Snapshot>>,
     pub telemetry: Arc<Telemetry>,
+    /// What a firing alert's diagnosis reads.
+    pub diagnosis: crate::diagnosis::Sources,
 }
 
 /// The result of one reload, as answered and shown in `/v1/status`.
@@ -240,7 +242,13 @@ impl Reloader {
                 Some(old) => old.stop(Duration::from_secs(2)).await,
                 None => Vec::new(),
             };
-            match crate::alerts::spawn(config, &t.telemetry, t.alerts_snapshot.clone(), states) {
+            match crate::alerts::spawn(
+                config,
+                &t.telemetry,
+                t.alerts_snapshot.clone(),
+                states,
+                Some(t.diagnosis.clone()),
+            ) {
                 Ok(new) => *slot = new,
                 Err(e) => tracing::error!(error = %e, "cannot restart the alert evaluator"),
             }

@@ -11,6 +11,7 @@ pub mod figures;
 pub mod rules;
 pub mod sinks;
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -75,6 +76,7 @@ pub fn spawn(
     telemetry: &Arc<Telemetry>,
     snapshot: Arc<RwLock<Snapshot>>,
     mut carried: Vec<RuleState>,
+    diagnosis: Option<crate::diagnosis::Sources>,
 ) -> std::io::Result<Option<Alerts>> {
     let a = &config.alerts;
     if a.rules.is_empty() {
@@ -165,6 +167,8 @@ pub fn spawn(
         snapshot,
         last_publish: None,
         notifications_dropped: 0,
+        diagnosis: diagnosis.map(|s| (s, Arc::new(config.clone()))),
+        diagnosed: HashMap::new(),
     };
     let thread = std::thread::Builder::new()
         .name("modelwatch-alerts".into())
@@ -231,6 +235,11 @@ struct Evaluator {
     last_publish: Option<Instant>,
     dropped_seen: Vec<u64>,
     notifications_dropped: u64,
+    /// Where a firing alert's diagnosis comes from, and the config it reads.
+    diagnosis: Option<(crate::diagnosis::Sources, Arc<Config>)>,
+    /// The diagnosis annotations of each firing or recently resolved alert,
+    /// by rule and labels (taken when it fired).
+    diagnosed: HashMap<(String, Labels), Labels>,
 }
 
 impl Evaluator {
@@ -266,17 +275,26 @@ impl Evaluator {
                 self.dropped_seen[i] = rule.dropped;
             }
         }
-        for t in &transitions {
+        for t in &mut transitions {
+            self.annotate(t);
             self.notify(t);
         }
         let notify_am = transitions
             .iter()
             .any(|t| matches!(t.state, State::Firing | State::Resolved));
-        let views: Vec<AlertView> = self
+        let mut views: Vec<AlertView> = self
             .rules
             .iter()
             .flat_map(|r| r.views(&self.base, self.retention, now))
             .collect();
+        // Diagnoses live as long as their alerts are shown.
+        self.diagnosed
+            .retain(|k, _| views.iter().any(|v| v.rule == k.0 && v.labels == k.1));
+        for v in &mut views {
+            if let Some(extra) = self.diagnosed.get(&(v.rule.clone(), v.labels.clone())) {
+                v.annotations.extend(extra.clone());
+            }
+        }
         if let Some(am) = &self.outputs.alertmanager {
             let due = self
                 .last_publish
@@ -323,6 +341,51 @@ impl Evaluator {
             .collect();
         snap.alerts = views;
         snap.notifications_dropped = self.notifications_dropped;
+    }
+
+    /// A firing quality, drift, data-quality or error alert gets the
+    /// diagnosis of its model version (or of the model version that
+    /// scores highest, when its series name none) as two annotations:
+    /// `diagnosis` (the verdict and its summary) and `diagnosis_findings`
+    /// (the top three findings, one a line). A resolved one keeps them.
+    fn annotate(&mut self, t: &mut Transition) {
+        let key = (t.rule.clone(), t.labels.clone());
+        if t.state == State::Firing {
+            let Some(figure) = self
+                .rules
+                .iter()
+                .find(|r| r.rule.name == t.rule)
+                .map(|r| r.rule.figure.clone())
+            else {
+                return;
+            };
+            let Some((sources, config)) = &self.diagnosis else {
+                return;
+            };
+            if !crate::diagnosis::explains(&figure) {
+                return;
+            }
+            let q = crate::diagnosis::Query {
+                model: t.labels.get(attr::MODEL).cloned(),
+                version: t.labels.get(attr::MODEL_VERSION).cloned(),
+                window: None,
+            };
+            let Ok(all) = sources.diagnose(&q, config, true) else {
+                return;
+            };
+            let Some(d) = all.into_iter().max_by(|a, b| {
+                let top =
+                    |d: &crate::diagnosis::Diagnosis| d.findings.first().map_or(0.0, |f| f.score);
+                top(a).total_cmp(&top(b))
+            }) else {
+                return;
+            };
+            self.diagnosed
+                .insert(key.clone(), crate::diagnosis::annotations(&d));
+        }
+        if let Some(extra) = self.diagnosed.get(&key) {
+            t.annotations.extend(extra.clone());
+        }
     }
 
     /// Log line, OTLP event, transition counter and webhook notifications for one transition.

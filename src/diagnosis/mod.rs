@@ -772,6 +772,49 @@ fn version_findings(
     finding(Cause::Model, "version", score, summary, figs);
 }
 
+/// Whether an alert on `figure` (an OpenTelemetry metric name) is about
+/// something the diagnosis explains: quality, drift, data quality,
+/// anomalies, per-version requests and errors, request durations.
+pub fn explains(figure: &str) -> bool {
+    let name = crate::config::alerts::find_figure(figure).map_or(figure, |m| m.name);
+    [
+        "modelwatch.quality.",
+        "modelwatch.drift.",
+        "modelwatch.data_quality.",
+        "modelwatch.anomaly.",
+        "modelwatch.model.",
+        "http.server.request.duration",
+        "modelwatch.upstream.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+/// A diagnosis as alert annotations: `diagnosis` (verdict: summary) and
+/// `diagnosis_findings` (the top three findings, one a line).
+pub fn annotations(d: &Diagnosis) -> crate::alerts::figures::Labels {
+    let mut a = crate::alerts::figures::Labels::new();
+    a.insert("diagnosis".into(), format!("{}: {}", d.verdict, d.summary));
+    let top: Vec<String> = d
+        .findings
+        .iter()
+        .take(3)
+        .map(|f| {
+            format!(
+                "[{} {:.2}] {}: {}",
+                f.cause.as_str(),
+                f.score,
+                f.kind,
+                f.summary
+            )
+        })
+        .collect();
+    if !top.is_empty() {
+        a.insert("diagnosis_findings".into(), top.join("\n"));
+    }
+    a
+}
+
 /// Where the admin server, the alerts and the gauge read the figures from.
 #[derive(Clone, Default)]
 pub struct Sources {

@@ -182,10 +182,42 @@ async fn healthy_period(mw: &Modelwatch, data: &Bc) {
     .await;
 }
 
+/// An accuracy alert to a real Alertmanager and a webhook.
+const ALERTS: &str = r#"
+alerts:
+  evaluation_interval: 500ms
+  alertmanager:
+    url: ALERTMANAGER
+    resend_interval: 1s
+  webhooks:
+    - name: team
+      url: WEBHOOK
+  rules:
+    - name: ModelAccuracyLow
+      figure: modelwatch.quality.accuracy
+      match: {model: bc, window: 1h}
+      below: 0.95
+      for: 1s
+      min_samples: 30
+      annotations:
+        summary: "accuracy of {{ labels.model }} is {{ value }}"
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn covariate_shift_on_two_features_is_the_data() {
     let data = bc();
-    let (_server, mw) = start(&data, &[("bc", "v1", "bc")]).await;
+    let hooks = crate::alerts::Hooks::start().await;
+    let am_port = free_port();
+    let am = crate::alerts::alertmanager_on(am_port, &hooks.url("/am")).await;
+    let config = format!(
+        "{}{}",
+        data.config,
+        ALERTS
+            .replace("ALERTMANAGER", &format!("http://127.0.0.1:{am_port}"))
+            .replace("WEBHOOK", &hooks.url("/team"))
+    );
+    let server = mlserver_versions(&[("bc", "v1", "bc")]).await;
+    let mw = Modelwatch::start(Options::new(server.url("")).config(&config)).await;
     healthy_period(&mw, &data).await;
     // f20 (worst radius) and f27 (worst concave points) read two standard
     // deviations high, as a miscalibrated measurement would; the truth
@@ -263,6 +295,48 @@ async fn covariate_shift_on_two_features_is_the_data() {
         "{text}"
     );
     assert!(text.contains("] segment: "), "{text}");
+
+    // The page a person gets already says where to look: the webhook's
+    // call and Alertmanager's alert carry the diagnosis taken when it fired.
+    hooks
+        .wait_for("/team", "firing", "the team webhook's firing call", 30)
+        .await;
+    let (_, body) = hooks.on("/team").remove(0);
+    let a = &body["alerts"][0]["annotations"];
+    assert!(
+        a["diagnosis"]
+            .as_str()
+            .unwrap()
+            .starts_with("data: accuracy fell from "),
+        "{body:#}"
+    );
+    let top = a["diagnosis_findings"].as_str().unwrap();
+    assert_eq!(top.lines().count(), 3, "{top}");
+    assert!(top.starts_with("[data 0."), "{top}");
+    let alert = eventually(
+        "the alert in Alertmanager",
+        Duration::from_secs(30),
+        || async {
+            crate::alerts::am_alerts(&am)
+                .await
+                .into_iter()
+                .find(|a| a["labels"]["alertname"] == "ModelAccuracyLow")
+        },
+    )
+    .await;
+    assert_eq!(
+        alert["annotations"]["diagnosis"], a["diagnosis"],
+        "{alert:#}"
+    );
+    assert_eq!(
+        alert["annotations"]["diagnosis_findings"],
+        a["diagnosis_findings"]
+    );
+    let shown = mw.admin_json("/v1/alerts").await;
+    assert_eq!(
+        shown["alerts"][0]["annotations"]["diagnosis"], a["diagnosis"],
+        "{shown:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,4 +542,50 @@ async fn a_cut_cpu_quota_of_the_model_server_is_the_environment() {
         top["figures"]["throttled_ratio"].as_f64().unwrap() >= 0.2,
         "{d:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_server_replaced_is_named_and_alone_is_no_cause() {
+    let data = bc();
+    let mls = mlserver_versions(&[("bc", "v1", "bc")]).await;
+    let port = mls.port;
+    let config = format!("{}resources:\n  interval: 300ms\n", data.config);
+    let mw = Modelwatch::start(Options::new(mls.url("")).config(&config)).await;
+    serve(&mw, "v1", "before", &data.x[..20], None).await;
+    eventually(
+        "MLServer's version read",
+        Duration::from_secs(30),
+        || async {
+            let m = mw.metrics().await;
+            m.contains("model_server_name=\"mlserver\"").then_some(())
+        },
+    )
+    .await;
+    // The same port now serves KServe's Python server (another server, another version).
+    drop(mls);
+    let tb = crate::models::testbed();
+    let mut cmd = std::process::Command::new(tb.join("venvs/kserve/bin/python"));
+    cmd.arg(crate::models::fixtures().join("kserve_server.py"))
+        .arg(port.to_string())
+        .current_dir(tb.join("models/bc"));
+    let _kserve = crate::models::model_server(cmd, port, "/v1/models/bc", "kserve").await;
+    let d = diagnosis(&mw, "model=bc&version=v1", |d| {
+        findings(d, "environment_change").len() == 2
+    })
+    .await;
+    let changes: Vec<(&str, &Value, &Value)> = findings(&d, "environment_change")
+        .iter()
+        .map(|f| {
+            let g = &f["figures"];
+            (g["component"].as_str().unwrap(), &g["before"], &g["after"])
+        })
+        .collect();
+    assert_eq!(changes[0].0, "model_server:kserve", "{d:#}");
+    assert!(changes[0].1.is_null() && changes[0].2.is_string(), "{d:#}");
+    assert_eq!(changes[1].0, "model_server:mlserver", "{d:#}");
+    assert!(changes[1].1.is_string() && changes[1].2.is_null(), "{d:#}");
+    for f in findings(&d, "environment_change") {
+        assert_eq!(f["score"], 0.4, "nothing got worse: context, not a cause");
+    }
+    assert_ne!(d["verdict"], "environment", "{d:#}");
 }
