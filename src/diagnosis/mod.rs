@@ -121,7 +121,7 @@ pub struct Inputs<'a> {
     pub anomaly: Option<&'a AnomalySnapshot>,
     pub resources: Option<&'a ResourceSnapshot>,
     pub changes: &'a [Change],
-    /// (model, version, first seen).
+    /// (model, version, first seen), in the order they were first seen.
     pub versions: &'a [(String, String, u64)],
     /// (model, version, requests, errors) since start.
     pub traffic: &'a [(String, String, u64, u64)],
@@ -691,20 +691,16 @@ fn version_findings(
     from: u64,
     finding: &mut impl FnMut(Cause, &'static str, f64, String, serde_json::Value),
 ) {
-    let Some(first) = i
+    let Some(at) = i
         .versions
         .iter()
-        .find(|(m, v, _)| m == i.model && v == i.version)
-        .map(|(_, _, t)| *t)
+        .position(|(m, v, _)| m == i.model && v == i.version)
     else {
         return;
     };
+    let first = i.versions[at].2;
     // The version before: the one of this model first seen last before it.
-    let previous = i
-        .versions
-        .iter()
-        .filter(|(m, v, t)| m == i.model && v != i.version && *t <= first)
-        .max_by_key(|(_, _, t)| *t);
+    let previous = i.versions[..at].iter().rev().find(|(m, _, _)| m == i.model);
     let Some((_, prev, _)) = previous else {
         return;
     };

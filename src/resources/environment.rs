@@ -26,21 +26,20 @@ pub fn kernel() -> Option<String> {
 }
 
 /// Model and version pairs seen in traffic, with when each was first
-/// seen (milliseconds since the Unix epoch), filled by the analysis thread
-/// (at most `MAX_MODELS`).
+/// seen (milliseconds since the Unix epoch) and in which order, filled by
+/// the analysis thread (at most `MAX_MODELS`).
 #[derive(Debug, Default)]
-pub struct SeenModels(Mutex<BTreeMap<(String, String), u64>>);
+pub struct SeenModels(Mutex<BTreeMap<(String, String), (u64, usize)>>);
 
 const MAX_MODELS: usize = 32;
 
 impl SeenModels {
     pub fn add(&self, model: &str, version: &str) {
         let mut s = self.0.lock().expect("poisoned");
-        if s.len() < MAX_MODELS && !s.contains_key(&(model.to_string(), version.to_string())) {
-            s.insert(
-                (model.to_string(), version.to_string()),
-                crate::quality::engine::now_ms(),
-            );
+        let key = (model.to_string(), version.to_string());
+        if s.len() < MAX_MODELS && !s.contains_key(&key) {
+            let order = s.len();
+            s.insert(key, (crate::quality::engine::now_ms(), order));
         }
     }
 
@@ -48,11 +47,14 @@ impl SeenModels {
         self.0.lock().expect("poisoned").keys().cloned().collect()
     }
 
-    /// (model, version, first seen) of every pair.
+    /// (model, version, first seen) of every pair, in the order they were
+    /// first seen (two in the same millisecond keep their order).
     pub fn first_seen(&self) -> Vec<(String, String, u64)> {
         let s = self.0.lock().expect("poisoned");
-        s.iter()
-            .map(|((m, v), t)| (m.clone(), v.clone(), *t))
+        let mut v: Vec<_> = s.iter().collect();
+        v.sort_by_key(|(_, (_, order))| *order);
+        v.into_iter()
+            .map(|((m, ver), (t, _))| (m.clone(), ver.clone(), *t))
             .collect()
     }
 }

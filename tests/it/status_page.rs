@@ -160,6 +160,8 @@ protocol:
         "CandidateAccuracyLow",
         "firing",
         "polyline",
+        // The diagnosis section: v2 is the worse version.
+        "version v2 was first seen in the window (after v1): accuracy",
     ] {
         assert!(dom.contains(needle), "the page lacks {needle}");
     }
