@@ -46,6 +46,7 @@ ZERO_IS_GOOD = steps(GOOD, (1, BAD))                           # counts of bad t
 ERROR_RATIO = steps(GOOD, (0.01, WARN), (0.05, BAD))
 UP = steps(BAD, (1, GOOD))                                     # 0 red, 1 green
 NEUTRAL_STEPS = steps(NEUTRAL)                                 # figures with no good or bad
+CAUSE_SCORE = steps(GOOD, (0.5, BAD))                          # a diagnosis's cause: a verdict from 0.5
 
 
 def var(name, label, query, multi=True, sort=1):
@@ -299,6 +300,13 @@ def quality():
         (f"sum by (model, model_version) (rate(modelwatch_quality_predictions_total{{{M}}}[{RI}]))", "predictions {{model}} {{model_version}}"),
         (f"sum by (model, model_version) (rate(modelwatch_quality_labels_total{{{M}}}[{RI}]))", "labels {{model}} {{model_version}}")], "ops")
     b.ts("Feedback items by result", [(f"sum by (result) (rate(modelwatch_quality_feedback_items_total{{{S}}}[{RI}]))", "{{result}}")], "ops")
+    b.row("Diagnosis (GET /v1/diagnose, over the first quality window)")
+    b.stat("Cause score now", f"max by (model, model_version, cause) (modelwatch_diagnosis_cause{{{M}}})", "none",
+           CAUSE_SCORE, w=12, h=6, legend="{{model}} {{model_version}} {{cause}}",
+           description="Data, model or environment, 0 to 1: at 0.5 and above the cause can be the verdict. "
+                       "`modelwatch diagnose` or /v1/diagnose gives the findings behind it (docs/diagnosis.md).")
+    b.ts("Cause scores over time", [(f"modelwatch_diagnosis_cause{{{M}}}", "{{model}} {{model_version}} {{cause}}")], "none",
+         description="When a score rose is when to look: the findings name the features, segment, version or event.")
     b.row("Regression models")
     b.ts("MAE and RMSE", [(f"modelwatch_quality_mae{{{Q}}}", "MAE {{model}} {{model_version}}"),
                           (f"modelwatch_quality_rmse{{{Q}}}", "RMSE {{model}} {{model_version}}")], "none",
