@@ -1042,14 +1042,14 @@ impl Engine {
         *self.snapshot.write().expect("poisoned") = snapshot;
     }
 
-    /// Memory held by the sliding-window copy of predictions (struct and
-    /// score sizes; allocator overhead not included).
+    /// Memory held by the sliding-window copy of predictions (struct, score
+    /// and bin sizes; allocator overhead not included).
     pub fn window_bytes(&self) -> usize {
         self.window.len() * std::mem::size_of::<WindowRow>()
             + self
                 .window
                 .iter()
-                .map(|r| r.scores.len() * std::mem::size_of::<f64>())
+                .map(|r| r.scores.len() * std::mem::size_of::<f64>() + r.bins.len())
                 .sum::<usize>()
     }
 
