@@ -224,12 +224,14 @@ impl App {
             };
             tokio::spawn(watcher.run(side_early.clone()));
         }
+        let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
         let diagnosis = crate::diagnosis::Sources {
             quality: quality.as_ref().map(|q| q.handle.snapshot.clone()),
             drift: drift.clone(),
             layouts,
             anomaly: anomaly.clone(),
             resources: resources.as_ref().map(|r| r.snapshot.clone()),
+            readiness: Some(readiness.clone()),
             changes,
             versions: seen_models,
             registry: Some(telemetry.registry().clone()),
@@ -246,7 +248,6 @@ impl App {
             )
             .context("cannot start the alert evaluator")?,
         ));
-        let readiness = Arc::new(Readiness::new(&config, telemetry.gauges.clone()));
         let side = CancellationToken::new();
         let reloader = crate::reload::Reloader::new(
             config.clone(),

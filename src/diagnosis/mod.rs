@@ -59,7 +59,8 @@ pub struct Finding {
     pub cause: Cause,
     /// `drift`, `data_quality`, `segment`, `covariate_shift`, `estimate_diverged`,
     /// `prediction_drift`, `concept_drift`,
-    /// `version`, `environment_change`, `cpu_throttling`, `memory`, `gpu`, `anomaly`.
+    /// `version`, `environment_change`, `cpu_throttling`, `memory`, `gpu`,
+    /// `upstream`, `anomaly`.
     pub kind: &'static str,
     /// 0 to 1: how strongly it points at its cause.
     pub score: f64,
@@ -120,6 +121,8 @@ pub struct Inputs<'a> {
     pub layout: Option<&'a Layout>,
     pub anomaly: Option<&'a AnomalySnapshot>,
     pub resources: Option<&'a ResourceSnapshot>,
+    /// The readiness probe's last result.
+    pub upstream: Option<&'a crate::admin::readiness::ReadinessSnapshot>,
     pub changes: &'a [Change],
     /// (model, version, first seen), in the order they were first seen.
     pub versions: &'a [(String, String, u64)],
@@ -463,6 +466,20 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
                 );
             }
         }
+    }
+    if let Some(u) = i.upstream.filter(|u| !u.up && u.checked_at.is_some()) {
+        finding(
+            Cause::Environment,
+            "upstream",
+            0.8,
+            format!(
+                "the model server is unreachable ({} probe of {}: {})",
+                u.probe,
+                u.target,
+                u.last_error.as_deref().unwrap_or("no answer")
+            ),
+            json!({"target": u.target, "probe": u.probe, "error": u.last_error, "checked_at": u.checked_at}),
+        );
     }
     if let Some(a) = i.anomaly {
         for s in a
@@ -819,6 +836,7 @@ pub struct Sources {
     pub layouts: Option<Layouts>,
     pub anomaly: Option<Arc<RwLock<AnomalySnapshot>>>,
     pub resources: Option<Arc<RwLock<ResourceSnapshot>>>,
+    pub readiness: Option<Arc<crate::admin::readiness::Readiness>>,
     pub changes: Arc<ChangeLog>,
     pub versions: Arc<SeenModels>,
     pub registry: Option<prometheus::Registry>,
@@ -888,6 +906,7 @@ impl Sources {
             .map(|s| s.read().expect("poisoned").clone());
         let changes = self.changes.list();
         let versions = self.versions.first_seen();
+        let upstream = self.readiness.as_ref().map(|r| r.snapshot());
         let traffic: Vec<(String, String, u64, u64)> = self
             .registry
             .as_ref()
@@ -939,6 +958,7 @@ impl Sources {
                     layout: layout.as_deref(),
                     anomaly: anomaly.as_ref(),
                     resources: resources.as_ref(),
+                    upstream: upstream.as_ref(),
                     changes: &changes,
                     versions: &versions,
                     traffic: &traffic,

@@ -96,6 +96,7 @@ struct Case {
     quality: Vec<ModelFigures>,
     drift: Option<DriftSnapshot>,
     resources: Option<ResourceSnapshot>,
+    upstream: Option<crate::admin::readiness::ReadinessSnapshot>,
     changes: Vec<Change>,
     versions: Vec<(String, String, u64)>,
     traffic: Vec<(String, String, u64, u64)>,
@@ -108,6 +109,7 @@ impl Case {
             quality,
             drift: Some(drift(&[])),
             resources: None,
+            upstream: None,
             changes: Vec::new(),
             versions: vec![("bc".into(), "v1".into(), NOW - 10 * HOUR)],
             traffic: Vec::new(),
@@ -130,6 +132,7 @@ impl Case {
             layout: Some(&layout),
             anomaly: None,
             resources: self.resources.as_ref(),
+            upstream: self.upstream.as_ref(),
             changes: &self.changes,
             versions: &self.versions,
             traffic: &self.traffic,
@@ -317,6 +320,35 @@ fn without_labels_the_verdict_is_unknown_and_says_why() {
     );
     let kinds: Vec<&str> = d.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, ["drift", "covariate_shift"]);
+}
+
+#[test]
+fn an_unreachable_model_server_is_the_environment_and_makes_a_change_a_cause() {
+    let mut case = Case::new(vec![model("v1", healthy(), healthy())]);
+    case.upstream = Some(crate::admin::readiness::ReadinessSnapshot {
+        up: false,
+        target: "http://127.0.0.1:8080".into(),
+        probe: "tcp",
+        last_error: Some("connection refused".into()),
+        checked_at: Some(1.0),
+    });
+    case.changes = vec![Change {
+        time_ms: NOW - 60_000,
+        component: "model_server:mlserver".into(),
+        before: Some("1.7.0".into()),
+        after: Some("1.7.1".into()),
+    }];
+    let d = case.run();
+    assert_eq!(d.verdict, "environment", "{d:#?}");
+    assert_eq!(d.findings[0].kind, "upstream");
+    assert!(d.findings[0].summary.ends_with("connection refused)"));
+    assert_eq!(
+        (d.findings[1].kind, d.findings[1].score),
+        ("environment_change", 0.6)
+    );
+    // Not probed yet is not down.
+    case.upstream.as_mut().unwrap().checked_at = None;
+    assert!(case.run().findings.iter().all(|f| f.kind != "upstream"));
 }
 
 #[test]

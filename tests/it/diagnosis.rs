@@ -545,11 +545,14 @@ async fn a_cut_cpu_quota_of_the_model_server_is_the_environment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_server_replaced_is_named_and_alone_is_no_cause() {
+async fn a_model_server_down_is_the_environment_and_its_replacement_is_named() {
     let data = bc();
     let mls = mlserver_versions(&[("bc", "v1", "bc")]).await;
     let port = mls.port;
-    let config = format!("{}resources:\n  interval: 300ms\n", data.config);
+    let config = format!(
+        "{}resources:\n  interval: 300ms\nadmin:\n  readiness:\n    interval: 200ms\n",
+        data.config
+    );
     let mw = Modelwatch::start(Options::new(mls.url("")).config(&config)).await;
     serve(&mw, "v1", "before", &data.x[..20], None).await;
     eventually(
@@ -561,8 +564,21 @@ async fn a_model_server_replaced_is_named_and_alone_is_no_cause() {
         },
     )
     .await;
-    // The same port now serves KServe's Python server (another server, another version).
+    // The model server goes away: the environment, and what the probe says.
     drop(mls);
+    let d = diagnosis(&mw, "model=bc&version=v1", |d| {
+        d["verdict"] == "environment"
+    })
+    .await;
+    assert_eq!(d["findings"][0]["kind"], "upstream", "{d:#}");
+    assert!(
+        d["findings"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("the model server is unreachable (tcp probe of http://127.0.0.1:"),
+        "{d:#}"
+    );
+    // The same port now serves KServe's Python server (another server, another version).
     let tb = crate::models::testbed();
     let mut cmd = std::process::Command::new(tb.join("venvs/kserve/bin/python"));
     cmd.arg(crate::models::fixtures().join("kserve_server.py"))
