@@ -117,6 +117,19 @@ impl Case {
         }
     }
 
+    /// v2 first seen a quarter of an hour ago, after v1; requests and
+    /// errors since start of each.
+    fn new_version(mut self, v1: (u64, u64), v2: (u64, u64)) -> Case {
+        self.version = "v2";
+        self.versions
+            .push(("bc".into(), "v2".into(), NOW - HOUR / 4));
+        self.traffic = vec![
+            ("bc".into(), "v1".into(), v1.0, v1.1),
+            ("bc".into(), "v2".into(), v2.0, v2.1),
+        ];
+        self
+    }
+
     fn run(&self) -> Diagnosis {
         let layout = layout();
         diagnose(&Inputs {
@@ -214,14 +227,7 @@ fn a_new_worse_version_is_the_model() {
         (2, 1, 100, 69),
     ]);
     let v2 = model("v2", bad.clone(), bad);
-    let mut case = Case::new(vec![v1, v2]);
-    case.version = "v2";
-    case.versions
-        .push(("bc".into(), "v2".into(), NOW - HOUR / 4));
-    case.traffic = vec![
-        ("bc".into(), "v1".into(), 1000, 2),
-        ("bc".into(), "v2".into(), 1000, 3),
-    ];
+    let mut case = Case::new(vec![v1, v2]).new_version((1000, 2), (1000, 3));
     let d = case.run();
     assert_eq!(d.verdict, "model", "{d:#?}");
     let f = &d.findings[0];
@@ -239,15 +245,7 @@ fn a_new_worse_version_is_the_model() {
 
 #[test]
 fn a_version_failing_its_requests_is_the_model_even_without_labels() {
-    let mut case = Case::new(vec![]);
-    case.version = "v2";
-    case.versions
-        .push(("bc".into(), "v2".into(), NOW - HOUR / 4));
-    case.traffic = vec![
-        ("bc".into(), "v1".into(), 1000, 2),
-        ("bc".into(), "v2".into(), 400, 200),
-    ];
-    let d = case.run();
+    let d = Case::new(vec![]).new_version((1000, 2), (400, 200)).run();
     assert_eq!(d.verdict, "model", "{d:#?}");
     assert!(d.findings[0]
         .summary

@@ -11,29 +11,8 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::models::{bc_data, llama_server, mlserver_versions, oip_infer, send_labels};
 
-const CONFIG: &str = r#"
-quality:
-  refresh_interval: 100ms
-  windows: [1h]
-  min_samples: 30
-  estimation:
-    reference_rows: 150
-drift:
-  profiles:
-    bc: PROFILE
-  window: 250
-  min_samples: 200
-  refresh_interval: 100ms
-protocol:
-  models:
-    - name: bc
-      class_names: [malignant, benign]
-      label_output: predict
-      scores_output: predict_proba
-      features: FEATURES
-"#;
-
-/// The healthy period: the first rows, labelled, are the reference.
+/// The healthy period: the first rows, labelled, are the reference period
+/// (`quality.estimation.reference_rows`).
 const HEALTHY: usize = 150;
 const BATCH: usize = 10;
 
@@ -45,16 +24,17 @@ struct Bc {
     config: String,
 }
 
-/// The data, a drift profile of rows 0..285 (features f0..f29), the config.
+/// The data, a drift profile of rows 0..285 (features f0..f29), the config
+/// (the gRPC tests': quality windows of 1h, drift windows of 250 rows) with
+/// a reference period of `HEALTHY` rows.
 fn bc() -> Bc {
     let (x, y) = bc_data();
     let dir = tempfile::tempdir().unwrap();
-    let names: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
-    let (path, _) = crate::models::profile_from_rows(dir.path(), &names, &x[..285]);
+    let config = crate::grpc_models::bc_config(dir.path(), &x)
+        .replace("reference_rows: 100", &format!("reference_rows: {HEALTHY}"));
+    assert!(config.contains(&format!("reference_rows: {HEALTHY}")));
+    let path = dir.path().join("profile.json");
     let profile: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let config = CONFIG
-        .replace("PROFILE", &path.display().to_string())
-        .replace("FEATURES", &format!("[{}]", names.join(", ")));
     Bc {
         x,
         y,
@@ -356,12 +336,12 @@ async fn concept_drift_in_one_segment_is_the_model() {
             (false, y) => y,
         })
         .collect();
+    // Twice (the window then outweighs the healthy period in it).
     serve(&mw, "v1", "concept", &data.x[HEALTHY..], Some(&flipped)).await;
+    serve(&mw, "v1", "again", &data.x[HEALTHY..], Some(&flipped)).await;
 
-    let d = diagnosis(&mw, "model=bc&version=v1", |d| {
-        all_labelled(d, data.x.len())
-    })
-    .await;
+    let all = 2 * data.x.len() - HEALTHY;
+    let d = diagnosis(&mw, "model=bc&version=v1", |d| all_labelled(d, all)).await;
     assert_eq!(d["verdict"], "model", "{d:#}");
     assert!(drifted(&d).is_empty(), "the inputs did not move: {d:#}");
     assert!(kinds(&d).contains(&"concept_drift".to_string()), "{d:#}");
@@ -549,10 +529,8 @@ async fn a_model_server_down_is_the_environment_and_its_replacement_is_named() {
     let data = bc();
     let mls = mlserver_versions(&[("bc", "v1", "bc")]).await;
     let port = mls.port;
-    let config = format!(
-        "{}resources:\n  interval: 300ms\nadmin:\n  readiness:\n    interval: 200ms\n",
-        data.config
-    );
+    let config = format!("{}resources:\n  interval: 300ms\n", data.config)
+        .replace("admin:\n", "admin:\n  readiness:\n    interval: 200ms\n");
     let mw = Modelwatch::start(Options::new(mls.url("")).config(&config)).await;
     serve(&mw, "v1", "before", &data.x[..20], None).await;
     eventually(
