@@ -443,10 +443,12 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
             }
         }
         for g in &r.gpus {
+            // Hardware, thermal and power-brake slowdowns; not the power
+            // cap or clock settings a busy GPU runs under by design.
             let hard: Vec<&String> = g
                 .throttle_reasons
                 .iter()
-                .filter(|t| !t.contains("idle") && !t.contains("applications_clocks"))
+                .filter(|t| t.ends_with("slowdown"))
                 .collect();
             if !hard.is_empty() || g.xid_errors.is_some_and(|x| x > 0) {
                 finding(

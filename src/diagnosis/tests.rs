@@ -350,6 +350,139 @@ fn an_unreachable_model_server_is_the_environment_and_makes_a_change_a_cause() {
 }
 
 #[test]
+fn gpus_memory_and_anomalies_are_the_environment() {
+    let gpu = |reasons: &[&str], xid| crate::resources::gpu::GpuReading {
+        index: 1,
+        throttle_reasons: reasons.iter().map(|s| s.to_string()).collect(),
+        xid_errors: Some(xid),
+        ..Default::default()
+    };
+    let mut case = Case::new(vec![model("v1", healthy(), healthy())]);
+    // Busy and power-capped is how a GPU runs: no finding.
+    case.resources = Some(ResourceSnapshot {
+        gpus: vec![gpu(&["sw_power_cap"], 0)],
+        ..Default::default()
+    });
+    assert_eq!(case.run().verdict, "none");
+    case.resources = Some(ResourceSnapshot {
+        gpus: vec![gpu(&["sw_power_cap", "hw_thermal_slowdown"], 2)],
+        cgroup: Some(crate::resources::cgroup::CgroupStats {
+            memory_usage_bytes: Some(950),
+            memory_limit_bytes: Some(1000),
+            oom_kills: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let d = case.run();
+    assert_eq!(d.verdict, "environment", "{d:#?}");
+    let summaries: Vec<&str> = d.findings.iter().map(|f| f.summary.as_str()).collect();
+    assert_eq!(
+        summaries,
+        [
+            "modelwatch's container: 1 out-of-memory kills",
+            "GPU 1: throttled (hw_thermal_slowdown), 2 XID errors",
+            "modelwatch's container uses 95% of its memory limit",
+        ]
+    );
+    // A latency anomaly of this model (not of another one).
+    let series = |model: &str| crate::anomaly::SeriesFigures {
+        series: "latency_p95",
+        model: model.into(),
+        point: crate::anomaly::Point {
+            value: 0.9,
+            ewma: Some(8.0),
+            mad: Some(9.0),
+            anomaly: true,
+        },
+        events: 1,
+    };
+    let anomaly = AnomalySnapshot {
+        series: vec![series("other"), series("bc")],
+        events: 2,
+    };
+    let layout = layout();
+    let quality = [model("v1", healthy(), healthy())];
+    let d = diagnose(&Inputs {
+        model: "bc",
+        version: "v1",
+        window: "1h",
+        window_ms: HOUR,
+        now_ms: NOW,
+        min_samples: 50,
+        quality: &quality,
+        quality_enabled: true,
+        drift: None,
+        layout: Some(&layout),
+        anomaly: Some(&anomaly),
+        resources: None,
+        upstream: None,
+        changes: &[],
+        versions: &[],
+        traffic: &[],
+    });
+    assert_eq!(d.verdict, "environment", "{d:#?}");
+    assert_eq!(d.findings.len(), 1);
+    assert_eq!(
+        d.findings[0].summary,
+        "latency_p95 is anomalous: 0.9000 (EWMA z 8.0)"
+    );
+    assert_eq!(d.missing, ["drift is off: no view of the inputs"]);
+}
+
+#[test]
+fn data_quality_counts_when_its_share_jumped_and_outputs_apart_from_inputs() {
+    let issue = |window_count, earlier_rate| crate::drift::IssueCount {
+        feature: "radius".into(),
+        issue: crate::drift::Issue::Missing,
+        count: 500,
+        window_count,
+        window_rows: 500,
+        earlier_rate,
+    };
+    let mut case = Case::new(vec![model("v1", healthy(), healthy())]);
+    let mut d = drift(&[]);
+    // 12% missing now, as before: how this feature always is.
+    d.models[0].issues = vec![issue(60, Some(0.12))];
+    case.drift = Some(d.clone());
+    assert_eq!(case.run().verdict, "none");
+    // 12% now against 1% before: a jump.
+    d.models[0].issues = vec![issue(60, Some(0.01))];
+    case.drift = Some(d.clone());
+    let r = case.run();
+    assert_eq!(r.verdict, "data", "{r:#?}");
+    assert_eq!(
+        r.findings[0].summary,
+        "radius: missing in 12% of the last 500 values (1.0% before)"
+    );
+    // The model's outputs moved and its inputs did not: the model.
+    d.models[0].issues.clear();
+    d.models[0].features.push(FeatureDrift {
+        feature: "prediction".into(),
+        kind: Kind::Categorical,
+        method: "chi2",
+        score: 1e-6,
+        statistic: 40.0,
+        threshold: 0.05,
+        drifted: true,
+        window: 500,
+        reference: 500,
+    });
+    d.models[0].drifted_features = vec!["prediction".into()];
+    case.drift = Some(d);
+    let r = case.run();
+    assert_eq!(
+        (r.verdict.as_str(), r.findings[0].kind),
+        ("model", "prediction_drift"),
+        "{r:#?}"
+    );
+    assert!(
+        r.findings.iter().all(|f| f.kind != "drift"),
+        "an output is not an input"
+    );
+}
+
+#[test]
 fn a_change_alone_is_context_not_a_cause() {
     let mut case = Case::new(vec![model("v1", healthy(), healthy())]);
     case.changes = vec![Change {
