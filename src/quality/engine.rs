@@ -204,8 +204,9 @@ struct ModelState {
     info: ModelInfo,
     totals: Totals,
     reference: Vec<(u16, Vec<f64>)>,
-    /// Accuracy, and per feature bin, over the reference period (the first
-    /// `estimation.reference_rows` labelled rows).
+    /// Accuracy over the reference period (the first
+    /// `estimation.reference_rows` labelled rows), and per feature bin over
+    /// the first that many labelled rows that carry bins.
     segments: SegmentCounts,
     calibration: Option<Calibration>,
     configured_positive: String,
@@ -840,8 +841,16 @@ impl Engine {
             }
             (Target::Class(p), Target::Class(a)) => {
                 let (p, a) = (p as usize, a as usize);
-                if m.segments.labelled < reference_rows as u64 {
-                    m.segments.add(&record.bins, a == p);
+                // The reference period: its first rows for accuracy, its
+                // first rows with bins for the segments (with a live drift
+                // reference, the first predictions come before any bins).
+                let rows = reference_rows as u64;
+                if m.segments.labelled < rows {
+                    m.segments.count(a == p);
+                    m.dirty_reference = true;
+                }
+                if !record.bins.is_empty() && m.segments.binned < rows {
+                    m.segments.count_bins(&record.bins, a == p);
                     m.dirty_reference = true;
                 }
                 t.confusion.add(a, p, 1.0);
@@ -2019,5 +2028,50 @@ pub(crate) mod tests {
             [4, 1],
             "bins are stored with predictions"
         );
+    }
+
+    #[test]
+    fn segments_of_the_reference_start_with_the_first_predictions_that_have_bins() {
+        // A live drift reference: the first predictions come before any bins.
+        let config = QualityConfig {
+            min_samples: 1,
+            estimation: crate::config::EstimationConfig {
+                reference_rows: 2,
+                ..Default::default()
+            },
+            ..QualityConfig::default()
+        };
+        let mut e = engine(config, ProtocolConfig::default());
+        let bins = [vec![], vec![], vec![], vec![1], vec![0], vec![1]];
+        let preds = bins
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Prediction {
+                key: join_key(&i.to_string(), 0),
+                time_ms: now_ms(),
+                model: "m".into(),
+                version: "v1".into(),
+                prediction: Some(Value::Text("a".into())),
+                scores: Vec::new(),
+                bins: b.clone(),
+            })
+            .collect();
+        e.add_predictions(preds, false).unwrap();
+        let body: Vec<String> = (0..6)
+            .map(|i| {
+                format!(
+                    r#"{{"id": "{i}", "label": "{}"}}"#,
+                    if i == 3 { "b" } else { "a" }
+                )
+            })
+            .collect();
+        e.add_labels(labels(&format!("[{}]", body.join(","))), false)
+            .unwrap();
+        e.refresh();
+        let r = e.snapshot.read().unwrap().models[0]
+            .segment_reference
+            .clone();
+        assert_eq!((r.labelled, r.correct, r.binned), (2, 2, 2));
+        assert_eq!((r.bin(0, 0), r.bin(0, 1)), ([1, 1], [1, 0]));
     }
 }

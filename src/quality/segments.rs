@@ -13,16 +13,33 @@ use crate::drift::segments::MISSING;
 pub struct SegmentCounts {
     pub labelled: u64,
     pub correct: u64,
+    /// Labelled rows that carried bins (a prediction made before its
+    /// model's drift reference existed carries none).
+    pub binned: u64,
     /// Per feature (the layout's order), per bin: `[labelled, correct]`.
     /// Rows whose feature was missing are in no bin.
     pub bins: Vec<Vec<[u64; 2]>>,
 }
 
 impl SegmentCounts {
-    /// Counts one labelled row with its bins.
+    /// Counts one labelled row, in all and in its bins.
     pub fn add(&mut self, bins: &[u8], correct: bool) {
+        self.count(correct);
+        self.count_bins(bins, correct);
+    }
+
+    /// Counts one labelled row in all.
+    pub fn count(&mut self, correct: bool) {
         self.labelled += 1;
         self.correct += u64::from(correct);
+    }
+
+    /// Counts one labelled row in its bins (none: nothing to count).
+    pub fn count_bins(&mut self, bins: &[u8], correct: bool) {
+        if bins.is_empty() {
+            return;
+        }
+        self.binned += 1;
         if self.bins.len() < bins.len() {
             self.bins.resize(bins.len(), Vec::new());
         }
@@ -85,7 +102,8 @@ mod tests {
         c.add(&[0, 2], true);
         c.add(&[0, MISSING], false);
         c.add(&[1, 2], true);
-        assert_eq!((c.labelled, c.correct), (3, 2));
+        c.add(&[], false);
+        assert_eq!((c.labelled, c.correct, c.binned), (4, 2, 3));
         assert_eq!(c.bin(0, 0), [2, 1]);
         assert_eq!(c.bin(0, 1), [1, 1]);
         assert_eq!(c.bin(1, 2), [2, 2]);
