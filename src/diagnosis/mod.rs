@@ -228,8 +228,12 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
                 "drift",
                 if fell { 0.7 } else { 0.6 },
                 format!(
-                    "{} drifted ({} {:.3}, statistic {:.3}, {} rows against {})",
-                    f.feature, f.method, f.score, f.statistic, f.window, f.reference
+                    "{} drifted ({}, statistic {:.3}, {} rows against {})",
+                    f.feature,
+                    test_score(f.method, f.score),
+                    f.statistic,
+                    f.window,
+                    f.reference
                 ),
                 json!({"feature": f.feature, "method": f.method, "score": f.score,
                        "statistic": f.statistic, "threshold": f.threshold,
@@ -257,8 +261,10 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
                 "prediction_drift",
                 score,
                 format!(
-                    "{} drifted {why} ({} {:.3}, statistic {:.3})",
-                    f.feature, f.method, f.score, f.statistic
+                    "{} drifted {why} ({}, statistic {:.3})",
+                    f.feature,
+                    test_score(f.method, f.score),
+                    f.statistic
                 ),
                 json!({"feature": f.feature, "method": f.method, "score": f.score,
                        "statistic": f.statistic, "window": f.window, "reference": f.reference}),
@@ -582,6 +588,14 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
         missing,
         quality,
         findings,
+    }
+}
+
+/// A drift verdict's figure in words: a p-value for the tests, else the distance.
+fn test_score(method: &str, score: f64) -> String {
+    match method {
+        "ks" | "chi2" => format!("{method} p {score:.1e}"),
+        _ => format!("{method} {score:.3}"),
     }
 }
 
