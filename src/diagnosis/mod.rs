@@ -126,8 +126,8 @@ pub struct Inputs<'a> {
     pub changes: &'a [Change],
     /// (model, version, first seen), in the order they were first seen.
     pub versions: &'a [(String, String, u64)],
-    /// (model, version, requests, errors) since start.
-    pub traffic: &'a [(String, String, u64, u64)],
+    /// Requests and errors per model version since start.
+    pub traffic: &'a [crate::admin::history::ModelTraffic],
 }
 
 fn window_of<'a>(m: &'a ModelFigures, window: &str) -> Option<&'a WindowFigures> {
@@ -163,25 +163,10 @@ pub fn diagnose(i: &Inputs<'_>) -> Diagnosis {
     });
     // The inputs that drifted by the dataset verdict (p-values corrected
     // across features); the model's own outputs are not inputs.
-    let is_output = |f: &str| f == "prediction" || f.starts_with("llm.");
-    let drifted: Vec<&str> = drift
-        .map(|d| {
-            d.drifted_features
-                .iter()
-                .map(String::as_str)
-                .filter(|f| !is_output(f))
-                .collect()
-        })
-        .unwrap_or_default();
-    let outputs_drifted: Vec<&str> = drift
-        .map(|d| {
-            d.drifted_features
-                .iter()
-                .map(String::as_str)
-                .filter(|f| is_output(f))
-                .collect()
-        })
-        .unwrap_or_default();
+    let (outputs_drifted, drifted): (Vec<&str>, Vec<&str>) = drift
+        .iter()
+        .flat_map(|d| d.drifted_features.iter().map(String::as_str))
+        .partition(|f| *f == "prediction" || f.starts_with("llm."));
 
     // The symptom: accuracy in the window against the reference period.
     let this = i
@@ -751,8 +736,8 @@ fn version_findings(
     let traffic = |v: &str| {
         i.traffic
             .iter()
-            .find(|(m, tv, _, _)| m == i.model && tv == v)
-            .map(|(_, _, r, e)| (*r, *e))
+            .find(|t| t.model == i.model && t.model_version == v)
+            .map(|t| (t.requests, t.errors))
     };
     let mut score: f64 = 0.3;
     let mut why = Vec::new();
@@ -923,15 +908,12 @@ impl Sources {
         let changes = self.changes.list();
         let versions = self.versions.first_seen();
         let upstream = self.readiness.as_ref().map(|r| r.snapshot());
-        let traffic: Vec<(String, String, u64, u64)> = self
+        let traffic = self
             .registry
             .as_ref()
             .filter(|_| traffic)
             .map(|r| {
                 crate::admin::history::model_traffic(&crate::alerts::figures::Figures::gather(r))
-                    .into_iter()
-                    .map(|t| (t.model, t.model_version, t.requests, t.errors))
-                    .collect()
             })
             .unwrap_or_default();
         let mut pairs: Vec<(String, String)> = quality

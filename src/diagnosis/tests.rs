@@ -99,7 +99,8 @@ struct Case {
     upstream: Option<crate::admin::readiness::ReadinessSnapshot>,
     changes: Vec<Change>,
     versions: Vec<(String, String, u64)>,
-    traffic: Vec<(String, String, u64, u64)>,
+    anomaly: Option<AnomalySnapshot>,
+    traffic: Vec<crate::admin::history::ModelTraffic>,
     version: &'static str,
 }
 
@@ -112,6 +113,7 @@ impl Case {
             upstream: None,
             changes: Vec::new(),
             versions: vec![("bc".into(), "v1".into(), NOW - 10 * HOUR)],
+            anomaly: None,
             traffic: Vec::new(),
             version: "v1",
         }
@@ -123,10 +125,15 @@ impl Case {
         self.version = "v2";
         self.versions
             .push(("bc".into(), "v2".into(), NOW - HOUR / 4));
-        self.traffic = vec![
-            ("bc".into(), "v1".into(), v1.0, v1.1),
-            ("bc".into(), "v2".into(), v2.0, v2.1),
-        ];
+        let traffic = |v: &str, (requests, errors)| crate::admin::history::ModelTraffic {
+            model: "bc".into(),
+            model_version: v.into(),
+            requests,
+            errors,
+            latency_p50_seconds: None,
+            latency_p95_seconds: None,
+        };
+        self.traffic = vec![traffic("v1", v1), traffic("v2", v2)];
         self
     }
 
@@ -143,7 +150,7 @@ impl Case {
             quality_enabled: true,
             drift: self.drift.as_ref(),
             layout: Some(&layout),
-            anomaly: None,
+            anomaly: self.anomaly.as_ref(),
             resources: self.resources.as_ref(),
             upstream: self.upstream.as_ref(),
             changes: &self.changes,
@@ -397,30 +404,13 @@ fn gpus_memory_and_anomalies_are_the_environment() {
         },
         events: 1,
     };
-    let anomaly = AnomalySnapshot {
+    let mut case = Case::new(vec![model("v1", healthy(), healthy())]);
+    case.drift = None;
+    case.anomaly = Some(AnomalySnapshot {
         series: vec![series("other"), series("bc")],
         events: 2,
-    };
-    let layout = layout();
-    let quality = [model("v1", healthy(), healthy())];
-    let d = diagnose(&Inputs {
-        model: "bc",
-        version: "v1",
-        window: "1h",
-        window_ms: HOUR,
-        now_ms: NOW,
-        min_samples: 50,
-        quality: &quality,
-        quality_enabled: true,
-        drift: None,
-        layout: Some(&layout),
-        anomaly: Some(&anomaly),
-        resources: None,
-        upstream: None,
-        changes: &[],
-        versions: &[],
-        traffic: &[],
     });
+    let d = case.run();
     assert_eq!(d.verdict, "environment", "{d:#?}");
     assert_eq!(d.findings.len(), 1);
     assert_eq!(

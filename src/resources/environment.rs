@@ -36,10 +36,14 @@ const MAX_MODELS: usize = 32;
 impl SeenModels {
     pub fn add(&self, model: &str, version: &str) {
         let mut s = self.0.lock().expect("poisoned");
-        let key = (model.to_string(), version.to_string());
-        if s.len() < MAX_MODELS && !s.contains_key(&key) {
+        // Called for every record: at most 32 pairs to compare, no allocation
+        // unless the pair is new.
+        if s.len() < MAX_MODELS && !s.keys().any(|(m, v)| m == model && v == version) {
             let order = s.len();
-            s.insert(key, (crate::quality::engine::now_ms(), order));
+            s.insert(
+                (model.to_string(), version.to_string()),
+                (crate::quality::engine::now_ms(), order),
+            );
         }
     }
 

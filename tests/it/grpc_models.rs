@@ -378,6 +378,17 @@ async fn a_version_failing_half_its_grpc_calls_fails_the_gate() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 412, "v2 must not be promoted");
+    // The diagnosis names the version, from its failed calls, with no labels.
+    let d = mw.admin_json("/v1/diagnose?model=bc&version=v2").await["diagnoses"][0].clone();
+    assert_eq!(d["verdict"], "model", "{d:#}");
+    assert_eq!(d["findings"][0]["kind"], "version", "{d:#}");
+    assert!(
+        d["findings"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("50.0% of its requests failed against v1's 0.0%"),
+        "{d:#}"
+    );
 }
 
 /// The KServe Python model server over gRPC (tritonclient, the request id in
