@@ -104,57 +104,114 @@ impl Options {
 
 impl Modelwatch {
     pub async fn start(opts: Options) -> Modelwatch {
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("modelwatch.yaml");
-        std::fs::write(&config_path, &opts.config).unwrap();
-        let log = dir.path().join("modelwatch.log");
-        let proxy: SocketAddr = opts
-            .listen
-            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--listen")
-            .arg(proxy.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .arg("--upstream")
-            .arg(&opts.upstream)
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("RUST_LOG")
-            .env("RUST_LOG", "info,modelwatch=debug")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::options().append(true).open(&log).unwrap());
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
+        // A port taken from `free_port` can be taken by someone else before
+        // modelwatch binds it (tests run in parallel): such a start is
+        // retried on new ports; any other early exit fails with the log.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().unwrap();
+            let config_path = dir.path().join("modelwatch.yaml");
+            std::fs::write(&config_path, &opts.config).unwrap();
+            let log = dir.path().join("modelwatch.log");
+            let proxy: SocketAddr = opts
+                .listen
+                .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelwatch"));
+            cmd.arg("run")
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--listen")
+                .arg(proxy.to_string())
+                .arg("--admin-listen")
+                .arg(admin.to_string())
+                .arg("--upstream")
+                .arg(&opts.upstream)
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .env_remove("RUST_LOG")
+                .env("RUST_LOG", "info,modelwatch=debug")
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::options().append(true).open(&log).unwrap());
+            for (k, v) in &opts.env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("start modelwatch");
+            let mut mw = Modelwatch {
+                child: Some(child),
+                proxy,
+                admin,
+                log,
+                config_path,
+                _dir: dir,
+            };
+            match mw.wait_healthy(Duration::from_secs(30)).await {
+                Ok(()) => {
+                    if opts.wait_ready {
+                        mw.wait_ready().await;
+                    }
+                    return mw;
+                }
+                Err(why) => {
+                    let text = mw.log_text();
+                    if attempt < 3 && why.starts_with("exited") && text.contains("os error 98") {
+                        eprintln!(
+                            "modelwatch lost a port race, starting again: {}",
+                            tail(&text, 3)
+                        );
+                        continue;
+                    }
+                    panic!("modelwatch {why}; its log:\n{}", tail(&text, 60));
+                }
+            }
         }
-        let child = cmd.spawn().expect("start modelwatch");
-        let mw = Modelwatch {
-            child: Some(child),
-            proxy,
-            admin,
-            log,
-            config_path,
-            _dir: dir,
-        };
-        let healthz = format!("http://{admin}/healthz");
-        wait_ok(&healthz, "modelwatch /healthz", Duration::from_secs(15)).await;
-        if opts.wait_ready {
-            mw.wait_ready().await;
+    }
+
+    /// Polls `/healthz` until it answers 2xx; an `Err` says whether the
+    /// process exited first (with its status) or the time ran out.
+    async fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
+        let url = self.admin_url("/healthz");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                return Err(format!("exited ({status}) before /healthz answered"));
+            }
+            let ok = http()
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(format!("/healthz did not answer within {limit:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        mw
     }
 
     pub async fn wait_ready(&self) {
-        wait_ok(
-            &self.admin_url("/readyz"),
-            "modelwatch /readyz",
-            Duration::from_secs(15),
-        )
-        .await;
+        let url = self.admin_url("/readyz");
+        let start = Instant::now();
+        loop {
+            let ok = http()
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                panic!(
+                    "modelwatch /readyz did not answer 2xx within 15s; its log:\n{}",
+                    tail(&self.log_text(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -232,6 +289,12 @@ impl Modelwatch {
     }
 }
 
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 pub fn send_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .arg("-TERM")
@@ -242,7 +305,10 @@ pub fn send_sigterm(pid: u32) {
 impl Drop for Modelwatch {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            send_sigterm(child.id());
+            // One that already exited (a failed start) is only reaped.
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                send_sigterm(child.id());
+            }
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(3) {
                 if let Ok(Some(_)) = child.try_wait() {
