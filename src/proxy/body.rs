@@ -17,6 +17,7 @@ use opentelemetry::KeyValue;
 use super::llm::{self, LlmExchange};
 use super::ProxyCounters;
 use crate::sample::{Capture, Outcome, Sample, SampleSender, Timings};
+use crate::telemetry::bound::{Finished, HttpLabels};
 use crate::telemetry::names::attr;
 use crate::telemetry::Instruments;
 
@@ -185,8 +186,7 @@ pub struct InFlight {
     pub started_at: SystemTime,
     counters: Arc<ProxyCounters>,
     instruments: Instruments,
-    /// method, route, protocol version, scheme.
-    attributes: [KeyValue; 4],
+    pub labels: HttpLabels,
     finished: bool,
 }
 
@@ -194,26 +194,19 @@ impl InFlight {
     pub fn start(
         counters: Arc<ProxyCounters>,
         instruments: Instruments,
-        attributes: [KeyValue; 4],
+        labels: HttpLabels,
     ) -> InFlight {
         counters.requests_total.fetch_add(1, Ordering::Relaxed);
         counters.requests_active.fetch_add(1, Ordering::Relaxed);
-        instruments
-            .active_requests
-            .add(1, &Self::active(&attributes));
+        instruments.add_active(&labels, 1);
         InFlight {
             started: Instant::now(),
             started_at: SystemTime::now(),
             counters,
             instruments,
-            attributes,
+            labels,
             finished: false,
         }
-    }
-
-    /// The active-requests attributes: method and scheme, as the convention says.
-    fn active(attributes: &[KeyValue; 4]) -> [KeyValue; 2] {
-        [attributes[0].clone(), attributes[3].clone()]
     }
 }
 
@@ -222,15 +215,17 @@ impl Drop for InFlight {
         self.counters
             .requests_active
             .fetch_sub(1, Ordering::Relaxed);
-        self.instruments
-            .active_requests
-            .add(-1, &Self::active(&self.attributes));
+        self.instruments.add_active(&self.labels, -1);
         if !self.finished {
-            let mut attrs = self.attributes.to_vec();
-            attrs.push(KeyValue::new(attr::ERROR_TYPE, "aborted"));
-            self.instruments
-                .request_duration
-                .record(self.started.elapsed().as_secs_f64(), &attrs);
+            self.instruments.record_http(
+                self.labels,
+                Finished {
+                    status: None,
+                    error: Some("aborted"),
+                    duration_s: self.started.elapsed().as_secs_f64(),
+                    sizes: None,
+                },
+            );
         }
     }
 }
@@ -280,20 +275,16 @@ impl Exchange {
             Outcome::Aborted => Some("aborted"),
             Outcome::UpstreamError(kind) => Some(kind),
         };
-        let mut attributes = Vec::with_capacity(6);
-        attributes.extend_from_slice(&self.in_flight.attributes);
-        attributes.push(KeyValue::new(
-            attr::HTTP_RESPONSE_STATUS_CODE,
-            self.status as i64,
-        ));
-        if let Some(e) = error_type {
-            attributes.push(KeyValue::new(attr::ERROR_TYPE, e));
-        }
         let i = &self.in_flight.instruments;
-        i.request_duration.record(total.as_secs_f64(), &attributes);
-        i.request_body_size.record(self.request.size(), &attributes);
-        let response_size = response.map(|r| r.size()).unwrap_or(0);
-        i.response_body_size.record(response_size, &attributes);
+        i.record_http(
+            self.in_flight.labels,
+            Finished {
+                status: Some(self.status),
+                error: error_type,
+                duration_s: total.as_secs_f64(),
+                sizes: Some((self.request.size(), response.map(|r| r.size()).unwrap_or(0))),
+            },
+        );
         if let Some(x) = self.llm.take() {
             let ending = llm::Ending {
                 total,

@@ -28,6 +28,10 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// names. With `upgrade`, `Upgrade` and `Connection: upgrade` are kept so the
 /// handshake reaches the other side. `TE: trailers` is kept (gRPC needs it).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most requests carry none of them: one pass over the names, no removals.
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -64,6 +68,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// The headers [`remove_hop_by_hop`] removes or rewrites whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// The client's address as a header value: made once per connection.
 pub fn client_ip(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
@@ -71,7 +85,7 @@ pub fn client_ip(ip: IpAddr) -> HeaderValue {
 
 /// Adds `X-Forwarded-For` (appended), and `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` when no proxy before us set them.
-pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<&str>) {
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option<HeaderValue>) {
     let previous = headers
         .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
@@ -90,9 +104,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, host: Option
     }
     if let Some(host) = host {
         if !headers.contains_key(&X_FORWARDED_HOST) {
-            if let Ok(v) = HeaderValue::from_str(host) {
-                headers.insert(X_FORWARDED_HOST.clone(), v);
-            }
+            headers.insert(X_FORWARDED_HOST.clone(), host);
         }
     }
 }
@@ -170,7 +182,7 @@ mod tests {
         add_forwarded(
             &mut h,
             &client_ip("127.0.0.1".parse().unwrap()),
-            Some("model.example"),
+            Some(HeaderValue::from_static("model.example")),
         );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");

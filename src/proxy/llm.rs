@@ -99,23 +99,83 @@ struct Usage {
 
 #[derive(Deserialize)]
 struct Message {
-    content: Option<serde_json::Value>,
+    content: Option<CharCount>,
     tool_calls: Option<Vec<serde::de::IgnoredAny>>,
 }
 
 #[derive(Deserialize)]
-struct Choice {
-    finish_reason: Option<String>,
+struct Choice<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
     message: Option<Message>,
-    text: Option<String>,
+    text: Option<CharCount>,
+}
+
+/// The length in characters of a JSON string, read without keeping the
+/// string; None for any other value (content given as parts, null).
+struct CharCount(Option<usize>);
+
+impl<'de> Deserialize<'de> for CharCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CharCount, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CharCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<CharCount, E> {
+                Ok(CharCount(Some(v.chars().count())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<CharCount, E> {
+                Ok(CharCount(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<CharCount, E> {
+                Ok(CharCount(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<CharCount, E> {
+                Ok(CharCount(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<CharCount, E> {
+                Ok(CharCount(None))
+            }
+            fn visit_unit<E>(self) -> Result<CharCount, E> {
+                Ok(CharCount(None))
+            }
+            fn visit_none<E>(self) -> Result<CharCount, E> {
+                Ok(CharCount(None))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<CharCount, D::Error> {
+                CharCount::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<CharCount, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(CharCount(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<CharCount, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(CharCount(None))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
-struct Answer {
+struct Answer<'a> {
     id: Option<String>,
     model: Option<String>,
     usage: Option<Usage>,
-    choices: Option<Vec<Choice>>,
+    #[serde(borrow)]
+    choices: Option<Vec<Choice<'a>>>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -239,8 +299,8 @@ impl LlmScan {
                     let text = c
                         .message
                         .and_then(|m| m.content)
-                        .and_then(|v| v.as_str().map(|s| s.chars().count()))
-                        .or_else(|| c.text.map(|t| t.chars().count()));
+                        .and_then(|n| n.0)
+                        .or_else(|| c.text.and_then(|n| n.0));
                     f.output_chars += text.unwrap_or(0) as u64;
                 }
             }
@@ -328,70 +388,46 @@ pub fn record(
     let request_label = request_model.as_deref().map(|m| x.labels.label(m));
     let response_label = figures.response_model.as_deref().map(|m| x.labels.label(m));
     let op = x.operation.as_str();
-    let mut attrs = vec![KeyValue::new(attr::GEN_AI_OPERATION_NAME, op)];
-    if let Some(m) = &request_label {
-        attrs.push(KeyValue::new(
-            attr::GEN_AI_REQUEST_MODEL,
-            opentelemetry::StringValue::from(m.clone()),
-        ));
-    }
-    if let Some(m) = &response_label {
-        attrs.push(KeyValue::new(
-            attr::GEN_AI_RESPONSE_MODEL,
-            opentelemetry::StringValue::from(m.clone()),
-        ));
-    }
-    let base_len = attrs.len();
-    if let Some(e) = error_type {
-        attrs.push(KeyValue::new(attr::ERROR_TYPE, e));
-    }
-    i.gen_ai_duration.record(total.as_secs_f64(), &attrs);
-    attrs.truncate(base_len);
     let outcome = match outcome {
         crate::sample::Outcome::Aborted if figures.saw_end => "complete",
         _ => outcome_label(outcome, status),
     };
-    i.llm_requests.add(
-        1,
-        &[
-            KeyValue::new(attr::GEN_AI_OPERATION_NAME, op),
-            KeyValue::new(attr::STREAMING, figures.streaming),
-            KeyValue::new(attr::OUTCOME, outcome),
-        ],
-    );
-    if let Some(first) = figures.first_content {
-        i.gen_ai_ttft.record(first.as_secs_f64(), &attrs);
-        if let (Some(last), Some(n)) = (figures.last_content, figures.output_tokens) {
-            if n > 1 && last > first {
-                i.gen_ai_tpot
-                    .record((last - first).as_secs_f64() / (n - 1) as f64, &attrs);
-            }
-        }
-    }
-    let estimated = KeyValue::new(attr::USAGE_ESTIMATED, figures.estimated);
-    for (kind, n) in [
-        ("input", figures.input_tokens),
-        ("output", figures.output_tokens),
-    ] {
-        if let Some(n) = n {
-            let mut a = attrs.clone();
-            a.push(KeyValue::new(attr::GEN_AI_TOKEN_TYPE, kind));
-            a.push(estimated.clone());
-            i.gen_ai_tokens.record(n, &a);
-        }
-    }
+    i.llm_request(op, figures.streaming, outcome);
     if x.operation != Operation::Embeddings {
         for r in &figures.finish_reasons {
-            i.llm_finish_reasons
-                .add(1, &[KeyValue::new(attr::REASON, *r)]);
-        }
-        if outcome == "complete" {
-            i.llm_output_characters.record(figures.output_chars, &attrs);
-            if figures.output_chars == 0 && !figures.tool_calls {
-                i.llm_empty_responses.add(1, &attrs);
-            }
+            i.llm_finish_reason(r);
         }
     }
+    let labels = crate::telemetry::bound::GenAiLabels {
+        operation: op,
+        request_model: request_label,
+        response_model: response_label,
+    };
+    i.gen_ai(&labels, |series| {
+        series.duration(total.as_secs_f64(), error_type);
+        if let Some(first) = figures.first_content {
+            series.ttft(first.as_secs_f64());
+            if let (Some(last), Some(n)) = (figures.last_content, figures.output_tokens) {
+                if n > 1 && last > first {
+                    series.tpot((last - first).as_secs_f64() / (n - 1) as f64);
+                }
+            }
+        }
+        for (kind, n) in [
+            ("input", figures.input_tokens),
+            ("output", figures.output_tokens),
+        ] {
+            if let Some(n) = n {
+                series.tokens(kind, figures.estimated, n);
+            }
+        }
+        if x.operation != Operation::Embeddings && outcome == "complete" {
+            series.output_chars(figures.output_chars);
+            if figures.output_chars == 0 && !figures.tool_calls {
+                series.empty();
+            }
+        }
+    });
 
     if let Some(span) = span {
         let model = figures
@@ -504,6 +540,21 @@ mod tests {
         assert_eq!(f.finish_reasons, vec!["content_filter"]);
         assert_eq!(f.output_chars, 8);
         assert_eq!(f.response_model.as_deref(), Some("m"));
+    }
+
+    /// Characters are counted after unescaping; content given as parts (or
+    /// null) counts none and falls back to `text`; an escaped finish reason
+    /// is read.
+    #[test]
+    fn plain_answer_characters_escapes_and_parts() {
+        let mut scan = LlmScan::new(Operation::Chat, false, 65536);
+        scan.frame(
+            br#"{"choices":[{"message":{"content":"H\u00e9 \"x\"\n"},"finish_reason":"st\u006fp"},{"message":{"content":[{"type":"text","text":"abc"}]}},{"message":{"content":null},"text":"\u2603!"},{"message":{"content":7}}]}"#,
+            MS,
+        );
+        let f = scan.finish();
+        assert_eq!(f.output_chars, 7 + 2);
+        assert_eq!(f.finish_reasons, vec!["stop"]);
     }
 
     #[test]

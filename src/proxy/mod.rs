@@ -307,15 +307,12 @@ impl Proxy {
         let in_flight = InFlight::start(
             self.counters.clone(),
             self.instruments.clone(),
-            [
-                KeyValue::new(attr::HTTP_REQUEST_METHOD, method),
-                KeyValue::new(attr::HTTP_ROUTE, route),
-                KeyValue::new(
-                    attr::NETWORK_PROTOCOL_VERSION,
-                    version_label(client_version),
-                ),
-                KeyValue::new(attr::URL_SCHEME, "http"),
-            ],
+            crate::telemetry::bound::HttpLabels {
+                method,
+                route,
+                version: version_label(client_version),
+                scheme: "http",
+            },
         );
         let sampled = self.sampler.decide();
 
@@ -372,14 +369,15 @@ impl Proxy {
         };
 
         let upgrade = client_version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
-        let host = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        let host = match parts.headers.get(http::header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
         headers::remove_hop_by_hop(&mut parts.headers, upgrade);
-        headers::add_forwarded(&mut parts.headers, &client_ip, host.as_deref());
+        headers::add_forwarded(&mut parts.headers, &client_ip, host);
 
         let path = parts
             .uri

@@ -3,6 +3,7 @@
 //! the resource that names this pod, and the typed instruments every stage
 //! records into.
 
+pub mod bound;
 pub mod ecs;
 pub mod export;
 pub mod names;
@@ -55,9 +56,25 @@ pub struct Gauges {
     pub samples_analyzed: AtomicU64,
 }
 
-/// The instruments the proxy and the analysis task record into.
+/// The instruments the proxy and the analysis task record into: a handle
+/// that is cheap to clone (one reference count), as every request holds one.
 #[derive(Debug, Clone)]
-pub struct Instruments {
+pub struct Instruments(Arc<InstrumentSet>);
+
+impl std::ops::Deref for Instruments {
+    type Target = InstrumentSet;
+    fn deref(&self) -> &InstrumentSet {
+        &self.0
+    }
+}
+
+/// The instruments themselves (see [`Instruments`]).
+#[derive(Debug)]
+pub struct InstrumentSet {
+    /// The HTTP server figures bound per attribute set (see [`bound::HttpBindings`]).
+    pub http: bound::HttpBindings,
+    /// The GenAI figures bound per series (see [`bound::GenAiBindings`]).
+    pub gen_ai_bound: bound::GenAiBindings,
     pub request_duration: Histogram<f64>,
     pub active_requests: UpDownCounter<i64>,
     pub request_body_size: Histogram<u64>,
@@ -145,7 +162,9 @@ impl Instruments {
         };
         let counter = |m: MetricName| describe(meter.u64_counter(m.name), m).build();
         let f64_counter = |m: MetricName| describe(meter.f64_counter(m.name), m).build();
-        Instruments {
+        Instruments(Arc::new(InstrumentSet {
+            http: bound::HttpBindings::default(),
+            gen_ai_bound: bound::GenAiBindings::default(),
             request_duration: f64_hist(HTTP_SERVER_REQUEST_DURATION, DURATION_BUCKETS),
             active_requests: describe(
                 meter.i64_up_down_counter(HTTP_SERVER_ACTIVE_REQUESTS.name),
@@ -214,7 +233,7 @@ impl Instruments {
             ),
             shadow_output_length_ratio: f64_hist(SHADOW_OUTPUT_LENGTH_RATIO, DIFFERENCE_BUCKETS),
             environment_changes: counter(ENVIRONMENT_CHANGES),
-        }
+        }))
     }
 }
 
