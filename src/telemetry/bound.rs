@@ -1,17 +1,24 @@
-//! The HTTP server figures that every request records, through instruments
-//! bound once per attribute set.
+//! The figures that every request records (the HTTP server histograms and
+//! active requests, the GenAI histograms and LLM counters), through
+//! instruments bound once per series.
 //!
 //! An unbound `record` makes the SDK hash every attribute (key and value) to
-//! find its series, on every call: three histograms of six attributes each
-//! per request. A bound handle (the SDK's `experimental_metrics_bound_instruments`)
-//! skips that lookup. Here one map lookup on a key of a few static strings and
-//! the status finds the three bound histograms of a request's series.
+//! find its series, on every call: a request records about ten figures with up
+//! to six attributes each. A bound handle (the SDK's
+//! `experimental_metrics_bound_instruments`) skips that lookup. Here one map
+//! lookup, on a key of static strings and the status code (or the model
+//! labels), finds all of a request's bound handles.
 //!
-//! The map is bounded ([`MAX_BOUND`] series); a series beyond it is recorded
-//! unbound, so no figure is lost, only the shortcut.
+//! Each map is bounded ([`MAX_BOUND`] series): a series past it is recorded
+//! unbound, so no figure is lost, only the shortcut. Lookups share a read lock
+//! (worker threads do not queue behind each other); a new series takes the
+//! write lock once. A handle is bound with the first value of its series: a
+//! bound instrument is exported from the moment it is bound, and binding ahead
+//! would add empty series.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, BoundUpDownCounter};
 use opentelemetry::KeyValue;
@@ -19,9 +26,47 @@ use opentelemetry::KeyValue;
 use super::names::attr;
 use super::InstrumentSet;
 
-/// The most series (method, route, version, status, error) and active-request
-/// sets (method, scheme) bound; later ones are recorded unbound.
+/// The most series each map binds; later ones are recorded unbound.
 pub const MAX_BOUND: usize = 512;
+
+/// A bounded map from a series key to its bound handles.
+struct BoundMap<K, V> {
+    map: RwLock<HashMap<K, V>>,
+}
+
+impl<K, V> Default for BoundMap<K, V> {
+    fn default() -> Self {
+        BoundMap {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> BoundMap<K, V> {
+    /// Calls `f` with the handles of `key`, made by `make` when the key is
+    /// new and there is room; with None when the map is full.
+    fn with<R>(&self, key: &K, make: impl FnOnce() -> V, f: impl FnOnce(Option<&V>) -> R) -> R {
+        {
+            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(v) = map.get(key) {
+                return f(Some(v));
+            }
+        }
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if !map.contains_key(key) && map.len() < MAX_BOUND {
+            map.insert(key.clone(), make());
+        }
+        f(map.get(key))
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
 
 /// The labels a request is known by when it arrives (all bounded values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,17 +121,15 @@ struct SeriesKey {
 
 struct Series {
     duration: BoundHistogram<f64>,
-    /// Request and response size, bound with the first sizes recorded (a
-    /// bound histogram is exported from the moment it is bound, so binding
-    /// them for a series that never records sizes would add empty series).
-    sizes: Option<(BoundHistogram<u64>, BoundHistogram<u64>)>,
+    /// Request and response size (a request aborted before its end records none).
+    sizes: OnceLock<(BoundHistogram<u64>, BoundHistogram<u64>)>,
 }
 
-/// The bound HTTP server instruments, by series.
+/// The bound HTTP server instruments.
 #[derive(Default)]
 pub struct HttpBindings {
-    series: Mutex<HashMap<SeriesKey, Series>>,
-    active: Mutex<HashMap<(&'static str, &'static str), BoundUpDownCounter<i64>>>,
+    series: BoundMap<SeriesKey, Series>,
+    active: BoundMap<(&'static str, &'static str), BoundUpDownCounter<i64>>,
 }
 
 impl std::fmt::Debug for HttpBindings {
@@ -115,26 +158,20 @@ impl InstrumentSet {
             status: f.status,
             error: f.error,
         };
-        let mut map = self.http.series.lock().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(&key) && map.len() < MAX_BOUND {
-            let attributes = labels.finished(f.status, f.error);
-            map.insert(
-                key,
-                Series {
-                    duration: self.request_duration.bind(&attributes),
-                    sizes: None,
-                },
-            );
-        }
-        match map.get_mut(&key) {
+        let attributes = || labels.finished(f.status, f.error);
+        let make = || Series {
+            duration: self.request_duration.bind(&attributes()),
+            sizes: OnceLock::new(),
+        };
+        self.http.series.with(&key, make, |series| match series {
             Some(s) => {
                 s.duration.record(f.duration_s);
                 if let Some((request, response)) = f.sizes {
-                    let (q, r) = s.sizes.get_or_insert_with(|| {
-                        let attributes = labels.finished(f.status, f.error);
+                    let (q, r) = s.sizes.get_or_init(|| {
+                        let a = attributes();
                         (
-                            self.request_body_size.bind(&attributes),
-                            self.response_body_size.bind(&attributes),
+                            self.request_body_size.bind(&a),
+                            self.response_body_size.bind(&a),
                         )
                     });
                     q.record(request);
@@ -142,31 +179,26 @@ impl InstrumentSet {
                 }
             }
             None => {
-                drop(map);
-                let attributes = labels.finished(f.status, f.error);
-                self.request_duration.record(f.duration_s, &attributes);
+                let a = attributes();
+                self.request_duration.record(f.duration_s, &a);
                 if let Some((request, response)) = f.sizes {
-                    self.request_body_size.record(request, &attributes);
-                    self.response_body_size.record(response, &attributes);
+                    self.request_body_size.record(request, &a);
+                    self.response_body_size.record(response, &a);
                 }
             }
-        }
+        })
     }
 
     /// Adds `delta` to `http.server.active_requests` for `labels`' method and scheme.
     pub fn add_active(&self, labels: &HttpLabels, delta: i64) {
-        let key = (labels.method, labels.scheme);
-        let mut map = self.http.active.lock().unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(&key) && map.len() < MAX_BOUND {
-            map.insert(key, self.active_requests.bind(&labels.active()));
-        }
-        match map.get(&key) {
-            Some(c) => c.add(delta),
-            None => {
-                drop(map);
-                self.active_requests.add(delta, &labels.active());
-            }
-        }
+        self.http.active.with(
+            &(labels.method, labels.scheme),
+            || self.active_requests.bind(&labels.active()),
+            |bound| match bound {
+                Some(c) => c.add(delta),
+                None => self.active_requests.add(delta, &labels.active()),
+            },
+        )
     }
 }
 
@@ -208,25 +240,26 @@ impl GenAiLabels {
 /// One GenAI series' bound instruments, each bound when first recorded.
 #[derive(Default)]
 struct GenAiSeries {
-    /// By error type (None: succeeded).
-    duration: HashMap<Option<&'static str>, BoundHistogram<f64>>,
-    ttft: Option<BoundHistogram<f64>>,
-    tpot: Option<BoundHistogram<f64>>,
+    /// Of exchanges that succeeded (failed ones, with their `error.type`, are
+    /// few and recorded unbound).
+    duration: OnceLock<BoundHistogram<f64>>,
+    ttft: OnceLock<BoundHistogram<f64>>,
+    tpot: OnceLock<BoundHistogram<f64>>,
     /// input, output × reported, estimated.
-    tokens: [Option<BoundHistogram<u64>>; 4],
-    output_chars: Option<BoundHistogram<u64>>,
-    empty: Option<BoundCounter<u64>>,
+    tokens: [OnceLock<BoundHistogram<u64>>; 4],
+    output_chars: OnceLock<BoundHistogram<u64>>,
+    empty: OnceLock<BoundCounter<u64>>,
 }
 
+/// By operation, streaming, outcome.
 type RequestKey = (&'static str, bool, &'static str);
 
 /// The bound GenAI instruments.
 #[derive(Default)]
 pub struct GenAiBindings {
-    series: Mutex<HashMap<GenAiLabels, GenAiSeries>>,
-    /// By operation, streaming, outcome.
-    requests: Mutex<HashMap<RequestKey, BoundCounter<u64>>>,
-    finish_reasons: Mutex<HashMap<&'static str, BoundCounter<u64>>>,
+    series: BoundMap<GenAiLabels, GenAiSeries>,
+    requests: BoundMap<RequestKey, BoundCounter<u64>>,
+    finish_reasons: BoundMap<&'static str, BoundCounter<u64>>,
 }
 
 impl std::fmt::Debug for GenAiBindings {
@@ -240,53 +273,51 @@ impl std::fmt::Debug for GenAiBindings {
 pub struct GenAiRecorder<'a> {
     set: &'a InstrumentSet,
     labels: &'a GenAiLabels,
-    series: Option<&'a mut GenAiSeries>,
-}
-
-/// The bound instrument in `slot`, bound by `bind` the first time.
-fn slot<B>(slot: &mut Option<B>, bind: impl FnOnce() -> B) -> &B {
-    slot.get_or_insert_with(bind)
+    series: Option<&'a GenAiSeries>,
 }
 
 impl GenAiRecorder<'_> {
     /// `gen_ai.server.request.duration`, with `error.type` when it failed.
-    pub fn duration(&mut self, seconds: f64, error: Option<&'static str>) {
+    pub fn duration(&self, seconds: f64, error: Option<&'static str>) {
         let (set, labels) = (self.set, self.labels);
-        let attributes = || labels.with(error.map(|e| KeyValue::new(attr::ERROR_TYPE, e)));
-        match self.series.as_deref_mut() {
-            Some(s) => s
+        match (self.series, error) {
+            (Some(s), None) => s
                 .duration
-                .entry(error)
-                .or_insert_with(|| set.gen_ai_duration.bind(&attributes()))
+                .get_or_init(|| set.gen_ai_duration.bind(&labels.attributes()))
                 .record(seconds),
-            None => set.gen_ai_duration.record(seconds, &attributes()),
+            _ => set.gen_ai_duration.record(
+                seconds,
+                &labels.with(error.map(|e| KeyValue::new(attr::ERROR_TYPE, e))),
+            ),
         }
     }
 
     /// `gen_ai.server.time_to_first_token`.
-    pub fn ttft(&mut self, seconds: f64) {
+    pub fn ttft(&self, seconds: f64) {
         let (set, labels) = (self.set, self.labels);
-        match self.series.as_deref_mut() {
-            Some(s) => {
-                slot(&mut s.ttft, || set.gen_ai_ttft.bind(&labels.attributes())).record(seconds)
-            }
+        match self.series {
+            Some(s) => s
+                .ttft
+                .get_or_init(|| set.gen_ai_ttft.bind(&labels.attributes()))
+                .record(seconds),
             None => set.gen_ai_ttft.record(seconds, &labels.attributes()),
         }
     }
 
     /// `gen_ai.server.time_per_output_token`.
-    pub fn tpot(&mut self, seconds: f64) {
+    pub fn tpot(&self, seconds: f64) {
         let (set, labels) = (self.set, self.labels);
-        match self.series.as_deref_mut() {
-            Some(s) => {
-                slot(&mut s.tpot, || set.gen_ai_tpot.bind(&labels.attributes())).record(seconds)
-            }
+        match self.series {
+            Some(s) => s
+                .tpot
+                .get_or_init(|| set.gen_ai_tpot.bind(&labels.attributes()))
+                .record(seconds),
             None => set.gen_ai_tpot.record(seconds, &labels.attributes()),
         }
     }
 
     /// `gen_ai.client.token.usage` of `kind` ("input" or "output").
-    pub fn tokens(&mut self, kind: &'static str, estimated: bool, n: u64) {
+    pub fn tokens(&self, kind: &'static str, estimated: bool, n: u64) {
         let (set, labels) = (self.set, self.labels);
         let attributes = || {
             labels.with([
@@ -295,35 +326,34 @@ impl GenAiRecorder<'_> {
             ])
         };
         let index = usize::from(kind == "output") * 2 + usize::from(estimated);
-        match self.series.as_deref_mut() {
-            Some(s) => slot(&mut s.tokens[index], || {
-                set.gen_ai_tokens.bind(&attributes())
-            })
-            .record(n),
+        match self.series {
+            Some(s) => s.tokens[index]
+                .get_or_init(|| set.gen_ai_tokens.bind(&attributes()))
+                .record(n),
             None => set.gen_ai_tokens.record(n, &attributes()),
         }
     }
 
     /// The characters of a complete answer.
-    pub fn output_chars(&mut self, n: u64) {
+    pub fn output_chars(&self, n: u64) {
         let (set, labels) = (self.set, self.labels);
-        match self.series.as_deref_mut() {
-            Some(s) => slot(&mut s.output_chars, || {
-                set.llm_output_characters.bind(&labels.attributes())
-            })
-            .record(n),
+        match self.series {
+            Some(s) => s
+                .output_chars
+                .get_or_init(|| set.llm_output_characters.bind(&labels.attributes()))
+                .record(n),
             None => set.llm_output_characters.record(n, &labels.attributes()),
         }
     }
 
     /// A complete answer without text or tool calls.
-    pub fn empty(&mut self) {
+    pub fn empty(&self) {
         let (set, labels) = (self.set, self.labels);
-        match self.series.as_deref_mut() {
-            Some(s) => slot(&mut s.empty, || {
-                set.llm_empty_responses.bind(&labels.attributes())
-            })
-            .add(1),
+        match self.series {
+            Some(s) => s
+                .empty
+                .get_or_init(|| set.llm_empty_responses.bind(&labels.attributes()))
+                .add(1),
             None => set.llm_empty_responses.add(1, &labels.attributes()),
         }
     }
@@ -331,25 +361,20 @@ impl GenAiRecorder<'_> {
 
 impl InstrumentSet {
     /// Hands `record` a recorder for the GenAI series of `labels`.
-    pub fn gen_ai(&self, labels: &GenAiLabels, record: impl FnOnce(&mut GenAiRecorder)) {
-        let mut map = self
-            .gen_ai_bound
+    pub fn gen_ai(&self, labels: &GenAiLabels, record: impl FnOnce(&GenAiRecorder)) {
+        self.gen_ai_bound
             .series
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(labels) && map.len() < MAX_BOUND {
-            map.insert(labels.clone(), GenAiSeries::default());
-        }
-        record(&mut GenAiRecorder {
-            set: self,
-            labels,
-            series: map.get_mut(labels),
-        });
+            .with(labels, GenAiSeries::default, |series| {
+                record(&GenAiRecorder {
+                    set: self,
+                    labels,
+                    series,
+                })
+            })
     }
 
     /// Counts an LLM request by operation, streaming and outcome.
     pub fn llm_request(&self, operation: &'static str, streaming: bool, outcome: &'static str) {
-        let key = (operation, streaming, outcome);
         let attributes = || {
             [
                 KeyValue::new(attr::GEN_AI_OPERATION_NAME, operation),
@@ -357,40 +382,27 @@ impl InstrumentSet {
                 KeyValue::new(attr::OUTCOME, outcome),
             ]
         };
-        let mut map = self
-            .gen_ai_bound
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(&key) && map.len() < MAX_BOUND {
-            map.insert(key, self.llm_requests.bind(&attributes()));
-        }
-        match map.get(&key) {
-            Some(c) => c.add(1),
-            None => self.llm_requests.add(1, &attributes()),
-        }
+        self.gen_ai_bound.requests.with(
+            &(operation, streaming, outcome),
+            || self.llm_requests.bind(&attributes()),
+            |bound| match bound {
+                Some(c) => c.add(1),
+                None => self.llm_requests.add(1, &attributes()),
+            },
+        )
     }
 
     /// Counts a finish reason (a bounded label).
     pub fn llm_finish_reason(&self, reason: &'static str) {
-        let mut map = self
-            .gen_ai_bound
-            .finish_reasons
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !map.contains_key(reason) && map.len() < MAX_BOUND {
-            map.insert(
-                reason,
-                self.llm_finish_reasons
-                    .bind(&[KeyValue::new(attr::REASON, reason)]),
-            );
-        }
-        match map.get(reason) {
-            Some(c) => c.add(1),
-            None => self
-                .llm_finish_reasons
-                .add(1, &[KeyValue::new(attr::REASON, reason)]),
-        }
+        let attributes = [KeyValue::new(attr::REASON, reason)];
+        self.gen_ai_bound.finish_reasons.with(
+            &reason,
+            || self.llm_finish_reasons.bind(&attributes),
+            |bound| match bound {
+                Some(c) => c.add(1),
+                None => self.llm_finish_reasons.add(1, &attributes),
+            },
+        )
     }
 }
 
@@ -467,7 +479,7 @@ mod tests {
                 }
             }
         }
-        let series = bound.instruments.http.series.lock().unwrap().len();
+        let series = bound.instruments.http.series.len();
         assert_eq!(
             series, MAX_BOUND,
             "40 routes × 4 statuses × 3 errors × 2 = 960 series"
@@ -568,10 +580,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(
-            bound.instruments.gen_ai_bound.series.lock().unwrap().len(),
-            MAX_BOUND
-        );
+        assert_eq!(bound.instruments.gen_ai_bound.series.len(), MAX_BOUND);
         let prefixes = ["gen_ai_", "modelwatch_llm_"];
         let (b, p) = (lines(&bound, &prefixes), lines(&plain, &prefixes));
         assert!(b.len() > 10_000, "{}", b.len());
