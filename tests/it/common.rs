@@ -171,11 +171,23 @@ impl Modelwatch {
     /// Polls `/healthz` until it answers 2xx; an `Err` says whether the
     /// process exited first (with its status) or the time ran out.
     async fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
-        let url = self.admin_url("/healthz");
+        self.poll("/healthz", limit).await
+    }
+
+    pub async fn wait_ready(&mut self) {
+        if let Err(why) = self.poll("/readyz", Duration::from_secs(15)).await {
+            panic!("modelwatch {why}; its log:\n{}", tail(&self.log_text(), 60));
+        }
+    }
+
+    /// Polls an admin endpoint until it answers 2xx, the process exits or
+    /// `limit` passes.
+    async fn poll(&mut self, path: &str, limit: Duration) -> Result<(), String> {
+        let url = self.admin_url(path);
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                return Err(format!("exited ({status}) before /healthz answered"));
+                return Err(format!("exited ({status}) before {path} answered"));
             }
             let ok = http()
                 .get(&url)
@@ -186,29 +198,7 @@ impl Modelwatch {
                 return Ok(());
             }
             if start.elapsed() > limit {
-                return Err(format!("/healthz did not answer within {limit:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub async fn wait_ready(&self) {
-        let url = self.admin_url("/readyz");
-        let start = Instant::now();
-        loop {
-            let ok = http()
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                panic!(
-                    "modelwatch /readyz did not answer 2xx within 15s; its log:\n{}",
-                    tail(&self.log_text(), 60)
-                );
+                return Err(format!("{path} did not answer 2xx within {limit:?}"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

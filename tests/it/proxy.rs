@@ -204,7 +204,8 @@ fn tokio_stream_from<T: Send + 'static>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_at_start_then_up() {
     let port = free_port();
-    let mw = Modelwatch::start(Options::new(format!("http://127.0.0.1:{port}")).no_wait()).await;
+    let mut mw =
+        Modelwatch::start(Options::new(format!("http://127.0.0.1:{port}")).no_wait()).await;
     let client = http();
     let ready = client.get(mw.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
