@@ -277,48 +277,65 @@ pub struct GenAiRecorder<'a> {
 }
 
 impl GenAiRecorder<'_> {
-    /// `gen_ai.server.request.duration`, with `error.type` when it failed.
+    /// Records `v` into `histogram`: through the handle in the series' `slot`
+    /// (bound with `attributes` the first time), or unbound past the bound.
+    fn record<T: Copy>(
+        &self,
+        slot: impl FnOnce(&GenAiSeries) -> &OnceLock<BoundHistogram<T>>,
+        histogram: &opentelemetry::metrics::Histogram<T>,
+        attributes: impl Fn() -> Vec<KeyValue>,
+        v: T,
+    ) {
+        match self.series {
+            Some(s) => slot(s)
+                .get_or_init(|| histogram.bind(&attributes()))
+                .record(v),
+            None => histogram.record(v, &attributes()),
+        }
+    }
+
+    /// `gen_ai.server.request.duration`, with `error.type` when it failed
+    /// (a failed exchange's series is recorded unbound: failures are few).
     pub fn duration(&self, seconds: f64, error: Option<&'static str>) {
         let (set, labels) = (self.set, self.labels);
-        match (self.series, error) {
-            (Some(s), None) => s
-                .duration
-                .get_or_init(|| set.gen_ai_duration.bind(&labels.attributes()))
-                .record(seconds),
-            _ => set.gen_ai_duration.record(
+        match error {
+            None => self.record(
+                |s| &s.duration,
+                &set.gen_ai_duration,
+                || labels.attributes(),
                 seconds,
-                &labels.with(error.map(|e| KeyValue::new(attr::ERROR_TYPE, e))),
             ),
+            Some(e) => set
+                .gen_ai_duration
+                .record(seconds, &labels.with([KeyValue::new(attr::ERROR_TYPE, e)])),
         }
     }
 
     /// `gen_ai.server.time_to_first_token`.
     pub fn ttft(&self, seconds: f64) {
-        let (set, labels) = (self.set, self.labels);
-        match self.series {
-            Some(s) => s
-                .ttft
-                .get_or_init(|| set.gen_ai_ttft.bind(&labels.attributes()))
-                .record(seconds),
-            None => set.gen_ai_ttft.record(seconds, &labels.attributes()),
-        }
+        let labels = self.labels;
+        self.record(
+            |s| &s.ttft,
+            &self.set.gen_ai_ttft,
+            || labels.attributes(),
+            seconds,
+        )
     }
 
     /// `gen_ai.server.time_per_output_token`.
     pub fn tpot(&self, seconds: f64) {
-        let (set, labels) = (self.set, self.labels);
-        match self.series {
-            Some(s) => s
-                .tpot
-                .get_or_init(|| set.gen_ai_tpot.bind(&labels.attributes()))
-                .record(seconds),
-            None => set.gen_ai_tpot.record(seconds, &labels.attributes()),
-        }
+        let labels = self.labels;
+        self.record(
+            |s| &s.tpot,
+            &self.set.gen_ai_tpot,
+            || labels.attributes(),
+            seconds,
+        )
     }
 
     /// `gen_ai.client.token.usage` of `kind` ("input" or "output").
     pub fn tokens(&self, kind: &'static str, estimated: bool, n: u64) {
-        let (set, labels) = (self.set, self.labels);
+        let labels = self.labels;
         let attributes = || {
             labels.with([
                 KeyValue::new(attr::GEN_AI_TOKEN_TYPE, kind),
@@ -326,24 +343,18 @@ impl GenAiRecorder<'_> {
             ])
         };
         let index = usize::from(kind == "output") * 2 + usize::from(estimated);
-        match self.series {
-            Some(s) => s.tokens[index]
-                .get_or_init(|| set.gen_ai_tokens.bind(&attributes()))
-                .record(n),
-            None => set.gen_ai_tokens.record(n, &attributes()),
-        }
+        self.record(|s| &s.tokens[index], &self.set.gen_ai_tokens, attributes, n)
     }
 
     /// The characters of a complete answer.
     pub fn output_chars(&self, n: u64) {
-        let (set, labels) = (self.set, self.labels);
-        match self.series {
-            Some(s) => s
-                .output_chars
-                .get_or_init(|| set.llm_output_characters.bind(&labels.attributes()))
-                .record(n),
-            None => set.llm_output_characters.record(n, &labels.attributes()),
-        }
+        let labels = self.labels;
+        self.record(
+            |s| &s.output_chars,
+            &self.set.llm_output_characters,
+            || labels.attributes(),
+            n,
+        )
     }
 
     /// A complete answer without text or tool calls.
