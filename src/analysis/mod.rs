@@ -258,7 +258,14 @@ impl Decoder {
         {
             return;
         }
-        let id = protocol::identify(sample, Some(protocol), &self.config);
+        let id = if records.iter().all(|r| r.model.is_some()) {
+            protocol::Identity {
+                model: None,
+                version: protocol::identify_version(sample, protocol, &self.config),
+            }
+        } else {
+            protocol::identify(sample, Some(protocol), &self.config)
+        };
         for r in records.iter_mut() {
             if r.model.is_none() {
                 r.model = id.model.clone();

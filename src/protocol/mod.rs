@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod json;
 pub mod jsonpath;
 pub mod kserve;
+mod lenient;
 pub mod oip;
 pub mod openai;
 pub mod sse;
@@ -338,6 +339,20 @@ pub fn identify(sample: &Sample, protocol: Option<Protocol>, config: &ProtocolCo
     };
     let version = version.or_else(|| version_from_config(sample, config));
     Identity { model, version }
+}
+
+/// The version [`identify`] gives, for records that already name their
+/// model: an OpenAI request's model is in its body, which the decoder has
+/// just read, so the body is not parsed a second time for it.
+pub fn identify_version(
+    sample: &Sample,
+    protocol: Protocol,
+    config: &ProtocolConfig,
+) -> Option<String> {
+    match protocol {
+        Protocol::Openai => version_from_config(sample, config),
+        _ => identify(sample, Some(protocol), config).version,
+    }
 }
 
 /// The model and version an exchange counts under: its first decoded

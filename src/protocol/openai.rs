@@ -5,6 +5,7 @@
 use base64::Engine;
 use serde_json::Value as Json;
 
+use super::lenient::Object;
 use super::{json, sse, DecodeError, Inference, Operation, Protocol, TokenUsage};
 use crate::sample::Sample;
 
@@ -97,6 +98,12 @@ pub fn request_model(sample: &Sample) -> Option<String> {
 
 /// Decodes an OpenAI-style exchange into one record (embeddings: one per input).
 pub fn decode(sample: &Sample) -> Result<Vec<Inference>, DecodeError> {
+    decode_with(sample, true)
+}
+
+/// [`decode`], with the typed reading of chat and completion bodies or
+/// (`typed` false, to compare the two in tests) without it.
+pub(super) fn decode_with(sample: &Sample, typed: bool) -> Result<Vec<Inference>, DecodeError> {
     let operation = operation_for_path(&sample.path).unwrap_or_else(|| {
         // Unknown path, OpenAI-shaped body: guess from the fields.
         if memchr::memmem::find(&sample.request_body.bytes, b"\"messages\"").is_some() {
@@ -108,30 +115,31 @@ pub fn decode(sample: &Sample) -> Result<Vec<Inference>, DecodeError> {
     if is_truncated(&sample.request_body) {
         return Err(DecodeError::Truncated);
     }
-    let request = json::parse(&sample.request_body.bytes)?;
-    if !request.is_object() {
-        return Err(DecodeError::MissingField);
-    }
     let mut record = Inference::new(sample, Protocol::Openai, operation);
-    record.model = request
-        .get("model")
-        .and_then(Json::as_str)
-        .map(str::to_string);
-    record.params.temperature = request.get("temperature").and_then(Json::as_f64);
-    record.params.top_p = request.get("top_p").and_then(Json::as_f64);
-    record.params.max_tokens = request
-        .get("max_completion_tokens")
-        .or_else(|| request.get("max_tokens"))
-        .and_then(Json::as_u64);
-    record.params.stream = request
-        .get("stream")
-        .and_then(Json::as_bool)
-        .unwrap_or(false);
-
     if operation == Operation::Embeddings {
+        let request = json::parse(&sample.request_body.bytes)?;
+        if !request.is_object() {
+            return Err(DecodeError::MissingField);
+        }
+        apply_request(&mut record, &request, operation);
         return decode_embeddings(sample, &request, record);
     }
-    record.input_text = prompt_text(&request, operation);
+    // Typed first: it reads only the fields below. A body it cannot read
+    // the way `Json::get` would (NaN tokens, a duplicate key, a message that
+    // is not an object) is read into a generic value.
+    let typed_request = typed
+        .then(|| typed::read::<typed::Request>(&sample.request_body.bytes))
+        .flatten();
+    match typed_request {
+        Some(Object(request)) => request.apply(&mut record, operation),
+        None => {
+            let request = json::parse(&sample.request_body.bytes)?;
+            if !request.is_object() {
+                return Err(DecodeError::MissingField);
+            }
+            apply_request(&mut record, &request, operation);
+        }
+    }
 
     let streamed = sample
         .response_headers
@@ -146,13 +154,47 @@ pub fn decode(sample: &Sample) -> Result<Vec<Inference>, DecodeError> {
         if is_truncated(&sample.response_body) {
             return Err(DecodeError::Truncated);
         }
-        let response = json::parse(&sample.response_body.bytes)?;
-        if response.get("error").is_some() || sample.status >= 400 {
-            return Err(DecodeError::ErrorResponse);
+        let typed_response = typed
+            .then(|| typed::read::<typed::Response>(&sample.response_body.bytes))
+            .flatten();
+        match typed_response {
+            Some(Object(response)) => {
+                if response.error.is_present() || sample.status >= 400 {
+                    return Err(DecodeError::ErrorResponse);
+                }
+                response.apply(&mut record, operation);
+            }
+            None => {
+                let response = json::parse(&sample.response_body.bytes)?;
+                if response.get("error").is_some() || sample.status >= 400 {
+                    return Err(DecodeError::ErrorResponse);
+                }
+                apply_response(&mut record, &response, operation);
+            }
         }
-        apply_response(&mut record, &response, operation);
     }
     Ok(vec![record])
+}
+
+/// The request's model, parameters and prompt, from a generic value.
+fn apply_request(record: &mut Inference, request: &Json, operation: Operation) {
+    record.model = request
+        .get("model")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    record.params.temperature = request.get("temperature").and_then(Json::as_f64);
+    record.params.top_p = request.get("top_p").and_then(Json::as_f64);
+    record.params.max_tokens = request
+        .get("max_completion_tokens")
+        .or_else(|| request.get("max_tokens"))
+        .and_then(Json::as_u64);
+    record.params.stream = request
+        .get("stream")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    if operation != Operation::Embeddings {
+        record.input_text = prompt_text(request, operation);
+    }
 }
 
 fn apply_response(record: &mut Inference, response: &Json, operation: Operation) {
@@ -363,4 +405,179 @@ fn decode_embeddings(
         out.push(r);
     }
     Ok(out)
+}
+
+/// The fields of a chat or completion exchange that the decoder reads, typed
+/// so that nothing else is built; each reads like the generic path's
+/// `Json::get` and `as_*` (see [`super::lenient`]).
+pub(super) mod typed {
+    use serde::de::{DeserializeOwned, IgnoredAny};
+    use serde::Deserialize;
+
+    use super::super::lenient::{Object, Scalar, Texts};
+    use super::super::{Inference, Operation, TokenUsage};
+
+    /// A body read typed; None where the generic reading is needed. Broken
+    /// UTF-8 is one such case: serde_json skips the fields a type ignores
+    /// without checking them, where the generic reading refuses the body.
+    pub fn read<T: DeserializeOwned>(body: &[u8]) -> Option<Object<T>> {
+        let text = std::str::from_utf8(body).ok()?;
+        serde_json::from_str(text).ok()
+    }
+
+    #[derive(Deserialize)]
+    pub struct Request {
+        #[serde(default)]
+        model: Scalar,
+        #[serde(default)]
+        temperature: Scalar,
+        #[serde(default)]
+        top_p: Scalar,
+        #[serde(default)]
+        max_completion_tokens: Scalar,
+        #[serde(default)]
+        max_tokens: Scalar,
+        #[serde(default)]
+        stream: Scalar,
+        messages: Option<Texts<Object<Message>>>,
+        prompt: Option<Texts<Scalar>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Message {
+        #[serde(default)]
+        role: Scalar,
+        content: Option<Texts<Object<Part>>>,
+    }
+
+    /// One part of a message's content (`{"type":"text","text":"…"}`).
+    #[derive(Deserialize)]
+    pub struct Part {
+        #[serde(default)]
+        text: Scalar,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Response {
+        #[serde(default)]
+        pub error: Scalar,
+        #[serde(default)]
+        model: Scalar,
+        #[serde(default)]
+        id: Scalar,
+        usage: Option<Object<Usage>>,
+        choices: Option<Texts<Object<Choice>>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Usage {
+        #[serde(default)]
+        prompt_tokens: Scalar,
+        #[serde(default)]
+        completion_tokens: Scalar,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Choice {
+        message: Option<Object<AnswerMessage>>,
+        #[serde(default)]
+        text: Scalar,
+        #[serde(default)]
+        finish_reason: Scalar,
+    }
+
+    #[derive(Deserialize)]
+    pub struct AnswerMessage {
+        content: Option<Texts<Object<Part>>>,
+        tool_calls: Option<Texts<IgnoredAny>>,
+    }
+
+    /// A message's text: a string, or its text parts joined by newlines.
+    fn content_text(content: Texts<Object<Part>>) -> Option<String> {
+        match content {
+            Texts::One(s) => Some(s),
+            Texts::Many(parts) => {
+                let texts: Vec<&str> = parts.iter().filter_map(|p| p.0.text.as_str()).collect();
+                (!texts.is_empty()).then(|| texts.join("\n"))
+            }
+            Texts::None => None,
+        }
+    }
+
+    impl Request {
+        pub fn apply(self, record: &mut Inference, operation: Operation) {
+            record.model = self.model.into_string();
+            record.params.temperature = self.temperature.as_f64();
+            record.params.top_p = self.top_p.as_f64();
+            record.params.max_tokens = if self.max_completion_tokens.is_present() {
+                self.max_completion_tokens.as_u64()
+            } else {
+                self.max_tokens.as_u64()
+            };
+            record.params.stream = self.stream.as_bool().unwrap_or(false);
+            record.input_text = match operation {
+                Operation::Chat => match self.messages {
+                    Some(Texts::Many(messages)) => Some(
+                        messages
+                            .into_iter()
+                            .filter_map(|Object(m)| {
+                                let c = content_text(m.content?)?;
+                                Some(format!("{}: {c}", m.role.as_str().unwrap_or("user")))
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    ),
+                    _ => None,
+                },
+                _ => match self.prompt {
+                    Some(Texts::One(s)) => Some(s),
+                    Some(Texts::Many(items)) => Some(
+                        items
+                            .iter()
+                            .filter_map(Scalar::as_str)
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    ),
+                    _ => None,
+                },
+            };
+        }
+    }
+
+    impl Response {
+        pub fn apply(self, record: &mut Inference, operation: Operation) {
+            if let Some(m) = self.model.into_string() {
+                record.model = Some(m);
+            }
+            record.response_id = self.id.into_string();
+            record.usage = self.usage.map(|Object(u)| TokenUsage {
+                input: u.prompt_tokens.as_u64(),
+                output: u.completion_tokens.as_u64(),
+                estimated: false,
+            });
+            let mut text = String::new();
+            if let Some(Texts::Many(choices)) = self.choices {
+                for (i, Object(choice)) in choices.into_iter().enumerate() {
+                    let (content, calls) = match choice.message {
+                        Some(Object(m)) => (m.content, m.tool_calls),
+                        None => (None, None),
+                    };
+                    let t = match operation {
+                        Operation::Chat => content.and_then(content_text),
+                        _ => choice.text.into_string(),
+                    };
+                    if i == 0 {
+                        text = t.unwrap_or_default();
+                    }
+                    if let Some(Texts::Many(calls)) = calls {
+                        record.tool_calls += calls.len();
+                    }
+                    if let Some(r) = choice.finish_reason.into_string() {
+                        record.finish_reasons.push(r);
+                    }
+                }
+            }
+            record.output_text = Some(text);
+        }
+    }
 }

@@ -546,6 +546,83 @@ fn failed_exchanges_keep_their_model_and_version() {
         let id = identify(&s, detect(&s, config.kind), &config);
         assert_eq!(id.model.as_deref(), c.model, "{}: model", c.what);
         assert_eq!(id.version.as_deref(), c.version, "{}: version", c.what);
+        if let Some(p) = detect(&s, config.kind) {
+            assert_eq!(
+                crate::protocol::identify_version(&s, p, &config).as_deref(),
+                c.version,
+                "{}: the version alone",
+                c.what
+            );
+        }
         assert!(!id.model_label().is_empty(), "{}", c.what);
     }
+}
+
+/// The typed reading of chat and completion bodies gives the very records
+/// the generic one gives, for well-formed bodies and for odd ones (fields of
+/// other types, nulls, escapes, non-objects, NaN, duplicate keys, broken
+/// UTF-8), and does read the well-formed ones itself.
+#[test]
+fn openai_typed_and_generic_readings_agree() {
+    use super::openai::{decode_with, typed};
+    let requests: &[(&str, &[u8], bool)] = &[
+        ("/v1/chat/completions", br#"{"model":"m","temperature":0.2,"top_p":1,"max_tokens":64,"stream":false,"messages":[{"role":"system","content":"Be \"brief\".\n"},{"role":"user","content":[{"type":"text","text":"Hi"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"there"}]}]}"#, true),
+        ("/v1/chat/completions", br#"{"model":"m","max_completion_tokens":null,"max_tokens":9,"messages":[{"content":"no role"},{"role":7,"content":"odd role"},{"role":"user"},{"role":"user","content":null},{"role":"user","content":[]},{"role":"user","content":{"text":"x"}}]}"#, true),
+        ("/v1/chat/completions", br#"{"model":5,"temperature":"0.2","max_tokens":-1,"stream":"yes","messages":"not a list"}"#, true),
+        ("/v1/chat/completions", br#"{"model":"m","max_completion_tokens":12,"max_tokens":9,"messages":{"role":"user"}}"#, true),
+        ("/v1/chat/completions", br#"{"model":"m","messages":[["user","hi"]]}"#, false),
+        ("/v1/chat/completions", br#"{"model":"m","messages":[{"role":"user","content":["hi"]}]}"#, false),
+        ("/v1/chat/completions", br#"{"model":"a","model":"b","messages":[]}"#, false),
+        ("/v1/chat/completions", br#"{"model":"m","temperature":NaN,"messages":[]}"#, false),
+        ("/v1/chat/completions", b"{\"model\":\"m\",\"user\":\"\xff\",\"messages\":[]}", false),
+        ("/v1/chat/completions", br#"["model","m"]"#, false),
+        ("/v1/chat/completions", b"", false),
+        ("/v1/completions", br#"{"model":"m","prompt":"Once upon a time","max_tokens":16}"#, true),
+        ("/v1/completions", br#"{"model":"m","prompt":["a",[1,2],null,"b"]}"#, true),
+        ("/v1/completions", br#"{"model":"m","prompt":null}"#, true),
+        ("/v1/completions", br#"{"model":"m","prompt":{"a":1}}"#, true),
+    ];
+    let responses: &[(&[u8], bool)] = &[
+        (br#"{"id":"c1","object":"chat.completion","model":"m-8b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello \u00e9!","tool_calls":[{"id":"t"},{"id":"u"}]},"logprobs":null,"finish_reason":"stop"},{"index":1,"message":{"content":"second"},"text":"t2","finish_reason":"length"}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#, true),
+        (br#"{"id":7,"model":null,"choices":[{"message":null,"text":"plain","finish_reason":null}],"usage":null}"#, true),
+        (br#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"tool_calls":"x"}}],"usage":{"prompt_tokens":1.5,"completion_tokens":-2}}"#, true),
+        (br#"{"choices":"none","usage":{}}"#, true),
+        (br#"{"error":null,"choices":[]}"#, true),
+        (br#"{"error":{"message":"boom"}}"#, true),
+        (br#"{"choices":[1]}"#, false),
+        (br#"{"usage":"x","choices":[]}"#, false),
+        (br#"{"choices":[{"message":"hi"}]}"#, false),
+        (b"not json", false),
+    ];
+    let mut compared = 0;
+    for &(path, request, request_typed) in requests {
+        assert_eq!(
+            typed::read::<typed::Request>(request).is_some(),
+            request_typed,
+            "typed reading of {}",
+            String::from_utf8_lossy(request)
+        );
+        for &(response, response_typed) in responses {
+            assert_eq!(
+                typed::read::<typed::Response>(response).is_some(),
+                response_typed,
+                "typed reading of {}",
+                String::from_utf8_lossy(response)
+            );
+            for status in [200, 500] {
+                let mut s = sample(path, request, response, "application/json");
+                s.status = status;
+                let (fast, generic) = (decode_with(&s, true), decode_with(&s, false));
+                assert_eq!(
+                    fast,
+                    generic,
+                    "{path} {status}\n{}\n{}",
+                    String::from_utf8_lossy(request),
+                    String::from_utf8_lossy(response)
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, requests.len() * responses.len() * 2);
 }
