@@ -294,17 +294,23 @@ impl GenAiRecorder<'_> {
         }
     }
 
+    /// [`Self::record`] with the series' own attributes and no others.
+    fn record_plain<T: Copy>(
+        &self,
+        slot: impl FnOnce(&GenAiSeries) -> &OnceLock<BoundHistogram<T>>,
+        histogram: &opentelemetry::metrics::Histogram<T>,
+        v: T,
+    ) {
+        let labels = self.labels;
+        self.record(slot, histogram, || labels.attributes(), v)
+    }
+
     /// `gen_ai.server.request.duration`, with `error.type` when it failed
     /// (a failed exchange's series is recorded unbound: failures are few).
     pub fn duration(&self, seconds: f64, error: Option<&'static str>) {
         let (set, labels) = (self.set, self.labels);
         match error {
-            None => self.record(
-                |s| &s.duration,
-                &set.gen_ai_duration,
-                || labels.attributes(),
-                seconds,
-            ),
+            None => self.record_plain(|s| &s.duration, &set.gen_ai_duration, seconds),
             Some(e) => set
                 .gen_ai_duration
                 .record(seconds, &labels.with([KeyValue::new(attr::ERROR_TYPE, e)])),
@@ -313,24 +319,12 @@ impl GenAiRecorder<'_> {
 
     /// `gen_ai.server.time_to_first_token`.
     pub fn ttft(&self, seconds: f64) {
-        let labels = self.labels;
-        self.record(
-            |s| &s.ttft,
-            &self.set.gen_ai_ttft,
-            || labels.attributes(),
-            seconds,
-        )
+        self.record_plain(|s| &s.ttft, &self.set.gen_ai_ttft, seconds)
     }
 
     /// `gen_ai.server.time_per_output_token`.
     pub fn tpot(&self, seconds: f64) {
-        let labels = self.labels;
-        self.record(
-            |s| &s.tpot,
-            &self.set.gen_ai_tpot,
-            || labels.attributes(),
-            seconds,
-        )
+        self.record_plain(|s| &s.tpot, &self.set.gen_ai_tpot, seconds)
     }
 
     /// `gen_ai.client.token.usage` of `kind` ("input" or "output").
@@ -348,13 +342,7 @@ impl GenAiRecorder<'_> {
 
     /// The characters of a complete answer.
     pub fn output_chars(&self, n: u64) {
-        let labels = self.labels;
-        self.record(
-            |s| &s.output_chars,
-            &self.set.llm_output_characters,
-            || labels.attributes(),
-            n,
-        )
+        self.record_plain(|s| &s.output_chars, &self.set.llm_output_characters, n)
     }
 
     /// A complete answer without text or tool calls.
