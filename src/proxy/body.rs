@@ -422,7 +422,7 @@ impl Body for ResponseBody {
                                     *first_byte = Some(x.in_flight.started.elapsed());
                                 }
                                 if let Some(scan) = x.llm.as_mut().and_then(|l| l.scan.as_mut()) {
-                                    scan.frame(data, x.in_flight.started.elapsed());
+                                    scan.frame_bytes(data, x.in_flight.started.elapsed());
                                 }
                             }
                             capture.push(data);
@@ -477,8 +477,9 @@ impl Body for ResponseBody {
 }
 
 /// Finishes a completed exchange in a task of its own. hyper polls the body
-/// for its end before it flushes the last bytes to the client; recording the
-/// figures there would delay them, so the work runs once this task has yielded.
+/// for its end, or drops it, before it flushes the last bytes to the client;
+/// recording the figures there would delay them, so the work runs once this
+/// task has yielded.
 fn finish_later(x: Exchange, first_byte: Option<Duration>, capture: Capture) {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
@@ -498,13 +499,20 @@ impl Drop for ResponseBody {
         } = &mut self.kind
         {
             if let Some(x) = exchange.take() {
-                // An empty body (204, HEAD) may never be polled: it still completed.
-                let outcome = if inner.is_end_stream() {
-                    Outcome::Complete
+                // hyper drops a body whose length it knows as soon as the last
+                // byte is written to its buffer, before the flush: a completed
+                // exchange (an empty body, a 204 or a HEAD, included) is
+                // finished once the bytes are on their way, like one whose end
+                // was polled. One cut off is finished now.
+                if inner.is_end_stream() {
+                    finish_later(
+                        x,
+                        *first_byte,
+                        std::mem::replace(capture, Capture::new(0, false)),
+                    );
                 } else {
-                    Outcome::Aborted
-                };
-                x.finish(outcome, *first_byte, Some(capture));
+                    x.finish(Outcome::Aborted, *first_byte, Some(capture));
+                }
             }
         }
     }

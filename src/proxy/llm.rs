@@ -84,8 +84,12 @@ pub struct LlmScan {
     pub operation: Operation,
     streaming: bool,
     max_body: usize,
-    /// Stream: the unfinished line. Plain: the body so far.
+    /// Stream: the unfinished line. Plain: the body so far, when it came in
+    /// more than one frame.
     buf: Vec<u8>,
+    /// Plain: the body's only frame so far, kept without a copy (it is let go
+    /// when the exchange finishes, right after the body ends).
+    plain: Option<bytes::Bytes>,
     overflow: bool,
     figures: LlmFigures,
     content_chunks: u64,
@@ -189,6 +193,7 @@ impl LlmScan {
             streaming,
             max_body,
             buf: Vec::new(),
+            plain: None,
             overflow: false,
             figures: LlmFigures {
                 streaming,
@@ -196,6 +201,23 @@ impl LlmScan {
             },
             content_chunks: 0,
         }
+    }
+
+    /// Like [`LlmScan::frame`], keeping a plain answer that comes in one
+    /// frame (the usual case) without copying it.
+    pub fn frame_bytes(&mut self, data: &bytes::Bytes, at: Duration) {
+        if !self.streaming && self.plain.is_none() && self.buf.is_empty() && !self.overflow {
+            if data.len() <= self.max_body {
+                self.plain = Some(data.clone());
+            } else {
+                self.overflow = true;
+            }
+            return;
+        }
+        if let Some(first) = self.plain.take() {
+            self.buf.extend_from_slice(&first);
+        }
+        self.frame(data, at);
     }
 
     /// Looks at one response frame; `at` is the time since the request arrived.
@@ -276,8 +298,10 @@ impl LlmScan {
 
     /// The figures, once the response has ended (or been cut off).
     pub fn finish(mut self) -> LlmFigures {
-        if !self.streaming && !self.overflow && !self.buf.is_empty() {
-            if let Ok(a) = serde_json::from_slice::<Answer>(&self.buf) {
+        let plain = self.plain.take();
+        let body = plain.as_deref().unwrap_or(&self.buf);
+        if !self.streaming && !self.overflow && !body.is_empty() {
+            if let Ok(a) = serde_json::from_slice::<Answer>(body) {
                 let f = &mut self.figures;
                 f.response_model = a.model;
                 f.response_id = a.id;
@@ -379,12 +403,11 @@ pub fn record(
         status,
         error_type,
     } = ending;
-    let request_head = request.head(4096);
     use opentelemetry::trace::Span as _;
     use opentelemetry::KeyValue;
 
     let figures = x.scan.map(LlmScan::finish).unwrap_or_default();
-    let request_model = request_model(&request_head);
+    let request_model = request.with_head(4096, request_model);
     let request_label = request_model.as_deref().map(|m| x.labels.label(m));
     let response_label = figures.response_model.as_deref().map(|m| x.labels.label(m));
     let op = x.operation.as_str();
@@ -460,8 +483,10 @@ pub fn record(
                 opentelemetry::Value::Array(reasons.into()),
             ));
         }
-        let body = request.head(usize::MAX);
-        if let Ok(params) = serde_json::from_slice::<serde_json::Value>(&body) {
+        let params = request.with_head(usize::MAX, |body| {
+            serde_json::from_slice::<serde_json::Value>(body)
+        });
+        if let Ok(params) = params {
             if let Some(t) = params
                 .get("temperature")
                 .and_then(serde_json::Value::as_f64)
@@ -545,6 +570,45 @@ mod tests {
     /// Characters are counted after unescaping; content given as parts (or
     /// null) counts none and falls back to `text`; an escaped finish reason
     /// is read.
+    /// A plain answer kept as its frames (one frame without a copy) reads the
+    /// same as one copied, however it is cut, and the cap holds either way.
+    #[test]
+    fn plain_answer_kept_as_frames_reads_the_same() {
+        let body = br#"{"id":"x","model":"m","choices":[{"message":{"content":"hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let copied = {
+            let mut scan = LlmScan::new(Operation::Chat, false, 65536);
+            scan.frame(body, MS);
+            scan.finish()
+        };
+        assert_eq!(copied.output_tokens, Some(2));
+        for cut in [0, 1, 40, body.len() - 1, body.len()] {
+            let mut scan = LlmScan::new(Operation::Chat, false, 65536);
+            scan.frame_bytes(&bytes::Bytes::copy_from_slice(&body[..cut]), MS);
+            scan.frame_bytes(&bytes::Bytes::copy_from_slice(&body[cut..]), MS);
+            assert_eq!(scan.finish(), copied, "cut at {cut}");
+        }
+        for cap in [10, body.len() - 1] {
+            let mut one = LlmScan::new(Operation::Chat, false, cap);
+            one.frame_bytes(&bytes::Bytes::from_static(body), MS);
+            assert_eq!(
+                one.finish().output_tokens,
+                None,
+                "one frame over a cap of {cap}"
+            );
+            let mut two = LlmScan::new(Operation::Chat, false, cap);
+            two.frame_bytes(&bytes::Bytes::copy_from_slice(&body[..5]), MS);
+            two.frame_bytes(&bytes::Bytes::copy_from_slice(&body[5..]), MS);
+            assert_eq!(
+                two.finish().output_tokens,
+                None,
+                "two frames over a cap of {cap}"
+            );
+        }
+        let mut exact = LlmScan::new(Operation::Chat, false, body.len());
+        exact.frame_bytes(&bytes::Bytes::from_static(body), MS);
+        assert_eq!(exact.finish(), copied);
+    }
+
     #[test]
     fn plain_answer_characters_escapes_and_parts() {
         let mut scan = LlmScan::new(Operation::Chat, false, 65536);

@@ -181,14 +181,14 @@ impl Capture {
         }
     }
 
-    /// A copy of up to `limit` of the bytes captured so far.
-    pub fn head(&self, limit: usize) -> Bytes {
+    /// Reads up to `limit` of the bytes captured so far in place, without a copy.
+    pub fn with_head<R>(&self, limit: usize, read: impl FnOnce(&[u8]) -> R) -> R {
         match &self.buf {
             Some(b) => {
                 let b = b.lock().expect("poisoned");
-                Bytes::copy_from_slice(&b[..b.len().min(limit)])
+                read(&b[..b.len().min(limit)])
             }
-            None => Bytes::new(),
+            None => read(&[]),
         }
     }
 
