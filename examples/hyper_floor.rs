@@ -98,6 +98,13 @@ async fn paired(
     }
 }
 
+/// How a client connection's requests reach the upstream.
+#[derive(Clone)]
+enum Way {
+    Pooled(Arc<Pooled>),
+    Paired(Paired),
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let listen: SocketAddr = args
@@ -126,31 +133,26 @@ fn main() {
             let _ = stream.set_nodelay(true);
             let upstream = upstream.clone();
             let builder = builder.clone();
-            if mode == "paired" {
-                let conn: Paired = Arc::default();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let conn = conn.clone();
-                        let upstream = upstream.clone();
-                        async move { Ok::<_, Infallible>(paired(conn, upstream, req).await) }
-                    });
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+            let way = if mode == "paired" {
+                Way::Paired(Paired::default())
             } else {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let client = client.clone();
-                        let upstream = upstream.clone();
-                        async move { Ok::<_, Infallible>(pooled(client, upstream, req).await) }
-                    });
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                Way::Pooled(Arc::new(client.clone()))
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let way = way.clone();
+                    let upstream = upstream.clone();
+                    async move {
+                        Ok::<_, Infallible>(match way {
+                            Way::Pooled(client) => pooled((*client).clone(), upstream, req).await,
+                            Way::Paired(conn) => paired(conn, upstream, req).await,
+                        })
+                    }
                 });
-            }
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
         }
     });
 }
