@@ -174,7 +174,10 @@ fn benches(c: &mut Criterion) {
         b.iter(|| decode(&s, &config).unwrap())
     });
     // The scan that runs on the proxy's path for every request, fed in network-sized frames.
-    let frames: Vec<&[u8]> = stream.chunks(1400).collect();
+    let frames: Vec<bytes::Bytes> = stream
+        .chunks(1400)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
     g.bench_function("scan (every request, proxy path)", |b| {
         b.iter(|| {
             let mut scan = LlmScan::new(Operation::Chat, true, 256 * 1024);

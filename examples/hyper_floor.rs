@@ -122,9 +122,11 @@ fn main() {
         let listener = TcpListener::bind(listen).await.expect("bind");
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let client: Pooled = Client::builder(TokioExecutor::new())
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
+        let client: Arc<Pooled> = Arc::new(
+            Client::builder(TokioExecutor::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(connector),
+        );
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -136,7 +138,7 @@ fn main() {
             let way = if mode == "paired" {
                 Way::Paired(Paired::default())
             } else {
-                Way::Pooled(Arc::new(client.clone()))
+                Way::Pooled(client.clone())
             };
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {

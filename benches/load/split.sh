@@ -8,7 +8,7 @@
 #
 # The upstream (nginx, the harness's config) and the proxy share CPU 1, oha drives
 # 32 connections from CPU 0 with the harness's 309-byte chat POST. The proxy's
-# utime and stime (all its threads, /proc/PID/stat) over the run, divided by the
+# utime and stime (its process tree, procstat.py) over the run, divided by the
 # requests answered, give microseconds per request. Run benches/load/run.sh once
 # first: it writes the configs this script uses (benches/load/run/conf).
 set -euo pipefail
@@ -37,18 +37,13 @@ load() {
     -d "$BODY" http://127.0.0.1:18080/v1/chat/completions
 }
 load 3s >/dev/null
-PIDS="$PX $( (pgrep -P "$PX" || true) | tr "\n" " ")"
-ticks() {
-  local u=0 s=0 a b
-  for p in $PIDS; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done
-  echo "$u $s"
-}
-read -r u0 s0 < <(ticks)
+ticks() { python3 "$HERE/procstat.py" --split "$PX"; }
+read -r u0 s0 _ < <(ticks)
 out=$(load "${secs}s")
-read -r u1 s1 < <(ticks)
+read -r u1 s1 _ hwm _ < <(ticks)
 n=$(grep -oE '\[200\] [0-9]+' <<<"$out" | awk '{print $2}')
 tck=$(getconf CLK_TCK)
 awk -v name="$name" -v rate="$rate" -v n="$n" -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v t="$tck" \
-  -v hwm="$(awk '/VmHWM/ {print $2}' "/proc/$PX/status")" 'BEGIN {
+  -v hwm="$hwm" 'BEGIN {
   printf "%s at %d req/s: %d answered; user %.1f us, kernel %.1f us per request; peak RSS %.1f MB\n",
     name, rate, n, du * 1e6 / t / n, ds * 1e6 / t / n, hwm / 1024 }'

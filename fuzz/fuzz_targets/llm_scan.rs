@@ -10,7 +10,10 @@ fuzz_target!(|data: &[u8]| {
         let mut scan = LlmScan::new(Operation::Chat, streaming, 4096);
         let step = (data.first().copied().unwrap_or(7) as usize % 31) + 1;
         for (i, frame) in data.chunks(step).enumerate() {
-            scan.frame(frame, std::time::Duration::from_millis(i as u64));
+            scan.frame(
+                &bytes::Bytes::copy_from_slice(frame),
+                std::time::Duration::from_millis(i as u64),
+            );
         }
         let _ = scan.finish();
     }

@@ -422,7 +422,7 @@ impl Body for ResponseBody {
                                     *first_byte = Some(x.in_flight.started.elapsed());
                                 }
                                 if let Some(scan) = x.llm.as_mut().and_then(|l| l.scan.as_mut()) {
-                                    scan.frame_bytes(data, x.in_flight.started.elapsed());
+                                    scan.frame(data, x.in_flight.started.elapsed());
                                 }
                             }
                             capture.push(data);
@@ -441,11 +441,7 @@ impl Body for ResponseBody {
                     }
                     Poll::Ready(None) => {
                         if let Some(x) = exchange.take() {
-                            finish_later(
-                                x,
-                                *first_byte,
-                                std::mem::replace(capture, Capture::new(0, false)),
-                            );
+                            finish_later(x, *first_byte, capture);
                         }
                     }
                     Poll::Ready(Some(Err(_))) => {
@@ -479,8 +475,9 @@ impl Body for ResponseBody {
 /// Finishes a completed exchange in a task of its own. hyper polls the body
 /// for its end, or drops it, before it flushes the last bytes to the client;
 /// recording the figures there would delay them, so the work runs once this
-/// task has yielded.
-fn finish_later(x: Exchange, first_byte: Option<Duration>, capture: Capture) {
+/// task has yielded. The response's capture goes with it.
+fn finish_later(x: Exchange, first_byte: Option<Duration>, capture: &mut Capture) {
+    let capture = std::mem::replace(capture, Capture::new(0, false));
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
             handle.spawn(async move { x.finish(Outcome::Complete, first_byte, Some(&capture)) });
@@ -505,11 +502,7 @@ impl Drop for ResponseBody {
                 // finished once the bytes are on their way, like one whose end
                 // was polled. One cut off is finished now.
                 if inner.is_end_stream() {
-                    finish_later(
-                        x,
-                        *first_byte,
-                        std::mem::replace(capture, Capture::new(0, false)),
-                    );
+                    finish_later(x, *first_byte, capture);
                 } else {
                     x.finish(Outcome::Aborted, *first_byte, Some(capture));
                 }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::protocol::json::string_field;
@@ -84,15 +85,50 @@ pub struct LlmScan {
     pub operation: Operation,
     streaming: bool,
     max_body: usize,
-    /// Stream: the unfinished line. Plain: the body so far, when it came in
-    /// more than one frame.
+    /// Stream: the unfinished line.
     buf: Vec<u8>,
-    /// Plain: the body's only frame so far, kept without a copy (it is let go
-    /// when the exchange finishes, right after the body ends).
-    plain: Option<bytes::Bytes>,
-    overflow: bool,
+    /// Plain: the body so far.
+    plain: PlainBody,
     figures: LlmFigures,
     content_chunks: u64,
+}
+
+/// A plain answer's body as it arrives, up to the scan's cap. The usual
+/// answer comes in one frame, kept without a copy (let go when the exchange
+/// finishes, right after the body ends); more frames are gathered.
+#[derive(Debug, Default)]
+enum PlainBody {
+    #[default]
+    Empty,
+    One(Bytes),
+    Gathered(Vec<u8>),
+    /// Longer than the cap: not read.
+    Over,
+}
+
+impl PlainBody {
+    fn push(&mut self, data: &Bytes, cap: usize) {
+        *self = match std::mem::take(self) {
+            PlainBody::Empty if data.len() <= cap => PlainBody::One(data.clone()),
+            PlainBody::One(first) if first.len() + data.len() <= cap => {
+                PlainBody::Gathered([&first[..], &data[..]].concat())
+            }
+            PlainBody::Gathered(mut body) if body.len() + data.len() <= cap => {
+                body.extend_from_slice(data);
+                PlainBody::Gathered(body)
+            }
+            _ => PlainBody::Over,
+        }
+    }
+
+    /// The whole body, unless it was over the cap.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            PlainBody::One(b) => b,
+            PlainBody::Gathered(b) => b,
+            PlainBody::Empty | PlainBody::Over => &[],
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -193,8 +229,7 @@ impl LlmScan {
             streaming,
             max_body,
             buf: Vec::new(),
-            plain: None,
-            overflow: false,
+            plain: PlainBody::Empty,
             figures: LlmFigures {
                 streaming,
                 ..LlmFigures::default()
@@ -203,34 +238,13 @@ impl LlmScan {
         }
     }
 
-    /// Like [`LlmScan::frame`], keeping a plain answer that comes in one
-    /// frame (the usual case) without copying it.
-    pub fn frame_bytes(&mut self, data: &bytes::Bytes, at: Duration) {
-        if !self.streaming && self.plain.is_none() && self.buf.is_empty() && !self.overflow {
-            if data.len() <= self.max_body {
-                self.plain = Some(data.clone());
-            } else {
-                self.overflow = true;
-            }
-            return;
-        }
-        if let Some(first) = self.plain.take() {
-            self.buf.extend_from_slice(&first);
-        }
-        self.frame(data, at);
-    }
-
     /// Looks at one response frame; `at` is the time since the request arrived.
-    pub fn frame(&mut self, data: &[u8], at: Duration) {
+    pub fn frame(&mut self, data: &Bytes, at: Duration) {
         if !self.streaming {
-            if self.buf.len() + data.len() <= self.max_body {
-                self.buf.extend_from_slice(data);
-            } else {
-                self.overflow = true;
-            }
+            self.plain.push(data, self.max_body);
             return;
         }
-        let mut rest = data;
+        let mut rest = &data[..];
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             let piece = &rest[..nl];
             if self.buf.is_empty() {
@@ -298,9 +312,8 @@ impl LlmScan {
 
     /// The figures, once the response has ended (or been cut off).
     pub fn finish(mut self) -> LlmFigures {
-        let plain = self.plain.take();
-        let body = plain.as_deref().unwrap_or(&self.buf);
-        if !self.streaming && !self.overflow && !body.is_empty() {
+        let body = self.plain.bytes();
+        if !body.is_empty() {
             if let Ok(a) = serde_json::from_slice::<Answer>(body) {
                 let f = &mut self.figures;
                 f.response_model = a.model;
@@ -483,10 +496,9 @@ pub fn record(
                 opentelemetry::Value::Array(reasons.into()),
             ));
         }
-        let params = request.with_head(usize::MAX, |body| {
-            serde_json::from_slice::<serde_json::Value>(body)
-        });
-        if let Ok(params) = params {
+        // Copied out first: the capture's lock is not held while parsing.
+        let body = request.with_head(usize::MAX, Bytes::copy_from_slice);
+        if let Ok(params) = serde_json::from_slice::<serde_json::Value>(&body) {
             if let Some(t) = params
                 .get("temperature")
                 .and_then(serde_json::Value::as_f64)
@@ -518,6 +530,11 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// One frame as hyper hands it over.
+    fn feed(scan: &mut LlmScan, frame: &[u8], at: Duration) {
+        scan.frame(&Bytes::copy_from_slice(frame), at);
+    }
+
     #[test]
     fn stream_split_across_frames() {
         let stream = concat!(
@@ -531,7 +548,7 @@ mod tests {
         // Cut into 7-byte frames: lines straddle frames.
         let mut scan = LlmScan::new(Operation::Chat, true, 65536);
         for (i, frame) in stream.chunks(7).enumerate() {
-            scan.frame(frame, MS * i as u32);
+            feed(&mut scan, frame, MS * i as u32);
         }
         let f = scan.finish();
         assert_eq!(f.chunks, 4);
@@ -549,7 +566,7 @@ mod tests {
     #[test]
     fn stream_without_usage_estimates_from_content_chunks() {
         let mut scan = LlmScan::new(Operation::TextCompletion, true, 65536);
-        scan.frame(b"data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: {\"choices\":[{\"text\":\"b\",\"finish_reason\":\"stop\"}]}\n\n", MS);
+        feed(&mut scan, b"data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: {\"choices\":[{\"text\":\"b\",\"finish_reason\":\"stop\"}]}\n\n", MS);
         let f = scan.finish();
         assert_eq!((f.output_tokens, f.estimated), (Some(2), true));
         assert_eq!(f.input_tokens, None);
@@ -558,8 +575,12 @@ mod tests {
     #[test]
     fn plain_answer() {
         let mut scan = LlmScan::new(Operation::Chat, false, 65536);
-        scan.frame(br#"{"id":"x","model":"m","choices":[{"message":{"content":"hi there"},"finish_reason":"content_filter"}],"#, MS);
-        scan.frame(br#""usage":{"prompt_tokens":3,"completion_tokens":2}}"#, MS);
+        feed(&mut scan, br#"{"id":"x","model":"m","choices":[{"message":{"content":"hi there"},"finish_reason":"content_filter"}],"#, MS);
+        feed(
+            &mut scan,
+            br#""usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+            MS,
+        );
         let f = scan.finish();
         assert_eq!((f.input_tokens, f.output_tokens), (Some(3), Some(2)));
         assert_eq!(f.finish_reasons, vec!["content_filter"]);
@@ -567,37 +588,34 @@ mod tests {
         assert_eq!(f.response_model.as_deref(), Some("m"));
     }
 
-    /// Characters are counted after unescaping; content given as parts (or
-    /// null) counts none and falls back to `text`; an escaped finish reason
-    /// is read.
-    /// A plain answer kept as its frames (one frame without a copy) reads the
-    /// same as one copied, however it is cut, and the cap holds either way.
+    /// A plain answer in one frame (kept without a copy) reads the same as
+    /// one cut in two anywhere (gathered), and the cap holds either way.
     #[test]
     fn plain_answer_kept_as_frames_reads_the_same() {
         let body = br#"{"id":"x","model":"m","choices":[{"message":{"content":"hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
         let copied = {
             let mut scan = LlmScan::new(Operation::Chat, false, 65536);
-            scan.frame(body, MS);
+            feed(&mut scan, body, MS);
             scan.finish()
         };
         assert_eq!(copied.output_tokens, Some(2));
         for cut in [0, 1, 40, body.len() - 1, body.len()] {
             let mut scan = LlmScan::new(Operation::Chat, false, 65536);
-            scan.frame_bytes(&bytes::Bytes::copy_from_slice(&body[..cut]), MS);
-            scan.frame_bytes(&bytes::Bytes::copy_from_slice(&body[cut..]), MS);
+            scan.frame(&Bytes::copy_from_slice(&body[..cut]), MS);
+            scan.frame(&Bytes::copy_from_slice(&body[cut..]), MS);
             assert_eq!(scan.finish(), copied, "cut at {cut}");
         }
         for cap in [10, body.len() - 1] {
             let mut one = LlmScan::new(Operation::Chat, false, cap);
-            one.frame_bytes(&bytes::Bytes::from_static(body), MS);
+            one.frame(&Bytes::from_static(body), MS);
             assert_eq!(
                 one.finish().output_tokens,
                 None,
                 "one frame over a cap of {cap}"
             );
             let mut two = LlmScan::new(Operation::Chat, false, cap);
-            two.frame_bytes(&bytes::Bytes::copy_from_slice(&body[..5]), MS);
-            two.frame_bytes(&bytes::Bytes::copy_from_slice(&body[5..]), MS);
+            two.frame(&Bytes::copy_from_slice(&body[..5]), MS);
+            two.frame(&Bytes::copy_from_slice(&body[5..]), MS);
             assert_eq!(
                 two.finish().output_tokens,
                 None,
@@ -605,14 +623,17 @@ mod tests {
             );
         }
         let mut exact = LlmScan::new(Operation::Chat, false, body.len());
-        exact.frame_bytes(&bytes::Bytes::from_static(body), MS);
+        exact.frame(&Bytes::from_static(body), MS);
         assert_eq!(exact.finish(), copied);
     }
 
+    /// Characters are counted after unescaping; content given as parts (or
+    /// null) counts none and falls back to `text`; an escaped finish reason
+    /// is read.
     #[test]
     fn plain_answer_characters_escapes_and_parts() {
         let mut scan = LlmScan::new(Operation::Chat, false, 65536);
-        scan.frame(
+        feed(&mut scan,
             br#"{"choices":[{"message":{"content":"H\u00e9 \"x\"\n"},"finish_reason":"st\u006fp"},{"message":{"content":[{"type":"text","text":"abc"}]}},{"message":{"content":null},"text":"\u2603!"},{"message":{"content":7}}]}"#,
             MS,
         );
@@ -624,7 +645,8 @@ mod tests {
     #[test]
     fn oversized_plain_answer_gives_no_usage() {
         let mut scan = LlmScan::new(Operation::Chat, false, 10);
-        scan.frame(
+        feed(
+            &mut scan,
             br#"{"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
             MS,
         );
